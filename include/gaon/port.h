@@ -1,0 +1,29 @@
+// Port: where frames enter and leave the engine. Every kind delivers whole Ethernet
+// frames, so an ikernel never knows which kind runs it.
+//
+//   rx_burst(out)  fills up to out.size() packets (allocated from the engine's pool) and
+//                  returns how many.
+//   tx_burst(pkts) takes ownership of the first n packets it returns (sent or queued and
+//                  freed by the port); the caller still owns the rest.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "gaon/packet.h"
+
+namespace gaon {
+
+class Port {
+ public:
+  virtual ~Port() = default;
+  virtual uint32_t rx_burst(std::span<Packet*> out) = 0;
+  virtual uint32_t tx_burst(std::span<Packet*> pkts) = 0;
+  virtual std::string name() const = 0;
+  virtual nlohmann::json stats() const { return nlohmann::json::object(); }
+};
+
+}  // namespace gaon
