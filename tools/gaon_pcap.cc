@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
     const uint32_t n = engine.poll(now++);
     collect(wire, wire_out);
     collect(host, host_out);
-    const bool more = wi < wire_in.size() || hi < host_in.size() || !engine.arbiter().empty();
+    const bool more = wi < wire_in.size() || hi < host_in.size() || !engine.tx_idle();
     idle = (n == 0 && !more) ? idle + 1 : 0;
   }
   if (!out_path.empty())

@@ -95,6 +95,8 @@ class Engine {
 
   const EngineCounters& counters() const { return counters_; }
   const Arbiter& arbiter() const { return *arbiter_; }
+  // Nothing waits to be transmitted (arbiter queues and the wire's pending burst).
+  bool tx_idle() const { return arbiter_->empty() && wire_pending_off_ == wire_pending_n_; }
   Instance* instance(uint32_t id);  // datapath thread / inline use only
 
  private:
