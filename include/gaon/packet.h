@@ -107,7 +107,7 @@ struct Packet {
     if (src.size() > kMaxData) return false;
     data_off = kHeadroom;
     len = static_cast<uint16_t>(src.size());
-    std::memcpy(data(), src.data(), src.size());
+    if (!src.empty()) std::memcpy(data(), src.data(), src.size());
     parsed = false;
     return true;
   }
