@@ -21,8 +21,8 @@ struct World {
   std::unique_ptr<gaon::Engine> engine;
   gaon::MemPort wire{"wire", 64}, host{"host", 64};
   World() {
-    engine = std::move(*gaon::Engine::create({.pool_frames = 256, .max_instances = 4,
-                                              .flow_capacity = 16, .queue_depth = 64}));
+    engine = std::move(*gaon::Engine::create(
+        {.pool_frames = 256, .max_instances = 4, .flow_capacity = 16, .queue_depth = 64}));
     engine->set_ports(&wire, &host);
     const auto& reg = gaon::Registry::global();
     auto echo = engine->add_instance(std::move(*gaon::Instance::create({.type = "echo"}, reg)));

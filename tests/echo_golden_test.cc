@@ -58,9 +58,9 @@ class EchoGolden : public ::testing::Test {
 };
 
 TEST_F(EchoGolden, PcapInPcapOut) {
-  const auto r = run("--ikernel echo --flow udp:10.0.0.2:7 --in " + (data_ / "echo_in.pcap").string() +
-                     " --out " + (dir_ / "out.pcap").string() + " --host-out " +
-                     (dir_ / "host.pcap").string() + " --json");
+  const auto r = run("--ikernel echo --flow udp:10.0.0.2:7 --in " +
+                     (data_ / "echo_in.pcap").string() + " --out " + (dir_ / "out.pcap").string() +
+                     " --host-out " + (dir_ / "host.pcap").string() + " --json");
   ASSERT_EQ(r.status, 0) << r.output;
   // Replies: in order, byte for byte.
   EXPECT_EQ(read(dir_ / "out.pcap"), read(data_ / "echo_out.pcap"));

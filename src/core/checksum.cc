@@ -1,5 +1,6 @@
 #include "gaon/checksum.h"
 
+#include <bit>
 #include <cstring>
 
 #include "gaon/net.h"
@@ -7,25 +8,42 @@
 namespace gaon::csum {
 
 uint64_t partial(const uint8_t* data, size_t len, uint64_t sum) {
-  // Sum 32-bit big-endian-agnostic words into a 64-bit accumulator; the one's-complement
-  // sum is byte-order independent as long as the final fold is read in the same order.
-  // We sum 16-bit words in network order to keep the result in host order.
-  while (len >= 8) {
+  // RFC 1071 §2(B): the one's-complement sum is byte-order independent, so sum native
+  // 32-bit halves of 64-bit loads (two accumulators), fold to 16 bits and swap once.
+  uint64_t a = 0, b = 0;
+  while (len >= 16) {
+    uint64_t w0, w1;
+    std::memcpy(&w0, data, 8);
+    std::memcpy(&w1, data + 8, 8);
+    a += (w0 & 0xffffffff) + (w0 >> 32);
+    b += (w1 & 0xffffffff) + (w1 >> 32);
+    data += 16;
+    len -= 16;
+  }
+  // The tail, in even-aligned steps; a last odd byte is padded with zero, as the
+  // checksum's definition pads it.
+  if (len & 8) {
     uint64_t w;
     std::memcpy(&w, data, 8);
-    // add the four 16-bit network-order words
-    uint64_t s = __builtin_bswap64(w);
-    sum += (s >> 48) + ((s >> 32) & 0xffff) + ((s >> 16) & 0xffff) + (s & 0xffff);
+    a += (w & 0xffffffff) + (w >> 32);
     data += 8;
-    len -= 8;
   }
-  while (len >= 2) {
-    sum += net::load16(data);
+  if (len & 4) {
+    uint32_t w;
+    std::memcpy(&w, data, 4);
+    b += w;
+    data += 4;
+  }
+  if (len & 2) {
+    uint16_t w;
+    std::memcpy(&w, data, 2);
+    a += w;
     data += 2;
-    len -= 2;
   }
-  if (len) sum += uint32_t{data[0]} << 8;
-  return sum;
+  if (len & 1) a += std::endian::native == std::endian::little ? data[0] : uint32_t{data[0]} << 8;
+  uint16_t native = fold(a + (b & 0xffffffff) + (b >> 32));
+  if constexpr (std::endian::native == std::endian::little) native = __builtin_bswap16(native);
+  return sum + native;
 }
 
 uint64_t pseudo_ipv4(const uint8_t* ip, uint8_t proto, uint32_t l4_len) {
