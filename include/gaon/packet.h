@@ -44,6 +44,9 @@ struct HeaderOffsets {
 };
 
 inline constexpr uint32_t kNoInstance = 0;
+// Packet::port of frames the engine received.
+inline constexpr uint16_t kWirePort = 0;
+inline constexpr uint16_t kHostPort = 1;
 
 struct Packet {
   // --- buffer (owned by the pool) ---

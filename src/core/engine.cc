@@ -60,6 +60,7 @@ uint32_t Engine::poll(uint64_t now) {
     total += n;
     for (uint32_t i = 0; i < n; ++i) {
       burst[i]->dir = Direction::ingress;
+      burst[i]->port = kWirePort;
       if (burst[i]->timestamp_ns == 0) burst[i]->timestamp_ns = now;
     }
     ingress({burst.data(), n}, now);
@@ -69,6 +70,7 @@ uint32_t Engine::poll(uint64_t now) {
     total += n;
     for (uint32_t i = 0; i < n; ++i) {
       burst[i]->dir = Direction::egress;
+      burst[i]->port = kHostPort;
       if (burst[i]->timestamp_ns == 0) burst[i]->timestamp_ns = now;
     }
     egress({burst.data(), n}, now);
