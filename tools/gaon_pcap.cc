@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
     }
   };
   auto feed = [&](gaon::MemPort& port, const std::vector<gaon::pcapio::Frame>& frames,
-                  size_t& next) -> int {
+                  size_t& next) {
     gaon::Packet* buf[gaon::kBurst];
     uint32_t n = 0;
     while (next < frames.size() && n < gaon::kBurst) {
@@ -118,8 +118,7 @@ int main(int argc, char** argv) {
     }
     const uint32_t q = port.inject({buf, n});
     for (uint32_t i = q; i < n; ++i) pool.free(buf[i]);
-    next -= n - q;
-    return 0;
+    next -= n - q;  // the ring was full: those go again next time
   };
   size_t wi = 0, hi = 0;
   uint64_t now = 1;
