@@ -10,6 +10,9 @@
 #include "gaon/engine.h"
 #include "gaon/mem_port.h"
 
+// g++ cannot see that the replaced operator new below pairs with free().
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
 namespace {
 thread_local bool g_counting = false;
 std::atomic<size_t> g_news{0};

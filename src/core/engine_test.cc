@@ -104,7 +104,9 @@ class EngineTest : public ::testing::Test {
   void TearDown() override {
     drain();
     // Every frame is back in the pool: nothing leaked, nothing freed twice.
-    if (engine_) EXPECT_EQ(engine_->pool().available(), engine_->pool().capacity());
+    if (engine_) {
+      EXPECT_EQ(engine_->pool().available(), engine_->pool().capacity());
+    }
   }
   uint32_t create(const std::string& type, std::vector<std::string> params = {},
                   TrafficClass tc = {}) {
@@ -563,10 +565,13 @@ TEST(EngineControl, FlowsAndInstancesChangeWhileTrafficRuns) {
     ASSERT_TRUE(eng.remove_instance(*id));  // takes its flow with it
     ++changes;
   }
-  // Let the datapath drain, then stop it.
-  for (int i = 0; i < 100 && !(eng.arbiter().empty()); ++i)
+  // Let the datapath drain (asked on the datapath itself, between bursts), then stop it.
+  for (int i = 0; i < 10000; ++i) {
+    bool idle = false;
+    eng.execute([&] { idle = eng.tx_idle(); });
+    if (idle) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   stop = true;
   dp.join();
   EXPECT_GT(changes, 10);
