@@ -3,8 +3,8 @@
 // frames are re-injected as they are (the echo's replies are attached too, so they are
 // echoed back), so nothing but the datapath runs in the loop.
 //
-//   build/gaon_bench --benchmark_filter=Datapath
-//   build/gaon_bench --rounds=TYPE:FRAME_LEN:N   # N rounds, no timing: for callgrind
+//   build/gaon-microbench --benchmark_filter=Datapath
+//   build/gaon-microbench --rounds=TYPE:FRAME_LEN:N   # N rounds, no timing: for callgrind
 //   scripts/bench-ipp                             # instructions per packet, from callgrind
 #include <benchmark/benchmark.h>
 
@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
     char type[32] = {};
     unsigned len = 0, rounds = 0;
     if (std::sscanf(spec.c_str(), "%31[^:]:%u:%u", type, &len, &rounds) != 3 || len < 64) {
-      std::fprintf(stderr, "gaon_bench: --rounds=TYPE:FRAME_LEN:N, e.g. --rounds=echo:64:100000\n");
+      std::fprintf(stderr, "gaon-microbench: --rounds=TYPE:FRAME_LEN:N, e.g. --rounds=echo:64:100000\n");
       return 2;
     }
     gaon::Rig rig(type, len, true);
