@@ -27,6 +27,8 @@ static Result<void> parse_endpoint(std::string_view text, uint8_t& family, uint8
     if (colon == std::string_view::npos) return make_error("{} '{}': expected IP:PORT", what, text);
     host = text.substr(0, colon);
     port_text = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos)
+      return make_error("{} '{}': an IPv6 address goes in brackets: [IP]:PORT", what, text);
   }
   unsigned p = 0;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), p);
@@ -36,9 +38,10 @@ static Result<void> parse_endpoint(std::string_view text, uint8_t& family, uint8
   const std::string h(host);
   uint8_t fam = 0;
   uint8_t buf[16] = {};
-  if (inet_pton(AF_INET, h.c_str(), buf) == 1)
+  const bool bracketed = !text.empty() && text.front() == '[';
+  if (!bracketed && inet_pton(AF_INET, h.c_str(), buf) == 1)
     fam = 4;
-  else if (inet_pton(AF_INET6, h.c_str(), buf) == 1)
+  else if (bracketed && inet_pton(AF_INET6, h.c_str(), buf) == 1)
     fam = 6;
   else
     return make_error("{} '{}': bad IP address '{}'", what, text, host);
@@ -67,6 +70,7 @@ Result<FlowKey> FlowKey::parse(std::string_view text) {
   if (const auto comma = rest.find(','); comma != std::string_view::npos) {
     remote = rest.substr(comma + 1);
     rest = rest.substr(0, comma);
+    if (remote.empty()) return make_error("flow '{}': nothing after the comma", text);
   }
   if (auto r = parse_endpoint(rest, k.family, k.local_ip, k.local_port, "flow"); !r)
     return Error{r.error()};
@@ -125,6 +129,18 @@ Result<std::unique_ptr<FlowTable>> FlowTable::create(uint32_t capacity) {
   return t;
 }
 
+// A wildcard key carries no remote side (and no stray padding): every entry point uses
+// the same normal form, so a key that add() accepted is found and removed by itself.
+static FlowKey normalised(FlowKey k) {
+  if (k.wildcard) {
+    k.wildcard = 1;
+    k.remote_port = 0;
+    std::memset(k.remote_ip, 0, sizeof(k.remote_ip));
+  }
+  k.pad_ = 0;
+  return k;
+}
+
 uint64_t FlowTable::hash(const FlowKey& k) {
   uint64_t w[5];
   std::memcpy(w, &k, sizeof(w));
@@ -145,7 +161,7 @@ const FlowEntry* FlowTable::probe(const FlowKey& k) const {
   }
 }
 
-const FlowEntry* FlowTable::find(const FlowKey& key) const { return probe(key); }
+const FlowEntry* FlowTable::find(const FlowKey& key) const { return probe(normalised(key)); }
 
 const FlowEntry* FlowTable::lookup(const Packet& p) const {
   if (size_ == 0) return nullptr;
@@ -164,11 +180,7 @@ Result<uint32_t> FlowTable::add(const FlowKey& key, uint32_t instance) {
     return make_error("flow {}: protocol must be udp or tcp", key.to_string());
   if (key.family != 4 && key.family != 6)
     return make_error("flow {}: bad address family", key.to_string());
-  FlowKey k = key;
-  if (k.wildcard) {  // normalise: a wildcard key carries no remote side
-    k.remote_port = 0;
-    std::memset(k.remote_ip, 0, sizeof(k.remote_ip));
-  }
+  const FlowKey k = normalised(key);
   if (probe(k) != nullptr) return make_error("flow {} is already attached", k.to_string());
   if (size_ >= capacity_) return make_error("flow table is full ({} flows)", capacity_);
   uint64_t i = hash(k) & mask_;
@@ -182,11 +194,7 @@ Result<uint32_t> FlowTable::add(const FlowKey& key, uint32_t instance) {
 }
 
 bool FlowTable::remove(const FlowKey& key) {
-  FlowKey k = key;
-  if (k.wildcard) {
-    k.remote_port = 0;
-    std::memset(k.remote_ip, 0, sizeof(k.remote_ip));
-  }
+  const FlowKey k = normalised(key);
   uint64_t i = hash(k) & mask_;
   for (;; i = (i + 1) & mask_) {
     if (!slots_[i].used) return false;

@@ -32,9 +32,10 @@ void swap_l4_ports(Packet& p) { swap_bytes<2>(p.l4(), p.l4() + 2); }
 
 bool set_payload_len(Packet& p, uint32_t n) {
   if (p.hdr.l4_proto != L4::udp) return false;
-  const uint32_t new_len = p.hdr.payload + n;
+  // 64-bit arithmetic: a huge n must not wrap around the checks.
+  const uint64_t new_len = uint64_t{p.hdr.payload} + n;
   if (p.data_off + new_len > kFrameSize) return false;
-  const uint32_t udp_len = kUdpHdr + n;
+  const uint64_t udp_len = uint64_t{kUdpHdr} + n;
   if (udp_len > 0xffff) return false;
   uint8_t* ip = p.l3();
   if (p.hdr.l3_proto == L3::ipv4) {
