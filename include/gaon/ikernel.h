@@ -84,6 +84,8 @@ class Context {
 
   // A fresh packet from the pool, or nullptr when the pool is empty (counted).
   Packet* alloc();
+  // Gives back a packet from alloc() that will not be emitted after all.
+  void free(Packet* p);
   // Queues a packet from alloc() for `v` (to_wire or to_host). When the per-burst emit
   // buffer is full the packet is freed, counted, and false is returned.
   bool emit(Packet* p, Verdict v);

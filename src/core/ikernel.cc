@@ -13,6 +13,8 @@ Packet* Context::alloc() {
   return p;
 }
 
+void Context::free(Packet* p) { pool_.free(p); }
+
 bool Context::emit(Packet* p, Verdict v) {
   if (n_emit_ >= emit_buf_.size()) {
     pool_.free(p);

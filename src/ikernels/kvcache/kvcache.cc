@@ -1,0 +1,602 @@
+#include "kvcache.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "gaon/net.h"
+#include "gaon/reply.h"
+
+namespace gaon::ikernels {
+
+using namespace kv;
+
+namespace {
+
+uint64_t key_hash(std::string_view k) { return XXH3_64bits(k.data(), k.size()); }
+
+uint64_t pow2_at_least(uint64_t v) {
+  uint64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+uint64_t clock_ns(clockid_t id) {
+  timespec ts;
+  clock_gettime(id, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+constexpr uint64_t kSecond = 1000000000ull;
+constexpr uint64_t kNever = UINT64_MAX;
+
+std::string_view reject_name(size_t r) {
+  static constexpr std::string_view names[] = {
+      "version", "outstanding_write", "flushed", "suspect", "unknown_key", "too_big", "expired"};
+  return names[r];
+}
+
+}  // namespace
+
+std::vector<ParamSpec> KvCache::param_specs() {
+  return {
+      {"capacity", ParamType::size, "64M", "bytes for the item table", 16 << 10, 1e12},
+      {"max_key", ParamType::u64, "250", "longest key cached", 1, 250},
+      {"max_value", ParamType::size, "1000", "largest value cached", 1, 1360},
+      {"max_ttl", ParamType::u64, "0", "seconds an entry may live (0: no limit)", 0, 1e9},
+      {"write_timeout_ms", ParamType::u64, "1000",
+       "how long an unacknowledged write blocks learning its keys", 1, 3.6e6},
+      {"pending", ParamType::u64, "4096", "requests awaiting a reply that are tracked", 16,
+       1 << 22},
+      {"versions", ParamType::u64, "65536", "version buckets", 16, 1 << 26},
+      {"udp_checksum", ParamType::boolean, "false",
+       "compute UDP checksums of replies (false: 0, none, on IPv4)"},
+  };
+}
+
+std::vector<StateOpSpec> KvCache::state_ops() {
+  return {{"stats", "", "counters and table geometry"},
+          {"get", "KEY", "the cached item for KEY, if any"},
+          {"invalidate", "KEY", "drop KEY from the cache"},
+          {"clear", "", "drop every item"}};
+}
+
+Result<void> KvCache::configure(const Params& p) {
+  capacity_ = p.u64("capacity");
+  max_key_ = p.u64("max_key");
+  max_value_ = p.u64("max_value");
+  max_ttl_ns_ = p.u64("max_ttl") * kSecond;
+  write_timeout_ns_ = p.u64("write_timeout_ms") * 1000000ull;
+  npend_ = pow2_at_least(p.u64("pending"));
+  nver_ = pow2_at_least(p.u64("versions"));
+  udp_checksum_ = p.flag("udp_checksum");
+  slot_size_ = (sizeof(Slot) + max_key_ + max_value_ + 7) & ~uint64_t{7};
+  const uint64_t set_bytes = kWays * slot_size_ + sizeof(SetMeta);
+  uint64_t sets = capacity_ / set_bytes;
+  if (sets == 0)
+    return make_error("capacity={} is too small for one set of {} slots of {} bytes", capacity_,
+                      kWays, slot_size_);
+  nsets_ = 1;
+  while (nsets_ * 2 <= sets) nsets_ *= 2;
+  wall_minus_mono_s_ =
+      int64_t(clock_ns(CLOCK_REALTIME) / kSecond) - int64_t(clock_ns(CLOCK_MONOTONIC) / kSecond);
+  return ok();
+}
+
+size_t KvCache::state_bytes() const {
+  return sizeof(Header) + nsets_ * sizeof(SetMeta) + nsets_ * kWays * slot_size_ +
+         nver_ * sizeof(VerBucket) + npend_ * sizeof(Pending) + 5 * 64;
+}
+
+Result<void> KvCache::init(StateRegion& region) {
+  hdr_ = region.carve<Header>(1, 64);
+  sets_ = region.carve<SetMeta>(nsets_, 64);
+  slots_ = region.carve<uint8_t>(nsets_ * kWays * slot_size_, 64);
+  vers_ = region.carve<VerBucket>(nver_, 64);
+  pend_ = region.carve<Pending>(npend_, 64);
+  if (!hdr_ || !sets_ || !slots_ || !vers_ || !pend_) return make_error("state region too small");
+  hdr_->generation = 1;
+  return ok();
+}
+
+// ---------------------------------------------------------------- the table
+
+KvCache::Slot* KvCache::find(uint64_t h, std::string_view key, uint64_t now) {
+  const size_t si = h & (nsets_ - 1);
+  SetMeta& m = sets_[si];
+  const uint32_t tag = uint32_t(h >> 32) | 1;
+  for (uint32_t w = 0; w < kWays; ++w) {
+    if (m.tag[w] != tag) continue;
+    Slot* s = slot(si * kWays + w);
+    if (s->hash != h || s->klen != key.size() || std::memcmp(s->data(), key.data(), key.size()))
+      continue;
+    if (s->generation != hdr_->generation) {  // flushed: already uncounted
+      m.tag[w] = 0;
+      return nullptr;
+    }
+    if (s->expire_ns <= now) {
+      m.tag[w] = 0;
+      --hdr_->c.items;
+      hdr_->c.bytes_used -= s->klen + s->vlen;
+      return nullptr;
+    }
+    m.ref |= uint8_t(1u << w);
+    return s;
+  }
+  return nullptr;
+}
+
+void KvCache::insert(uint64_t h, const Value& v, std::string_view key, uint64_t expire_ns) {
+  const size_t si = h & (nsets_ - 1);
+  SetMeta& m = sets_[si];
+  const uint32_t tag = uint32_t(h >> 32) | 1;
+  int way = -1;
+  auto drop = [&](uint32_t w) {  // uncount a live slot that is about to be reused
+    Slot* s = slot(si * kWays + w);
+    if (m.tag[w] != 0 && s->generation == hdr_->generation) {
+      --hdr_->c.items;
+      hdr_->c.bytes_used -= s->klen + s->vlen;
+    }
+  };
+  for (uint32_t w = 0; w < kWays && way < 0; ++w) {  // the same key: replace it
+    Slot* s = slot(si * kWays + w);
+    if (m.tag[w] == tag && s->hash == h && s->klen == key.size() &&
+        std::memcmp(s->data(), key.data(), key.size()) == 0)
+      way = int(w);
+  }
+  for (uint32_t w = 0; w < kWays && way < 0; ++w) {  // a free or dead slot
+    Slot* s = slot(si * kWays + w);
+    if (m.tag[w] == 0 || s->generation != hdr_->generation) way = int(w);
+  }
+  while (way < 0) {  // CLOCK: second chance for recently hit entries
+    const uint32_t w = m.hand;
+    m.hand = uint8_t((m.hand + 1) % kWays);
+    if (m.ref & (1u << w)) {
+      m.ref &= uint8_t(~(1u << w));
+    } else {
+      way = int(w);
+      ++hdr_->c.evictions;
+    }
+  }
+  drop(uint32_t(way));
+  Slot* s = slot(si * kWays + uint32_t(way));
+  s->hash = h;
+  s->generation = hdr_->generation;
+  s->expire_ns = expire_ns;
+  s->cas = v.cas;
+  s->has_cas = v.has_cas;
+  s->flags = v.flags;
+  s->klen = uint16_t(key.size());
+  s->vlen = uint16_t(v.data.size());
+  std::memcpy(s->data(), key.data(), key.size());
+  std::memcpy(s->data() + key.size(), v.data.data(), v.data.size());
+  m.tag[way] = tag;
+  m.ref &= uint8_t(~(1u << way));
+  ++hdr_->c.items;
+  hdr_->c.bytes_used += s->klen + s->vlen;
+}
+
+bool KvCache::invalidate_hash(uint64_t h) {
+  const size_t si = h & (nsets_ - 1);
+  SetMeta& m = sets_[si];
+  const uint32_t tag = uint32_t(h >> 32) | 1;
+  bool found = false;
+  for (uint32_t w = 0; w < kWays; ++w) {
+    if (m.tag[w] != tag) continue;
+    Slot* s = slot(si * kWays + w);
+    if (s->hash != h) continue;
+    m.tag[w] = 0;
+    if (s->generation == hdr_->generation) {
+      --hdr_->c.items;
+      hdr_->c.bytes_used -= s->klen + s->vlen;
+      found = true;
+    }
+  }
+  if (found) ++hdr_->c.invalidations;
+  return found;
+}
+
+uint64_t KvCache::expiry_for(int64_t e, uint64_t now) const {
+  if (e == 0) return 0;
+  if (e < 0) return now;
+  int64_t rel = e;
+  if (e > 60 * 60 * 24 * 30) rel = e - (int64_t(now / kSecond) + wall_minus_mono_s_);
+  rel -= 1;  // memcached's clock ticks in whole seconds: it may expire the item early
+  if (rel <= 0) return now;
+  return now + uint64_t(rel) * kSecond;
+}
+
+void KvCache::write_seen(uint64_t h, const Request& r, uint64_t now) {
+  invalidate_hash(h);
+  VerBucket& b = bucket(h);
+  ++b.version;
+  if (now - b.last_write_ns >= write_timeout_ns_) b.outstanding = 0;  // stale counts
+  ++b.outstanding;  // noreply writes too: they clear by time
+  b.last_write_ns = now;
+  if (r.has_exptime) {
+    const uint64_t e = expiry_for(r.exptime, now);
+    if (b.expire_ns == 0 || b.expire_ns <= now)
+      b.expire_ns = e;
+    else if (e != 0 && e < b.expire_ns)
+      b.expire_ns = e;
+  }
+}
+
+void KvCache::write_done(uint64_t h, uint64_t now) {
+  invalidate_hash(h);
+  VerBucket& b = bucket(h);
+  ++b.version;
+  if (b.outstanding) --b.outstanding;
+}
+
+// ---------------------------------------------------------------- pending requests
+
+uint64_t KvCache::client_of(const Packet& p, bool ingress) {
+  const uint8_t* ip = p.data() + p.hdr.l3;
+  const uint8_t* l4 = p.data() + p.hdr.l4;
+  const uint16_t port = net::load16(l4 + (ingress ? net::udp::sport : net::udp::dport));
+  if (p.hdr.l3_proto == L3::ipv4) {
+    return uint64_t{net::load32(ip + (ingress ? net::ip4::src : net::ip4::dst))} << 16 | port;
+  }
+  return XXH3_64bits(ip + (ingress ? net::ip6::src : net::ip6::dst), 16) ^ port ^ (1ull << 63);
+}
+
+static size_t pend_index(uint64_t client, uint16_t req_id, uint64_t n) {
+  return (client * 0x9e3779b97f4a7c15ull ^ req_id * 0xbf58476d1ce4e5b9ull) >> 17 & (n - 1);
+}
+
+KvCache::Pending* KvCache::track(uint64_t client, uint16_t req_id, uint64_t now, PendKind kind) {
+  Pending& e = pend_[pend_index(client, req_id, npend_)];
+  const bool live = e.kind != p_free && now - e.issue_ns < write_timeout_ns_;
+  const bool same = live && e.client == client && e.req_id == req_id;
+  if (live && !same) ++hdr_->c.pending_evicted;
+  e.client = client;
+  e.req_id = req_id;
+  e.issue_ns = now;
+  e.generation = hdr_->generation;
+  e.kind = kind;
+  e.nkeys = 0;
+  // A request id reused while the previous request is in flight: the replies cannot be
+  // told apart, so nothing is learned from them.
+  e.suspect = same;
+  e.klen = 0;
+  return &e;
+}
+
+KvCache::Pending* KvCache::match(uint64_t client, uint16_t req_id, uint64_t now) {
+  Pending& e = pend_[pend_index(client, req_id, npend_)];
+  if (e.kind == p_free || e.client != client || e.req_id != req_id ||
+      now - e.issue_ns >= write_timeout_ns_)
+    return nullptr;
+  return &e;
+}
+
+// ---------------------------------------------------------------- ingress
+
+bool KvCache::serve(Context& ctx, Packet& p, const Request& r, uint16_t req_id,
+                    std::array<Slot*, kMaxKeys>& hits) {
+  const auto csum = udp_checksum_ ? reply::UdpChecksum::full : reply::UdpChecksum::none;
+  uint8_t* pl = p.payload();
+  if (r.proto == Proto::binary) {
+    const Slot* s = hits[0];
+    if (!s->has_cas) return false;
+    const bool with_key = r.opcode == bin::GETK || r.opcode == bin::GETKQ;
+    const size_t klen = with_key ? s->klen : 0;
+    const size_t len = kUdpHeader + kBinHeader + 4 + klen + s->vlen;
+    if (len > kUdpMaxPayload || !reply::set_payload_len(p, uint32_t(len))) return false;
+    uint8_t* h = pl + kUdpHeader;
+    if (with_key) std::memmove(h + kBinHeader + 4, h + kBinHeader, klen);  // the request's key
+    write_udp_header(pl, req_id);
+    h[0] = bin::kRes;  // opcode (h[1]) and opaque (h[12..15]) stay as requested
+    net::store16(h + 2, uint16_t(klen));
+    h[4] = 4;
+    h[5] = 0;
+    net::store16(h + 6, 0);
+    net::store32(h + 8, uint32_t(4 + klen + s->vlen));
+    net::store32(h + 16, uint32_t(s->cas >> 32));
+    net::store32(h + 20, uint32_t(s->cas));
+    net::store32(h + kBinHeader, s->flags);
+    std::memcpy(h + kBinHeader + 4 + klen, const_cast<Slot*>(s)->data() + s->klen, s->vlen);
+  } else {
+    // One datagram per key, "END" in the last, as memcached sends them. The request's
+    // packet carries the first; the others are emitted from the pool.
+    const size_t n = r.nkeys;
+    std::array<size_t, kMaxKeys> len{};
+    for (size_t i = 0; i < n; ++i) {
+      const Slot* s = hits[i];
+      if (r.cas && !s->has_cas) return false;
+      len[i] = kUdpHeader + ascii_value_len(r.keys[i], s->flags, s->vlen, r.cas, s->cas) +
+               (i + 1 == n ? 5 : 0);
+      if (len[i] > kUdpMaxPayload) {
+        ++hdr_->c.replies_too_big;
+        return false;
+      }
+    }
+    if (p.data_off + p.hdr.payload + len[0] > kFrameSize) return false;
+    std::array<Packet*, kMaxKeys> extra{};
+    for (size_t i = 1; i < n; ++i) {
+      extra[i] = ctx.alloc();
+      if (extra[i] == nullptr) {
+        for (size_t j = 1; j < i; ++j) ctx.free(extra[j]);
+        ++hdr_->c.emit_failed;
+        return false;
+      }
+    }
+    auto build = [&](Packet& q, size_t i) {
+      Slot* s = hits[i];
+      reply::set_payload_len(q, uint32_t(len[i]));
+      uint8_t* out = q.payload();
+      const size_t w = write_ascii_value(
+          out + kUdpHeader, r.keys[i], s->flags,
+          std::string_view(reinterpret_cast<const char*>(s->data() + s->klen), s->vlen), r.cas,
+          s->cas);
+      if (i + 1 == n) std::memcpy(out + kUdpHeader + w, "END\r\n", 5);
+      write_udp_header(out, req_id);
+      reply::swap_addresses(q);
+      reply::finish_udp(q, csum);
+    };
+    for (size_t i = 1; i < n; ++i) {  // before the request's bytes are overwritten
+      Packet& q = *extra[i];
+      std::memcpy(q.data(), p.data(), p.hdr.payload);
+      q.len = p.hdr.payload;
+      q.hdr = p.hdr;
+      q.parsed = true;
+      build(q, i);
+      ctx.emit(&q, Verdict::to_wire);
+    }
+    build(p, 0);
+    return true;
+  }
+  write_udp_header(pl, req_id);
+  reply::swap_addresses(p);
+  reply::finish_udp(p, csum);
+  return true;
+}
+
+Verdict KvCache::on_packet(Context& ctx, Packet& p) {
+  if (!p.is_udp()) return Verdict::to_host;
+  Counters& c = hdr_->c;
+  ++c.requests;
+  const std::span<const uint8_t> payload(p.payload(), p.hdr.payload_len);
+  Request r;
+  parse_request(payload, r);
+  const uint64_t now = ctx.now_ns();
+  UdpHeader uh;
+  read_udp_header(payload, uh);
+  switch (r.kind) {
+    case Kind::get: {
+      if (r.issue != ReqIssue::none) {
+        ++c.passed[size_t(r.issue)];
+        return Verdict::to_host;
+      }
+      std::array<Slot*, kMaxKeys> hits{};
+      std::array<uint64_t, kMaxKeys> hashes{};
+      size_t nhit = 0;
+      for (size_t i = 0; i < r.nkeys; ++i) {
+        hashes[i] = key_hash(r.keys[i]);
+        hits[i] = find(hashes[i], r.keys[i], now);
+        nhit += hits[i] != nullptr;
+      }
+      if (nhit == r.nkeys && serve(ctx, p, r, uh.req_id, hits)) {
+        ++c.hits;
+        c.hit_keys += nhit;
+        return Verdict::to_wire;
+      }
+      ++c.misses;
+      c.miss_keys += r.nkeys - nhit;
+      Pending* e = track(client_of(p, true), uh.req_id, now, p_get);
+      e->proto = uint8_t(r.proto);
+      e->nkeys = r.nkeys;
+      for (size_t i = 0; i < r.nkeys; ++i) {
+        e->hash[i] = hashes[i];
+        e->version[i] = bucket(hashes[i]).version;
+      }
+      if (r.proto == Proto::binary) {
+        e->klen = uint16_t(r.keys[0].size());
+        std::memcpy(e->key, r.keys[0].data(), r.keys[0].size());
+      }
+      return Verdict::to_host;
+    }
+    case Kind::write: {
+      ++c.writes;
+      Pending* e = r.noreply ? nullptr : track(client_of(p, true), uh.req_id, now, p_write);
+      for (size_t i = 0; i < r.nkeys; ++i) {
+        const uint64_t h = key_hash(r.keys[i]);
+        write_seen(h, r, now);
+        if (e) e->hash[e->nkeys++] = h;
+      }
+      return Verdict::to_host;
+    }
+    case Kind::unknown:
+      ++c.unknown_commands;
+      [[fallthrough]];
+    case Kind::flush: {
+      if (r.kind == Kind::flush) ++c.flushes;
+      ++hdr_->generation;
+      c.items = 0;
+      c.bytes_used = 0;
+      if (now - hdr_->last_flush_ns >= write_timeout_ns_) hdr_->flush_outstanding = 0;
+      ++hdr_->flush_outstanding;
+      hdr_->last_flush_ns = now;
+      if (r.kind == Kind::flush && r.flush_delay > 0) {
+        const uint64_t at = now + uint64_t(std::max<int64_t>(r.flush_delay - 1, 0)) * kSecond;
+        if (hdr_->flush_until_ns <= now || at < hdr_->flush_until_ns) hdr_->flush_until_ns = at;
+      }
+      if (r.kind == Kind::flush && !r.noreply) track(client_of(p, true), uh.req_id, now, p_flush);
+      return Verdict::to_host;
+    }
+    case Kind::read:
+      if (r.issue != ReqIssue::none) ++c.passed[size_t(r.issue)];
+      return Verdict::to_host;
+  }
+  return Verdict::to_host;
+}
+
+// ---------------------------------------------------------------- egress: learning
+
+void KvCache::learn(const Response& resp, Pending& e, uint64_t now) {
+  Counters& c = hdr_->c;
+  for (size_t v = 0; v < resp.nvalues; ++v) {
+    const Value& val = resp.values[v];
+    const std::string_view key =
+        val.key.empty() && e.klen ? std::string_view(e.key, e.klen) : val.key;
+    const uint64_t h = key_hash(key);
+    size_t i = 0;
+    while (i < e.nkeys && e.hash[i] != h) ++i;
+    Reject why = r_count;
+    const VerBucket& b = bucket(h);
+    if (i == e.nkeys)
+      why = r_unknown_key;
+    else if (e.suspect)
+      why = r_suspect;
+    else if (e.generation != hdr_->generation ||
+             (hdr_->flush_outstanding && now - hdr_->last_flush_ns < write_timeout_ns_))
+      why = r_flushed;
+    else if (b.version != e.version[i])
+      why = r_version;
+    else if (b.outstanding && now - b.last_write_ns < write_timeout_ns_)
+      why = r_outstanding;
+    else if (key.size() > max_key_ || val.data.size() > max_value_ ||
+             kUdpHeader + ascii_value_len(key, val.flags, val.data.size(), val.has_cas, val.cas) +
+                     5 >
+                 kUdpMaxPayload ||
+             kUdpHeader + kBinHeader + 4 + key.size() + val.data.size() > kUdpMaxPayload)
+      why = r_too_big;
+    uint64_t expire = kNever;
+    if (max_ttl_ns_) expire = now + max_ttl_ns_;
+    if (b.expire_ns > now) expire = std::min(expire, b.expire_ns);
+    if (hdr_->flush_until_ns > now) expire = std::min(expire, hdr_->flush_until_ns);
+    if (why == r_count && expire <= now) why = r_expired;
+    if (why != r_count) {
+      ++c.rejected[why];
+      continue;
+    }
+    insert(h, val, key, expire);
+    ++c.fills;
+  }
+}
+
+Verdict KvCache::on_egress(Context& ctx, Packet& p) {
+  if (!p.is_udp()) return Verdict::to_wire;
+  const std::span<const uint8_t> payload(p.payload(), p.hdr.payload_len);
+  UdpHeader uh;
+  if (!read_udp_header(payload, uh)) return Verdict::to_wire;
+  const uint64_t now = ctx.now_ns();
+  Pending* e = match(client_of(p, false), uh.req_id, now);
+  if (e == nullptr) {
+    ++hdr_->c.unmatched_replies;
+    return Verdict::to_wire;
+  }
+  switch (e->kind) {
+    case p_write:
+      for (size_t i = 0; i < e->nkeys; ++i) write_done(e->hash[i], now);
+      e->kind = p_free;
+      break;
+    case p_flush:
+      ++hdr_->generation;
+      hdr_->c.items = 0;
+      hdr_->c.bytes_used = 0;
+      if (hdr_->flush_outstanding) --hdr_->flush_outstanding;
+      e->kind = p_free;
+      break;
+    case p_get: {
+      Response resp;
+      if (uh.total == 1 && uh.seq == 0) parse_get_response(payload.subspan(kUdpHeader), resp);
+      if (!resp.ok) {
+        ++hdr_->c.not_learned;
+        e->kind = p_free;
+        break;
+      }
+      learn(resp, *e, now);
+      if (resp.end) e->kind = p_free;
+      break;
+    }
+    default:
+      break;
+  }
+  return Verdict::to_wire;
+}
+
+// ---------------------------------------------------------------- state operations
+
+Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::string> args) {
+  const uint64_t now = clock_ns(CLOCK_MONOTONIC);
+  Counters& c = hdr_->c;
+  if (op == "stats") {
+    nlohmann::json rejected = nlohmann::json::object(), passed = nlohmann::json::object();
+    uint64_t rejected_total = 0;
+    for (size_t i = 0; i < r_count; ++i) {
+      rejected[std::string(reject_name(i))] = c.rejected[i];
+      rejected_total += c.rejected[i];
+    }
+    for (size_t i = 1; i < size_t(ReqIssue::count_); ++i)
+      passed[std::string(to_string(ReqIssue(i)))] = c.passed[i];
+    const uint64_t lookups = c.hits + c.misses;
+    return nlohmann::json{{"requests", c.requests},
+                          {"hits", c.hits},
+                          {"misses", c.misses},
+                          {"hit_rate", lookups ? double(c.hits) / double(lookups) : 0.0},
+                          {"hit_keys", c.hit_keys},
+                          {"miss_keys", c.miss_keys},
+                          {"fills", c.fills},
+                          {"rejected_fills", rejected_total},
+                          {"rejected_by_reason", rejected},
+                          {"invalidations", c.invalidations},
+                          {"writes", c.writes},
+                          {"flushes", c.flushes},
+                          {"unknown_commands", c.unknown_commands},
+                          {"evictions", c.evictions},
+                          {"items", c.items},
+                          {"bytes_used", c.bytes_used},
+                          {"passed_by_issue", passed},
+                          {"pending_evicted", c.pending_evicted},
+                          {"unmatched_replies", c.unmatched_replies},
+                          {"not_learned", c.not_learned},
+                          {"replies_too_big", c.replies_too_big},
+                          {"emit_failed", c.emit_failed},
+                          {"geometry",
+                           {{"sets", nsets_},
+                            {"ways", kWays},
+                            {"slots", nsets_ * kWays},
+                            {"slot_bytes", slot_size_},
+                            {"max_key", max_key_},
+                            {"max_value", max_value_},
+                            {"pending", npend_},
+                            {"versions", nver_}}}};
+  }
+  if (op == "get") {
+    const std::string& key = args[0];
+    Slot* s = find(key_hash(key), key, now);
+    if (s == nullptr) return nlohmann::json{{"key", key}, {"hit", false}};
+    nlohmann::json j{{"key", key},
+                     {"hit", true},
+                     {"flags", s->flags},
+                     {"value", std::string(reinterpret_cast<char*>(s->data() + s->klen), s->vlen)}};
+    if (s->has_cas) j["cas"] = s->cas;
+    if (s->expire_ns != kNever) j["expires_in_ms"] = (s->expire_ns - now) / 1000000;
+    return j;
+  }
+  if (op == "invalidate") {
+    const uint64_t h = key_hash(args[0]);
+    const bool found = invalidate_hash(h);
+    ++bucket(h).version;  // and learn nothing for it from replies in flight
+    return nlohmann::json{{"key", args[0]}, {"invalidated", found}};
+  }
+  if (op == "clear") {
+    const uint64_t items = c.items;
+    ++hdr_->generation;
+    c.items = 0;
+    c.bytes_used = 0;
+    return nlohmann::json{{"cleared", items}};
+  }
+  return IKernel::call(op, args);
+}
+
+GAON_IKERNEL(KvCache, "kvcache",
+             "transparent memcached cache: serves GET hits, learns from memcached's replies");
+
+}  // namespace gaon::ikernels

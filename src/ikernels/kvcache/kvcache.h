@@ -1,0 +1,176 @@
+// kvcache — transparent memcached cache: serves GET hits on the wire, learns from replies.
+//
+// Attach it to memcached's UDP socket (sidecar: gaond's listen address). Requests use
+// memcached's UDP frame header followed by the ASCII or the binary protocol.
+//
+// What it does with each request (see mc_proto.h for the classification):
+//   get    ASCII get/gets (also multi-key), binary GET/GETQ/GETK/GETKQ. When every key
+//          is cached the reply is built in place and sent to the wire — byte for byte what
+//          memcached would answer (ASCII: one datagram per key, "END" in the last; binary:
+//          status, flags, opaque, cas, key for GETK). Otherwise the request passes to
+//          memcached, and the reply is learned on its way back (the egress hook).
+//          gets and binary hits need the item's cas, so they are served only for items
+//          learned from a reply that carried it (a gets or a binary get).
+//   write  set add replace append prepend cas delete incr decr touch gat gats, meta
+//          ms md ma mg, binary writes (and quiet forms): the keys are invalidated, then
+//          the request passes; invalidated again when memcached's reply passes back.
+//   flush  flush_all / FLUSH: the whole instance is invalidated (O(1): a generation).
+//   other  requests that cannot change data pass; anything it does not understand is
+//          treated as a flush (it never guesses). Malformed requests pass untouched.
+//
+// Consistency: after memcached has acknowledged a write, the old value is never served.
+// Each key hashes to a version bucket. A write bumps the bucket's version when it passes
+// in and again when its acknowledgement passes out, and counts as outstanding until then
+// (or until write_timeout_ms for writes that are never acknowledged: noreply, lost). A
+// miss remembers, per client and request id, the versions of its keys and the flush
+// generation; its reply is learned only if no write touched those buckets since the
+// request passed and none is outstanding. So a reply that carries a value read before a
+// write — even one that arrives after the write's acknowledgement — is rejected.
+// Expiry: an entry never outlives max_ttl, nor the exptime of a write seen for its key
+// (taken one second early: memcached's clock ticks in seconds), nor a delayed flush_all.
+//
+// State (all inside the instance's region): a set-associative table of 8-way sets of
+// fixed-size slots (key ≤ max_key, value ≤ max_value), CLOCK eviction within a set,
+// XXH3 hashes; version buckets; a direct-mapped table of pending requests.
+//
+// Parameters:
+//   capacity=64M          bytes for the item table (slots + set metadata)
+//   max_key=250           longest key cached
+//   max_value=1000        largest value cached (bytes); also sets the slot size
+//   max_ttl=0             seconds an entry may live; 0 = no limit
+//   write_timeout_ms=1000 how long an unacknowledged write blocks learning its keys
+//   pending=4096          requests awaiting a reply that are tracked
+//   versions=65536        version buckets
+//   udp_checksum=false    compute UDP checksums of replies (false: 0 = none, IPv4 only)
+// State operations:
+//   stats            counters (below) and table geometry
+//   get KEY          the cached item, if any: flags, value, cas
+//   invalidate KEY   drop KEY (and block learning it from replies already in flight)
+//   clear            drop everything
+// Counters: requests, hits, misses, hit_keys, miss_keys, fills, rejected_fills (by
+// reason), invalidations, writes, flushes, evictions, items, bytes_used, passed (by
+// request issue), unknown_commands, pending_evicted, unmatched_replies, not_learned.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gaon/ikernel.h"
+#include "mc_proto.h"
+
+namespace gaon::ikernels {
+
+class KvCache : public PerPacketIKernel<KvCache> {
+ public:
+  static constexpr uint32_t kWays = 8;
+
+  static std::vector<ParamSpec> param_specs();
+  static std::vector<StateOpSpec> state_ops();
+
+  Result<void> configure(const Params& p) override;
+  size_t state_bytes() const override;
+  Result<void> init(StateRegion& region) override;
+  Verdict on_packet(Context& ctx, Packet& p);
+  Verdict on_egress(Context& ctx, Packet& p);
+  Result<nlohmann::json> call(std::string_view op, std::span<const std::string> args) override;
+
+  enum Reject : uint8_t {
+    r_version,
+    r_outstanding,
+    r_flushed,
+    r_suspect,
+    r_unknown_key,
+    r_too_big,
+    r_expired,
+    r_count
+  };
+
+  struct Counters {
+    uint64_t requests, hits, misses, hit_keys, miss_keys, fills, invalidations, writes, flushes,
+        evictions, items, bytes_used, unknown_commands, pending_evicted, unmatched_replies,
+        not_learned, replies_too_big, emit_failed;
+    std::array<uint64_t, r_count> rejected;
+    std::array<uint64_t, size_t(kv::ReqIssue::count_)> passed;
+  };
+
+ private:
+  struct Header {
+    uint64_t generation;      // bumped by every flush (in and acknowledged)
+    uint64_t flush_until_ns;  // a delayed flush_all: entries expire by then
+    uint64_t last_flush_ns;
+    uint32_t flush_outstanding;
+    Counters c;
+  };
+  struct SetMeta {
+    uint32_t tag[kWays];  // 0 = empty
+    uint8_t ref;          // CLOCK reference bits
+    uint8_t hand;
+  };
+  struct Slot {
+    uint64_t hash;
+    uint64_t generation;
+    uint64_t expire_ns;  // UINT64_MAX = never
+    uint64_t cas;
+    uint32_t flags;
+    uint16_t klen, vlen;
+    uint8_t has_cas;
+    uint8_t pad[7];
+    // key bytes, then value bytes
+    uint8_t* data() { return reinterpret_cast<uint8_t*>(this + 1); }
+  };
+  struct VerBucket {
+    uint32_t version;
+    uint32_t outstanding;
+    uint64_t last_write_ns;
+    uint64_t expire_ns;  // from the last write with an exptime; 0 = none
+  };
+  enum PendKind : uint8_t { p_free, p_get, p_write, p_flush };
+  struct Pending {
+    uint64_t client;
+    uint64_t issue_ns;
+    uint64_t generation;
+    uint16_t req_id;
+    uint8_t kind;
+    uint8_t nkeys;
+    uint8_t suspect;
+    uint8_t proto;
+    uint16_t klen;  // binary get: the key is not in the reply
+    std::array<uint64_t, kv::kMaxKeys> hash;
+    std::array<uint32_t, kv::kMaxKeys> version;
+    char key[kv::kMemcachedMaxKey];
+  };
+
+  // table
+  Slot* slot(size_t i) { return reinterpret_cast<Slot*>(slots_ + i * slot_size_); }
+  Slot* find(uint64_t h, std::string_view key, uint64_t now);
+  void insert(uint64_t h, const kv::Value& v, std::string_view key, uint64_t expire_ns);
+  bool invalidate_hash(uint64_t h);
+  VerBucket& bucket(uint64_t h) { return vers_[(h >> 20) & (nver_ - 1)]; }
+  void write_seen(uint64_t h, const kv::Request& r, uint64_t now);
+  void write_done(uint64_t h, uint64_t now);
+  uint64_t expiry_for(int64_t exptime, uint64_t now) const;
+
+  // datapath pieces
+  bool serve(Context& ctx, Packet& p, const kv::Request& r, uint16_t req_id,
+             std::array<Slot*, kv::kMaxKeys>& hits);
+  Pending* track(uint64_t client, uint16_t req_id, uint64_t now, PendKind kind);
+  Pending* match(uint64_t client, uint16_t req_id, uint64_t now);
+  void learn(const kv::Response& resp, Pending& pe, uint64_t now);
+  static uint64_t client_of(const Packet& p, bool ingress);
+
+  // configuration
+  uint64_t capacity_ = 0, max_key_ = 0, max_value_ = 0, max_ttl_ns_ = 0, write_timeout_ns_ = 0;
+  uint64_t npend_ = 0, nver_ = 0, nsets_ = 0, slot_size_ = 0;
+  bool udp_checksum_ = false;
+  int64_t wall_minus_mono_s_ = 0;  // for absolute exptimes
+  // state (inside the region)
+  Header* hdr_ = nullptr;
+  SetMeta* sets_ = nullptr;
+  uint8_t* slots_ = nullptr;
+  VerBucket* vers_ = nullptr;
+  Pending* pend_ = nullptr;
+};
+
+}  // namespace gaon::ikernels
