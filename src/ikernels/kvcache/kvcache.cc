@@ -44,7 +44,7 @@ std::string_view reject_name(size_t r) {
 
 std::vector<ParamSpec> KvCache::param_specs() {
   return {
-      {"capacity", ParamType::size, "64M", "bytes for the item table", 16 << 10, 1e12},
+      {"capacity", ParamType::size, "64M", "bytes for the item table", 512, 1e12},
       {"max_key", ParamType::u64, "250", "longest key cached", 1, 250},
       {"max_value", ParamType::size, "1000", "largest value cached", 1, 1360},
       {"max_ttl", ParamType::u64, "0", "seconds an entry may live (0: no limit)", 0, 1e9},
@@ -55,6 +55,8 @@ std::vector<ParamSpec> KvCache::param_specs() {
       {"versions", ParamType::u64, "65536", "version buckets", 16, 1 << 26},
       {"udp_checksum", ParamType::boolean, "false",
        "compute UDP checksums of replies (false: 0, none, on IPv4)"},
+      {"unsafe_no_invalidation", ParamType::boolean, "false",
+       "TESTING ONLY: ignore writes and flushes (serves stale values; proves the checker)"},
   };
 }
 
@@ -74,6 +76,7 @@ Result<void> KvCache::configure(const Params& p) {
   npend_ = pow2_at_least(p.u64("pending"));
   nver_ = pow2_at_least(p.u64("versions"));
   udp_checksum_ = p.flag("udp_checksum");
+  no_invalidation_ = p.flag("unsafe_no_invalidation");
   slot_size_ = (sizeof(Slot) + max_key_ + max_value_ + 7) & ~uint64_t{7};
   const uint64_t set_bytes = kWays * slot_size_ + sizeof(SetMeta);
   uint64_t sets = capacity_ / set_bytes;
@@ -403,6 +406,7 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
     }
     case Kind::write: {
       ++c.writes;
+      if (no_invalidation_) return Verdict::to_host;
       Pending* e = r.noreply ? nullptr : track(client_of(p, true), uh.req_id, now, p_write);
       for (size_t i = 0; i < r.nkeys; ++i) {
         const uint64_t h = key_hash(r.keys[i]);
@@ -416,6 +420,7 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
       [[fallthrough]];
     case Kind::flush: {
       if (r.kind == Kind::flush) ++c.flushes;
+      if (no_invalidation_) return Verdict::to_host;
       ++hdr_->generation;
       c.items = 0;
       c.bytes_used = 0;

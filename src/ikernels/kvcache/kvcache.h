@@ -42,6 +42,8 @@
 //   pending=4096          requests awaiting a reply that are tracked
 //   versions=65536        version buckets
 //   udp_checksum=false    compute UDP checksums of replies (false: 0 = none, IPv4 only)
+//   unsafe_no_invalidation=false  TESTING ONLY: ignore writes and flushes, so stale
+//                         values are served; exists to prove the consistency checker
 // State operations:
 //   stats            counters (below) and table geometry
 //   get KEY          the cached item, if any: flags, value, cas
@@ -164,6 +166,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
   uint64_t capacity_ = 0, max_key_ = 0, max_value_ = 0, max_ttl_ns_ = 0, write_timeout_ns_ = 0;
   uint64_t npend_ = 0, nver_ = 0, nsets_ = 0, slot_size_ = 0;
   bool udp_checksum_ = false;
+  bool no_invalidation_ = false;
   int64_t wall_minus_mono_s_ = 0;  // for absolute exptimes
   // state (inside the region)
   Header* hdr_ = nullptr;

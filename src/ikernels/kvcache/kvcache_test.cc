@@ -1,0 +1,387 @@
+// kvcache on the engine with mem ports: a client on the wire side, memcached's replies
+// (bytes captured from memcached 1.6.18) on the host side. Time is simulated.
+#include "kvcache.h"
+
+#include <gtest/gtest.h>
+
+#include "frames.h"
+#include "gaon/engine.h"
+#include "gaon/mem_port.h"
+#include "gaon/parse.h"
+
+namespace gaon {
+namespace {
+
+using test::Bytes;
+
+std::string dgram(std::string body, uint16_t req_id) {
+  std::string h(8, '\0');
+  h[0] = char(req_id >> 8), h[1] = char(req_id);
+  h[5] = 1;
+  return h + body;
+}
+
+std::string binreq(uint8_t op, std::string key, uint32_t opaque = 0x11223344) {
+  std::string h(24, '\0');
+  h[0] = char(0x80);
+  h[1] = char(op);
+  h[3] = char(key.size());
+  h[11] = char(key.size());
+  for (int i = 0; i < 4; ++i) h[12 + i] = char(opaque >> (24 - 8 * i));
+  return h + key;
+}
+
+// Captured from memcached 1.6.18 after `set foo 42 0 3` with value "bar" (cas 1).
+std::string bin_get_hit(uint8_t op, bool with_key) {
+  std::string h("\x81\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x07\x11\x22\x33\x44", 16);
+  h[1] = char(op);
+  if (with_key) h[3] = 3, h[11] = 10;
+  return h + std::string("\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x2a", 12) +
+         (with_key ? "foo" : "") + "bar";
+}
+
+struct Seen {
+  std::vector<std::string> wire, host;  // UDP payloads
+};
+
+class KvCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override { start({}); }
+  void start(std::vector<std::string> params) {
+    auto e = Engine::create({.pool_frames = 2048});
+    ASSERT_TRUE(e) << e.error();
+    engine_ = std::move(*e);
+    engine_->set_ports(&wire_, &host_);
+    auto inst = Instance::create({.type = "kvcache", .params = params, .state_quota = 1u << 30},
+                                 Registry::global());
+    ASSERT_TRUE(inst) << inst.error();
+    id_ = *engine_->add_instance(std::move(*inst));
+    ASSERT_TRUE(engine_->add_flow(*FlowKey::parse("udp:10.0.0.2:11211"), id_));
+  }
+  void TearDown() override { EXPECT_EQ(engine_->pool().available(), engine_->pool().capacity()); }
+  std::string payload_of(Packet* p) {
+    EXPECT_EQ(parse(*p), ParseResult::ok);
+    return std::string(reinterpret_cast<char*>(p->payload()), p->hdr.payload_len);
+  }
+  Seen run(MemPort& in, const Bytes& frame) {
+    Packet* p = test::make_packet(engine_->pool(), frame);
+    EXPECT_EQ(in.inject({&p, 1}), 1u);
+    for (int i = 0; i < 3; ++i) engine_->poll(now_);
+    Seen s;
+    Packet* buf[kBurst];
+    for (auto [port, out] : {std::pair{&wire_, &s.wire}, std::pair{&host_, &s.host}}) {
+      while (uint32_t n = port->collect(buf)) {
+        for (uint32_t i = 0; i < n; ++i) {
+          last_frames_.push_back(test::bytes_of(*buf[i]));
+          out->push_back(payload_of(buf[i]));
+          engine_->pool().free(buf[i]);
+        }
+      }
+    }
+    return s;
+  }
+  // A datagram from the client to memcached's address.
+  Seen request(const std::string& payload, uint16_t sport = 40000) {
+    test::FrameSpec f;
+    f.src_ip = "10.0.0.1";
+    f.dst_ip = "10.0.0.2";
+    f.sport = sport;
+    f.dport = 11211;
+    f.payload = test::text(payload);
+    return run(wire_, test::build_frame(f));
+  }
+  // memcached's reply on its way back to the client.
+  Seen reply(const std::string& payload, uint16_t dport = 40000) {
+    test::FrameSpec f;
+    f.src_ip = "10.0.0.2";
+    f.dst_ip = "10.0.0.1";
+    f.sport = 11211;
+    f.dport = dport;
+    f.payload = test::text(payload);
+    return run(host_, test::build_frame(f));
+  }
+  // A GET that misses, and memcached's reply, which kvcache learns from.
+  void fill(const std::string& get, const std::string& answer, uint16_t req_id) {
+    auto s = request(dgram(get, req_id));
+    ASSERT_EQ(s.host.size(), 1u) << get;
+    reply(dgram(answer, req_id));
+  }
+  nlohmann::json stats() { return engine_->call(id_, "stats", {}).value(); }
+
+  MemPort wire_{"wire"}, host_{"host"};
+  std::unique_ptr<Engine> engine_;
+  uint32_t id_ = 0;
+  uint64_t now_ = 1'000'000'000;
+  std::vector<Bytes> last_frames_;
+};
+
+const std::string kFoo = "VALUE foo 42 3\r\nbar\r\nEND\r\n";
+
+TEST_F(KvCacheTest, MissPassesThenTheHitIsServedByteForByte) {
+  auto miss = request(dgram("get foo\r\n", 1));
+  EXPECT_EQ(miss.host, std::vector<std::string>{dgram("get foo\r\n", 1)});  // untouched
+  EXPECT_TRUE(miss.wire.empty());
+  auto back = reply(dgram(kFoo, 1));
+  EXPECT_EQ(back.wire, std::vector<std::string>{dgram(kFoo, 1)});  // passes unchanged
+  EXPECT_EQ(stats()["fills"], 1);
+
+  last_frames_.clear();
+  auto hit = request(dgram("get foo\r\n", 2));
+  EXPECT_TRUE(hit.host.empty());
+  ASSERT_EQ(hit.wire, std::vector<std::string>{dgram(kFoo, 2)});
+  // The reply goes back to the client, with valid checksums.
+  test::FrameSpec want;
+  want.src_ip = "10.0.0.2";
+  want.dst_ip = "10.0.0.1";
+  want.sport = 11211;
+  want.dport = 40000;
+  std::swap(want.src_mac, want.dst_mac);
+  want.payload = test::text(dgram(kFoo, 2));
+  want.l4csum = test::L4Csum::zero;
+  EXPECT_EQ(last_frames_.back(), test::build_frame(want));
+  EXPECT_TRUE(test::ref_ip_ok(last_frames_.back()));
+  auto st = stats();
+  EXPECT_EQ(st["hits"], 1);
+  EXPECT_EQ(st["misses"], 1);
+  EXPECT_EQ(st["items"], 1);
+  EXPECT_EQ(st["bytes_used"], 6);
+}
+
+TEST_F(KvCacheTest, UdpChecksumOnRequest) {
+  start({"udp_checksum=true"});
+  fill("get foo\r\n", kFoo, 1);
+  last_frames_.clear();
+  request(dgram("get foo\r\n", 2));
+  ASSERT_EQ(last_frames_.size(), 1u);
+  EXPECT_TRUE(test::ref_l4_ok(last_frames_[0]));
+  EXPECT_NE(last_frames_[0][40] | last_frames_[0][41], 0);
+}
+
+TEST_F(KvCacheTest, GetsAndBinaryHitsNeedTheCas) {
+  fill("get foo\r\n", kFoo, 1);  // learned without a cas
+  EXPECT_EQ(request(dgram("gets foo\r\n", 2)).host.size(), 1u);
+  reply(dgram("VALUE foo 42 3 1\r\nbar\r\nEND\r\n", 2));  // now with cas 1
+  EXPECT_EQ(request(dgram("gets foo\r\n", 3)).wire,
+            std::vector<std::string>{dgram("VALUE foo 42 3 1\r\nbar\r\nEND\r\n", 3)});
+  EXPECT_EQ(request(dgram(binreq(0x00, "foo"), 7)).wire,
+            std::vector<std::string>{dgram(bin_get_hit(0x00, false), 7)});
+  EXPECT_EQ(request(dgram(binreq(0x0c, "foo"), 7)).wire,
+            std::vector<std::string>{dgram(bin_get_hit(0x0c, true), 7)});
+  EXPECT_EQ(request(dgram(binreq(0x09, "foo"), 7)).wire,
+            std::vector<std::string>{dgram(bin_get_hit(0x09, false), 7)});
+  EXPECT_EQ(request(dgram(binreq(0x0d, "foo"), 7)).wire,
+            std::vector<std::string>{dgram(bin_get_hit(0x0d, true), 7)});
+  EXPECT_EQ(request(dgram("get foo\r\n", 9)).wire, std::vector<std::string>{dgram(kFoo, 9)});
+}
+
+TEST_F(KvCacheTest, LearnsFromBinaryRepliesWithoutAKey) {
+  auto miss = request(dgram(binreq(0x00, "foo"), 5));
+  ASSERT_EQ(miss.host.size(), 1u);
+  reply(dgram(bin_get_hit(0x00, false), 5));
+  EXPECT_EQ(stats()["fills"], 1);
+  EXPECT_EQ(request(dgram(binreq(0x0c, "foo"), 7)).wire,
+            std::vector<std::string>{dgram(bin_get_hit(0x0c, true), 7)});
+  EXPECT_EQ(request(dgram("get foo\r\n", 8)).wire, std::vector<std::string>{dgram(kFoo, 8)});
+}
+
+TEST_F(KvCacheTest, MultiKeyGetIsServedOnlyWhenEveryKeyHits) {
+  fill("get foo\r\n", kFoo, 1);
+  // One key missing: the whole request passes, and the reply's values are learned.
+  auto partial = request(dgram("get foo baz\r\n", 2));
+  EXPECT_EQ(partial.host.size(), 1u);
+  reply(dgram("VALUE baz 0 2\r\nzz\r\n", 2));  // memcached: one datagram per value
+  reply(dgram("VALUE foo 42 3\r\nbar\r\nEND\r\n", 2));
+  EXPECT_EQ(stats()["fills"], 3);
+  auto all = request(dgram("get foo baz foo\r\n", 3));
+  EXPECT_TRUE(all.host.empty());
+  EXPECT_EQ(all.wire, (std::vector<std::string>{dgram("VALUE foo 42 3\r\nbar\r\n", 3),
+                                                dgram("VALUE baz 0 2\r\nzz\r\n", 3),
+                                                dgram("VALUE foo 42 3\r\nbar\r\nEND\r\n", 3)}));
+}
+
+TEST_F(KvCacheTest, WritesInvalidate) {
+  for (std::string w : {"set foo 0 0 1\r\nx\r\n", "delete foo\r\n", "incr foo 1\r\n",
+                        "touch foo 10\r\n", "append foo 0 0 1\r\nx\r\n", "mg foo v\r\n"}) {
+    fill("get foo\r\n", kFoo, 1);
+    ASSERT_EQ(request(dgram("get foo\r\n", 2)).wire.size(), 1u) << w;  // a hit
+    auto s = request(dgram(w, 3));
+    EXPECT_EQ(s.host, std::vector<std::string>{dgram(w, 3)}) << w;  // passes untouched
+    reply(dgram("STORED\r\n", 3));
+    EXPECT_EQ(request(dgram("get foo\r\n", 4)).host.size(), 1u) << w;  // a miss now
+    now_ += 2'000'000'000;  // past the write timeout for the next round
+  }
+  EXPECT_EQ(stats()["writes"], 6);
+}
+
+TEST_F(KvCacheTest, AReplyCarryingAValueFromBeforeAnAcknowledgedWriteIsNotLearned) {
+  // GET passes (miss) ... SET passes and is acknowledged ... then the GET's reply, with
+  // the old value, arrives.
+  ASSERT_EQ(request(dgram("get foo\r\n", 1)).host.size(), 1u);
+  ASSERT_EQ(request(dgram("set foo 0 0 3\r\nnew\r\n", 2)).host.size(), 1u);
+  reply(dgram("STORED\r\n", 2));
+  auto late = reply(dgram(kFoo, 1));
+  EXPECT_EQ(late.wire.size(), 1u);  // the client still gets its reply
+  auto st = stats();
+  EXPECT_EQ(st["fills"], 0);
+  EXPECT_EQ(st["rejected_by_reason"]["version"], 1);
+  EXPECT_EQ(request(dgram("get foo\r\n", 3)).host.size(), 1u);  // never served stale
+}
+
+TEST_F(KvCacheTest, WithoutInvalidationTheSameRaceServesAStaleValue) {
+  // The negative control for the test above: the checker's race is real.
+  start({"unsafe_no_invalidation=true"});
+  fill("get foo\r\n", kFoo, 1);
+  request(dgram("set foo 0 0 3\r\nnew\r\n", 2));
+  reply(dgram("STORED\r\n", 2));
+  EXPECT_EQ(request(dgram("get foo\r\n", 3)).wire, std::vector<std::string>{dgram(kFoo, 3)});
+}
+
+TEST_F(KvCacheTest, AReplyArrivingWhileAWriteIsOutstandingIsNotLearned) {
+  ASSERT_EQ(request(dgram("set foo 0 0 3\r\nnew\r\n", 2)).host.size(), 1u);
+  ASSERT_EQ(request(dgram("get foo\r\n", 3)).host.size(), 1u);  // after the set, before its ack
+  reply(dgram(kFoo, 3));  // memcached may have read it before applying the set
+  EXPECT_EQ(stats()["rejected_by_reason"]["outstanding_write"], 1);
+  reply(dgram("STORED\r\n", 2));
+  EXPECT_EQ(request(dgram("get foo\r\n", 4)).host.size(), 1u);
+  reply(dgram("VALUE foo 0 3\r\nnew\r\nEND\r\n", 4));  // issued after the ack: learned
+  EXPECT_EQ(request(dgram("get foo\r\n", 5)).wire,
+            std::vector<std::string>{dgram("VALUE foo 0 3\r\nnew\r\nEND\r\n", 5)});
+}
+
+TEST_F(KvCacheTest, UnacknowledgedWritesBlockLearningUntilTheirTimeout) {
+  start({"write_timeout_ms=500"});
+  request(dgram("set foo 0 0 3 noreply\r\nnew\r\n", 2));
+  fill("get foo\r\n", "VALUE foo 0 3\r\nnew\r\nEND\r\n", 3);
+  EXPECT_EQ(stats()["fills"], 0);
+  now_ += 600'000'000;
+  fill("get foo\r\n", "VALUE foo 0 3\r\nnew\r\nEND\r\n", 4);
+  EXPECT_EQ(stats()["fills"], 1);
+}
+
+TEST_F(KvCacheTest, FlushAllDropsEverythingAndRepliesFromBefore) {
+  fill("get foo\r\n", kFoo, 1);
+  ASSERT_EQ(request(dgram("get bar\r\n", 2)).host.size(), 1u);  // in flight across the flush
+  request(dgram("flush_all\r\n", 3));
+  reply(dgram("OK\r\n", 3));
+  reply(dgram("VALUE bar 0 1\r\nb\r\nEND\r\n", 2));
+  auto st = stats();
+  EXPECT_EQ(st["items"], 0);
+  EXPECT_EQ(st["rejected_by_reason"]["flushed"], 1);
+  EXPECT_EQ(request(dgram("get foo\r\n", 4)).host.size(), 1u);
+}
+
+TEST_F(KvCacheTest, UnknownCommandsAreTreatedLikeAFlush) {
+  fill("get foo\r\n", kFoo, 1);
+  auto s = request(dgram("bogus foo\r\n", 2));
+  EXPECT_EQ(s.host, std::vector<std::string>{dgram("bogus foo\r\n", 2)});
+  EXPECT_EQ(stats()["unknown_commands"], 1);
+  EXPECT_EQ(request(dgram("get foo\r\n", 3)).host.size(), 1u);
+}
+
+TEST_F(KvCacheTest, MaxTtlBoundsAnEntrysLife) {
+  start({"max_ttl=2"});
+  fill("get foo\r\n", kFoo, 1);
+  now_ += 1'500'000'000;
+  EXPECT_EQ(request(dgram("get foo\r\n", 2)).wire.size(), 1u);
+  now_ += 1'000'000'000;
+  EXPECT_EQ(request(dgram("get foo\r\n", 3)).host.size(), 1u);
+}
+
+TEST_F(KvCacheTest, AnEntryNeverOutlivesTheExptimeOfAWriteSeen) {
+  request(dgram("set foo 42 3 3\r\nbar\r\n", 1));  // expires in 3 s (memcached's clock)
+  reply(dgram("STORED\r\n", 1));
+  fill("get foo\r\n", kFoo, 2);
+  now_ += 1'500'000'000;
+  EXPECT_EQ(request(dgram("get foo\r\n", 3)).wire.size(), 1u);
+  now_ += 1'000'000'000;  // 2.5 s: memcached may already have dropped it
+  EXPECT_EQ(request(dgram("get foo\r\n", 4)).host.size(), 1u);
+}
+
+TEST_F(KvCacheTest, MalformedAndUnservableRequestsPassUntouchedAndAreCounted) {
+  fill("get foo\r\n", kFoo, 1);
+  const std::vector<std::string> odd = {
+      std::string("\0\1\0", 3),                      // shorter than the frame header
+      dgram("get foo\r\n", 5).replace(5, 1, "\2"),   // "2 datagrams"
+      dgram("get  foo\r\n", 6),                      // memcached copes; kvcache passes
+      dgram("get foo", 7),                           // no line end
+      dgram(std::string("\x80\x00\x00\x03", 4), 8),  // binary header cut
+  };
+  for (const auto& d : odd) {
+    auto s = request(d);
+    EXPECT_EQ(s.host, std::vector<std::string>{d});
+    EXPECT_TRUE(s.wire.empty());
+  }
+  auto passed = stats()["passed_by_issue"];
+  EXPECT_EQ(passed["short_datagram"], 1);
+  EXPECT_EQ(passed["multi_datagram"], 1);
+  EXPECT_EQ(passed["unusual_form"], 1);
+}
+
+TEST_F(KvCacheTest, OversizedValuesAndMultiDatagramRepliesAreNotCached) {
+  start({"max_value=4"});
+  fill("get big\r\n", "VALUE big 0 5\r\n12345\r\nEND\r\n", 1);
+  EXPECT_EQ(stats()["rejected_by_reason"]["too_big"], 1);
+  ASSERT_EQ(request(dgram("get foo\r\n", 2)).host.size(), 1u);
+  std::string multi = dgram(kFoo, 2);
+  multi[5] = 2;  // "1 of 2 datagrams"
+  reply(multi);
+  EXPECT_EQ(stats()["fills"], 0);
+  EXPECT_EQ(stats()["not_learned"], 1);
+}
+
+TEST_F(KvCacheTest, AReusedRequestIdInFlightIsNotLearnedFrom) {
+  ASSERT_EQ(request(dgram("get foo\r\n", 1)).host.size(), 1u);
+  ASSERT_EQ(request(dgram("get foo\r\n", 1)).host.size(), 1u);  // same id, still in flight
+  reply(dgram(kFoo, 1));
+  EXPECT_EQ(stats()["rejected_by_reason"]["suspect"], 1);
+}
+
+TEST_F(KvCacheTest, StateOperations) {
+  fill("gets foo\r\n", "VALUE foo 42 3 1\r\nbar\r\nEND\r\n", 1);
+  std::vector<std::string> key{"foo"};
+  auto got = engine_->call(id_, "get", key).value();
+  EXPECT_EQ(got["hit"], true);
+  EXPECT_EQ(got["value"], "bar");
+  EXPECT_EQ(got["flags"], 42);
+  EXPECT_EQ(got["cas"], 1);
+  EXPECT_EQ(engine_->call(id_, "invalidate", key).value()["invalidated"], true);
+  EXPECT_EQ(engine_->call(id_, "get", key).value()["hit"], false);
+  fill("get foo\r\n", kFoo, 2);
+  EXPECT_EQ(engine_->call(id_, "clear", {}).value()["cleared"], 1);
+  EXPECT_EQ(stats()["items"], 0);
+  EXPECT_FALSE(engine_->call(id_, "get", {}));  // KEY is required
+  EXPECT_FALSE(engine_->call(id_, "nope", {}));
+}
+
+TEST_F(KvCacheTest, ClockEvictionKeepsRecentlyHitEntries) {
+  // One set of 8 slots: slot 48 + 8 + 8 bytes = 64, set = 8 * 64 + 40 metadata.
+  start({"capacity=600", "max_key=8", "max_value=8"});
+  auto key = [](int i) { return "k" + std::to_string(i); };
+  for (int i = 0; i < 8; ++i)
+    fill("get " + key(i) + "\r\n", "VALUE " + key(i) + " 0 1\r\nv\r\nEND\r\n", uint16_t(10 + i));
+  EXPECT_EQ(stats()["items"], 8);
+  ASSERT_EQ(request(dgram("get k0\r\n", 30)).wire.size(), 1u);  // k0 is referenced
+  fill("get k8\r\n", "VALUE k8 0 1\r\nv\r\nEND\r\n", 31);
+  auto st = stats();
+  EXPECT_EQ(st["evictions"], 1);
+  EXPECT_EQ(st["items"], 8);
+  EXPECT_EQ(request(dgram("get k0\r\n", 32)).wire.size(), 1u);  // survived
+  EXPECT_EQ(request(dgram("get k1\r\n", 33)).host.size(), 1u);  // the victim
+}
+
+TEST(KvCacheConfig, ErrorsAreClear) {
+  const auto& reg = Registry::global();
+  auto small = Instance::create({.type = "kvcache", .params = {"capacity=1K"}}, reg);
+  ASSERT_FALSE(small);
+  EXPECT_NE(small.error().find("too small"), std::string::npos) << small.error();
+  auto quota = Instance::create(
+      {.type = "kvcache", .params = {"capacity=64M"}, .state_quota = 1 << 20}, reg);
+  ASSERT_FALSE(quota);
+  EXPECT_NE(quota.error().find("quota"), std::string::npos) << quota.error();
+  auto bad = Instance::create({.type = "kvcache", .params = {"max_value=2000"}}, reg);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().find("out of range"), std::string::npos) << bad.error();
+}
+
+}  // namespace
+}  // namespace gaon
