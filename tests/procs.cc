@@ -1,0 +1,207 @@
+#include "procs.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace gaon::test {
+
+uint16_t free_port() {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    bind(u, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    getsockname(u, reinterpret_cast<sockaddr*>(&a), &len);
+    const uint16_t port = ntohs(a.sin_port);
+    int t = socket(AF_INET, SOCK_STREAM, 0);
+    const bool tcp_ok = bind(t, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    close(t);
+    close(u);
+    if (tcp_ok) return port;
+  }
+  throw std::runtime_error("no free port");
+}
+
+Child Child::start(const std::vector<std::string>& argv) {
+  Child c;
+  char out_tmpl[] = "/tmp/gaon-child-out-XXXXXX";
+  char err_tmpl[] = "/tmp/gaon-child-err-XXXXXX";
+  const int out = mkstemp(out_tmpl);
+  const int err = mkstemp(err_tmpl);
+  c.out_path_ = out_tmpl;
+  c.err_path_ = err_tmpl;
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  c.pid_ = fork();
+  if (c.pid_ == 0) {
+    dup2(out, 1);
+    dup2(err, 2);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(out);
+  close(err);
+  return c;
+}
+
+Child::Child(Child&& o) noexcept { *this = std::move(o); }
+Child& Child::operator=(Child&& o) noexcept {
+  std::swap(pid_, o.pid_);
+  std::swap(out_path_, o.out_path_);
+  std::swap(err_path_, o.err_path_);
+  return *this;
+}
+
+Child::~Child() {
+  if (pid_ > 0) stop(std::chrono::milliseconds(2000));
+  if (!out_path_.empty()) unlink(out_path_.c_str());
+  if (!err_path_.empty()) unlink(err_path_.c_str());
+}
+
+bool Child::running() {
+  if (pid_ <= 0) return false;
+  int st;
+  return waitpid(pid_, &st, WNOHANG) == 0;
+}
+
+void Child::signal(int sig) {
+  if (pid_ > 0) kill(pid_, sig);
+}
+
+int Child::stop(std::chrono::milliseconds wait) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  int st = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill(pid_, SIGKILL);
+  waitpid(pid_, &st, 0);
+  pid_ = -1;
+  return -1;
+}
+
+static std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+std::string Child::output() const { return slurp(out_path_); }
+std::string Child::errors() const { return slurp(err_path_); }
+
+std::optional<Child> start_memcached(uint16_t port) {
+  if (access("/usr/bin/memcached", X_OK) != 0) return std::nullopt;
+  std::vector<std::string> argv = {"/usr/bin/memcached",
+                                   "-U",
+                                   std::to_string(port),
+                                   "-p",
+                                   std::to_string(port),
+                                   "-l",
+                                   "127.0.0.1",
+                                   "-t",
+                                   "1",
+                                   "-m",
+                                   "64"};
+  if (geteuid() == 0) argv.insert(argv.end(), {"-u", "nobody"});
+  Child c = Child::start(argv);
+  if (!wait_udp_ready(port)) return std::nullopt;
+  return c;
+}
+
+std::string frame(const std::string& body, uint16_t req_id) {
+  std::string h(8, '\0');
+  h[0] = char(req_id >> 8), h[1] = char(req_id);
+  h[5] = 1;
+  return h + body;
+}
+
+McUdp::McUdp(uint16_t port) {
+  fd_ = socket(AF_INET, SOCK_DGRAM, 0);
+  to_.sin_family = AF_INET;
+  to_.sin_port = htons(port);
+  to_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+}
+McUdp::~McUdp() { close(fd_); }
+
+void McUdp::send(const std::string& body, uint16_t req_id) {
+  const std::string d = frame(body, req_id);
+  sendto(fd_, d.data(), d.size(), 0, reinterpret_cast<const sockaddr*>(&to_), sizeof(to_));
+}
+
+std::optional<std::string> McUdp::recv(std::chrono::milliseconds wait) {
+  pollfd p{fd_, POLLIN, 0};
+  if (poll(&p, 1, int(wait.count())) <= 0) return std::nullopt;
+  char buf[65536];
+  const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+  if (n < 0) return std::nullopt;
+  return std::string(buf, size_t(n));
+}
+
+std::vector<std::string> McUdp::ask(const std::string& body, uint16_t req_id, size_t expect,
+                                    std::chrono::milliseconds quiet) {
+  send(body, req_id);
+  std::vector<std::string> out;
+  while (expect == 0 || out.size() < expect) {
+    auto d = recv(expect ? std::chrono::milliseconds(3000) : quiet);
+    if (!d) break;
+    out.push_back(*d);
+  }
+  return out;
+}
+
+bool wait_udp_ready(uint16_t port, std::chrono::milliseconds wait) {
+  McUdp c(port);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (std::chrono::steady_clock::now() < deadline) {
+    c.send("version\r\n", 1);
+    if (c.recv(std::chrono::milliseconds(100))) return true;
+  }
+  return false;
+}
+
+std::string tcp_command(uint16_t port, const std::string& cmd, const std::string& until) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return "";
+  }
+  ::send(fd, cmd.data(), cmd.size(), 0);
+  std::string got;
+  char buf[4096];
+  while (got.find(until) == std::string::npos) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 3000) <= 0) break;
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    got.append(buf, size_t(n));
+  }
+  close(fd);
+  return got;
+}
+
+}  // namespace gaon::test

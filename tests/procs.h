@@ -1,0 +1,71 @@
+// Test helpers: real processes (memcached, gaond) on loopback, and a UDP memcached client.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gaon::test {
+
+// A free UDP+TCP port on 127.0.0.1 (bound and released; good enough for tests).
+uint16_t free_port();
+
+// A child process, killed (SIGTERM, then SIGKILL) when this goes away.
+class Child {
+ public:
+  Child() = default;
+  // Starts argv[0] with stdout captured to a temp file (read with output()).
+  static Child start(const std::vector<std::string>& argv);
+  Child(Child&& o) noexcept;
+  Child& operator=(Child&& o) noexcept;
+  ~Child();
+  pid_t pid() const { return pid_; }
+  bool running();
+  // SIGTERM and wait (up to `wait`); the exit status, or -1 if it had to be killed.
+  int stop(std::chrono::milliseconds wait = std::chrono::milliseconds(5000));
+  void signal(int sig);
+  std::string output() const;  // everything it wrote to stdout so far
+  std::string errors() const;  // and to stderr
+
+ private:
+  pid_t pid_ = -1;
+  std::string out_path_, err_path_;
+};
+
+// memcached from Debian's package, on 127.0.0.1:port (UDP and TCP), one thread.
+// nullopt when /usr/bin/memcached is missing.
+std::optional<Child> start_memcached(uint16_t port);
+
+// A UDP socket talking memcached's frame protocol to one address.
+class McUdp {
+ public:
+  explicit McUdp(uint16_t port);
+  ~McUdp();
+  // Sends `body` with a frame header carrying `req_id`; returns every datagram payload
+  // (frame header included) received until `quiet` passes without one (or the first
+  // `expect` datagrams, when given).
+  std::vector<std::string> ask(const std::string& body, uint16_t req_id, size_t expect = 0,
+                               std::chrono::milliseconds quiet = std::chrono::milliseconds(300));
+  void send(const std::string& body, uint16_t req_id);
+  std::optional<std::string> recv(std::chrono::milliseconds wait);
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+  sockaddr_in to_{};
+};
+
+// Waits until something answers a memcached `version` on UDP port `port`.
+bool wait_udp_ready(uint16_t port,
+                    std::chrono::milliseconds wait = std::chrono::milliseconds(5000));
+
+// ASCII over TCP: sends `cmd` and returns the reply line(s) until `until` is seen.
+std::string tcp_command(uint16_t port, const std::string& cmd, const std::string& until);
+
+std::string frame(const std::string& body, uint16_t req_id);
+
+}  // namespace gaon::test
