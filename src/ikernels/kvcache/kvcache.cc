@@ -308,7 +308,7 @@ bool KvCache::serve(Context& ctx, Packet& p, const Request& r, uint16_t req_id,
     // One datagram per key, "END" in the last, as memcached sends them. The request's
     // packet carries the first; the others are emitted from the pool.
     const size_t n = r.nkeys;
-    std::array<size_t, kMaxKeys> len{};
+    std::array<size_t, kMaxKeys> len;  // the first n are set
     for (size_t i = 0; i < n; ++i) {
       const Slot* s = hits[i];
       if (r.cas && !s->has_cas) return false;
@@ -320,7 +320,7 @@ bool KvCache::serve(Context& ctx, Packet& p, const Request& r, uint16_t req_id,
       }
     }
     if (p.data_off + p.hdr.payload + len[0] > kFrameSize) return false;
-    std::array<Packet*, kMaxKeys> extra{};
+    std::array<Packet*, kMaxKeys> extra;  // 1..n-1 are set
     for (size_t i = 1; i < n; ++i) {
       extra[i] = ctx.alloc();
       if (extra[i] == nullptr) {
@@ -376,8 +376,8 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
         ++c.passed[size_t(r.issue)];
         return Verdict::to_host;
       }
-      std::array<Slot*, kMaxKeys> hits{};
-      std::array<uint64_t, kMaxKeys> hashes{};
+      std::array<Slot*, kMaxKeys> hits;  // the first nkeys are set
+      std::array<uint64_t, kMaxKeys> hashes;
       size_t nhit = 0;
       for (size_t i = 0; i < r.nkeys; ++i) {
         hashes[i] = key_hash(r.keys[i]);

@@ -394,6 +394,32 @@ size_t binary_command(std::span<const uint8_t> in, Cmd& c) {
   return kBinHeader + body;
 }
 
+// The fast path for the most common request, "get <key>\r\n" or "gets <key>\r\n" and
+// nothing else; anything else falls through to the general parser.
+bool ascii_single_get(std::span<const uint8_t> body, Request& r) {
+  const char* b = reinterpret_cast<const char*>(body.data());
+  const size_t n = body.size();
+  size_t k;
+  if (n > 6 && std::memcmp(b, "get ", 4) == 0)
+    k = 4;
+  else if (n > 7 && std::memcmp(b, "gets ", 5) == 0)
+    k = 5;
+  else
+    return false;
+  if (b[n - 2] != '\r' || b[n - 1] != '\n') return false;
+  const size_t klen = n - 2 - k;
+  if (klen == 0 || klen > kMemcachedMaxKey) return false;
+  for (size_t i = k; i < n - 2; ++i) {
+    const unsigned char c = static_cast<unsigned char>(b[i]);
+    if (c <= ' ' || c == 0x7f) return false;  // spaces, control characters: general path
+  }
+  r.kind = Kind::get;
+  r.cas = k == 5;
+  r.nkeys = 1;
+  r.keys[0] = sv(b + k, klen);
+  return true;
+}
+
 }  // namespace
 
 void parse_request(std::span<const uint8_t> payload, Request& r) {
@@ -416,6 +442,7 @@ void parse_request(std::span<const uint8_t> payload, Request& r) {
     return;
   }
   r.proto = body[0] == bin::kReq ? Proto::binary : Proto::ascii;
+  if (r.proto == Proto::ascii && ascii_single_get(body, r)) return;  // the common case
   size_t ncmd = 0;
   while (!body.empty()) {
     Cmd c;
