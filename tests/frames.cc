@@ -175,6 +175,26 @@ bool ref_l4_ok(const Bytes& f) {
   return ref_checksum(&f[l4], seglen, pseudo_sum(ipv, src, dst, proto, uint32_t(seglen))) == 0;
 }
 
+std::string mc_dgram(const std::string& body, uint16_t req_id, uint16_t total) {
+  std::string h(8, '\0');
+  h[0] = char(req_id >> 8), h[1] = char(req_id);
+  h[4] = char(total >> 8), h[5] = char(total);
+  return h + body;
+}
+
+std::string mc_binreq(uint8_t op, const std::string& key, const std::string& extras,
+                      const std::string& value, uint32_t opaque) {
+  std::string h(24, '\0');
+  h[0] = char(0x80);
+  h[1] = char(op);
+  h[2] = char(key.size() >> 8), h[3] = char(key.size());
+  h[4] = char(extras.size());
+  const uint32_t body = uint32_t(extras.size() + key.size() + value.size());
+  for (int i = 0; i < 4; ++i) h[8 + i] = char(body >> (24 - 8 * i));
+  for (int i = 0; i < 4; ++i) h[12 + i] = char(opaque >> (24 - 8 * i));
+  return h + extras + key + value;
+}
+
 Packet* make_packet(BufferPool& pool, const Bytes& bytes) {
   Packet* p = pool.alloc();
   if (p != nullptr && !p->assign(bytes)) {

@@ -45,6 +45,14 @@ bool ref_ip_ok(const Bytes& frame);
 // True when the frame's UDP/TCP checksum verifies (UDP/IPv4 zero counts as valid).
 bool ref_l4_ok(const Bytes& frame);
 
+// memcached over UDP: `body` behind the 8-byte frame header (request id, sequence 0,
+// `total` datagrams, reserved 0).
+std::string mc_dgram(const std::string& body, uint16_t req_id, uint16_t total = 1);
+// A binary-protocol request: 24-byte header (magic 0x80, `op`, the key's length, `extras`,
+// body length, `opaque`), then extras, key and value.
+std::string mc_binreq(uint8_t op, const std::string& key, const std::string& extras = "",
+                      const std::string& value = "", uint32_t opaque = 0x11223344);
+
 // Copies `bytes` into a fresh packet from `pool` (nullptr if empty).
 Packet* make_packet(BufferPool& pool, const Bytes& bytes);
 inline Bytes bytes_of(const Packet& p) { return Bytes(p.data(), p.data() + p.len); }

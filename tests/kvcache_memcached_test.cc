@@ -15,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "frames.h"
 #include "procs.h"
 
 namespace gaon::test {
@@ -23,13 +24,7 @@ namespace {
 using namespace std::chrono_literals;
 
 std::string bin(uint8_t op, const std::string& key, uint32_t opaque) {
-  std::string h(24, '\0');
-  h[0] = char(0x80);
-  h[1] = char(op);
-  h[3] = char(key.size());
-  h[11] = char(key.size());
-  for (int i = 0; i < 4; ++i) h[12 + i] = char(opaque >> (24 - 8 * i));
-  return h + key;
+  return mc_binreq(op, key, "", "", opaque);
 }
 
 class Sidecar : public ::testing::Test {

@@ -1,5 +1,7 @@
 #include "procs.h"
 
+#include "frames.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -129,13 +131,6 @@ std::optional<Child> start_memcached(uint16_t port) {
   return c;
 }
 
-std::string frame(const std::string& body, uint16_t req_id) {
-  std::string h(8, '\0');
-  h[0] = char(req_id >> 8), h[1] = char(req_id);
-  h[5] = 1;
-  return h + body;
-}
-
 McUdp::McUdp(uint16_t port) {
   fd_ = socket(AF_INET, SOCK_DGRAM, 0);
   to_.sin_family = AF_INET;
@@ -145,7 +140,7 @@ McUdp::McUdp(uint16_t port) {
 McUdp::~McUdp() { close(fd_); }
 
 void McUdp::send(const std::string& body, uint16_t req_id) {
-  const std::string d = frame(body, req_id);
+  const std::string d = mc_dgram(body, req_id);
   sendto(fd_, d.data(), d.size(), 0, reinterpret_cast<const sockaddr*>(&to_), sizeof(to_));
 }
 

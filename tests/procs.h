@@ -66,6 +66,4 @@ bool wait_udp_ready(uint16_t port,
 // ASCII over TCP: sends `cmd` and returns the reply line(s) until `until` is seen.
 std::string tcp_command(uint16_t port, const std::string& cmd, const std::string& until);
 
-std::string frame(const std::string& body, uint16_t req_id);
-
 }  // namespace gaon::test

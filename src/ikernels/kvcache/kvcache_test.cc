@@ -14,22 +14,8 @@ namespace {
 
 using test::Bytes;
 
-std::string dgram(std::string body, uint16_t req_id) {
-  std::string h(8, '\0');
-  h[0] = char(req_id >> 8), h[1] = char(req_id);
-  h[5] = 1;
-  return h + body;
-}
-
-std::string binreq(uint8_t op, std::string key, uint32_t opaque = 0x11223344) {
-  std::string h(24, '\0');
-  h[0] = char(0x80);
-  h[1] = char(op);
-  h[3] = char(key.size());
-  h[11] = char(key.size());
-  for (int i = 0; i < 4; ++i) h[12 + i] = char(opaque >> (24 - 8 * i));
-  return h + key;
-}
+std::string dgram(const std::string& body, uint16_t req_id) { return test::mc_dgram(body, req_id); }
+std::string binreq(uint8_t op, const std::string& key) { return test::mc_binreq(op, key); }
 
 // Captured from memcached 1.6.18 after `set foo 42 0 3` with value "bar" (cas 1).
 std::string bin_get_hit(uint8_t op, bool with_key) {

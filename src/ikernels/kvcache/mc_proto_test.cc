@@ -6,27 +6,17 @@
 
 #include <string>
 
+#include "frames.h"
+
 namespace gaon::kv {
 namespace {
 
-std::string dgram(std::string body, uint16_t req_id = 7, uint16_t total = 1) {
-  std::string h(8, '\0');
-  h[0] = char(req_id >> 8), h[1] = char(req_id);
-  h[4] = char(total >> 8), h[5] = char(total);
-  return h + body;
+std::string dgram(const std::string& body, uint16_t req_id = 7, uint16_t total = 1) {
+  return test::mc_dgram(body, req_id, total);
 }
-
-std::string binreq(uint8_t op, std::string key, std::string extras = "", std::string value = "",
-                   uint32_t opaque = 0x11223344) {
-  std::string h(24, '\0');
-  h[0] = char(0x80);
-  h[1] = char(op);
-  h[2] = char(key.size() >> 8), h[3] = char(key.size());
-  h[4] = char(extras.size());
-  const uint32_t body = uint32_t(extras.size() + key.size() + value.size());
-  for (int i = 0; i < 4; ++i) h[8 + i] = char(body >> (24 - 8 * i));
-  for (int i = 0; i < 4; ++i) h[12 + i] = char(opaque >> (24 - 8 * i));
-  return h + extras + key + value;
+using test::mc_binreq;
+std::string binreq(uint8_t op, std::string key, std::string extras = "", std::string value = "") {
+  return mc_binreq(op, key, extras, value);
 }
 
 std::span<const uint8_t> bytes(const std::string& s) {
