@@ -64,6 +64,7 @@ Child Child::start(const std::vector<std::string>& argv) {
 Child::Child(Child&& o) noexcept { *this = std::move(o); }
 Child& Child::operator=(Child&& o) noexcept {
   std::swap(pid_, o.pid_);
+  std::swap(status_, o.status_);
   std::swap(out_path_, o.out_path_);
   std::swap(err_path_, o.err_path_);
   return *this;
@@ -78,7 +79,10 @@ Child::~Child() {
 bool Child::running() {
   if (pid_ <= 0) return false;
   int st;
-  return waitpid(pid_, &st, WNOHANG) == 0;
+  if (waitpid(pid_, &st, WNOHANG) != pid_) return true;
+  status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);  // reaped: keep its status
+  pid_ = -1;
+  return false;
 }
 
 void Child::signal(int sig) {
@@ -86,14 +90,15 @@ void Child::signal(int sig) {
 }
 
 int Child::stop(std::chrono::milliseconds wait) {
-  if (pid_ <= 0) return -1;
+  if (pid_ <= 0) return status_;
   kill(pid_, SIGTERM);
   const auto deadline = std::chrono::steady_clock::now() + wait;
   int st = 0;
   while (std::chrono::steady_clock::now() < deadline) {
     if (waitpid(pid_, &st, WNOHANG) == pid_) {
       pid_ = -1;
-      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      return status_;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

@@ -25,7 +25,8 @@ class Child {
   ~Child();
   pid_t pid() const { return pid_; }
   bool running();
-  // SIGTERM and wait (up to `wait`); the exit status, or -1 if it had to be killed.
+  // SIGTERM and wait (up to `wait`); the exit status (128 + signal when killed by one),
+  // or -1 if it had to be killed with SIGKILL. For a child that already exited: its status.
   int stop(std::chrono::milliseconds wait = std::chrono::milliseconds(5000));
   void signal(int sig);
   std::string output() const;  // everything it wrote to stdout so far
@@ -33,6 +34,7 @@ class Child {
 
  private:
   pid_t pid_ = -1;
+  int status_ = -1;
   std::string out_path_, err_path_;
 };
 

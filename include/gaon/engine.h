@@ -89,8 +89,10 @@ class Engine {
   // ---- datapath ----
   // One iteration at time `now_ns`; returns the number of packets received.
   uint32_t poll(uint64_t now_ns);
-  // Polls until `stop` is set, applying control changes between bursts.
-  void run(const std::atomic<bool>& stop);
+  // Polls until `stop` is set, applying control changes between bursts. When `idle` is
+  // given, it is called after 64 polls in a row found nothing to receive or transmit: a
+  // port set can block there (epoll_wait with a short timeout) instead of spinning.
+  void run(const std::atomic<bool>& stop, const std::function<void()>& idle = {});
   static uint64_t now_ns();
 
   const EngineCounters& counters() const { return counters_; }

@@ -272,15 +272,21 @@ void Engine::drain_control() {
   for (auto* t : q) (*t)();
 }
 
-void Engine::run(const std::atomic<bool>& stop) {
+void Engine::run(const std::atomic<bool>& stop, const std::function<void()>& idle) {
   {
     std::lock_guard lk(control_mu_);
     running_ = true;
   }
   tl_datapath_engine = this;
+  uint32_t empty = 0;
   while (!stop.load(std::memory_order_relaxed)) {
     if (control_pending_.load(std::memory_order_acquire)) drain_control();
-    poll(now_ns());
+    if (poll(now_ns()) != 0 || !tx_idle()) {
+      empty = 0;
+    } else if (++empty >= 64 && idle) {
+      idle();
+      empty = 0;
+    }
   }
   {
     std::lock_guard lk(control_mu_);

@@ -1,0 +1,96 @@
+// Sidecar ports: UDP sockets in front of an application, no privileges needed.
+//
+//   ServicePort (the wire side): one UDP socket bound to the service address clients use.
+//     rx: recvmmsg straight into pool frames, behind synthesized Ethernet/IPv4/UDP headers
+//     (src = the client, dst = the service address; UDP checksum 0 = none).
+//     tx: sendmmsg each frame's UDP payload to the frame's destination from that socket.
+//   AppPort (the host side): what passes to the host goes to the application's address
+//     from a per-client socket (a NAT entry, created on a client's first datagram, closed
+//     after an idle timeout), so the application's replies come back on that socket and
+//     through the engine's egress path (frames from the service address to the client).
+// Syscalls are per burst (one recvmmsg/sendmmsg per socket per burst), never per packet
+// in steady state; a NAT entry is allocated once per client. IPv4 only for now.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "gaon/pool.h"
+#include "gaon/port.h"
+#include "gaon/result.h"
+
+namespace gaon::sidecar {
+
+// "udp:IP:PORT" (IPv4, concrete address) → sockaddr_in.
+Result<sockaddr_in> parse_udp_address(std::string_view text);
+std::string to_string(const sockaddr_in& a);
+
+class ServicePort final : public Port {
+ public:
+  static Result<std::unique_ptr<ServicePort>> open(const sockaddr_in& listen, BufferPool& pool);
+  ~ServicePort() override;
+  uint32_t rx_burst(std::span<Packet*> out) override;
+  uint32_t tx_burst(std::span<Packet*> pkts) override;
+  std::string name() const override;
+  nlohmann::json stats() const override;
+  int fd() const { return fd_; }
+
+ private:
+  ServicePort(BufferPool& pool) : pool_(pool) {}
+  BufferPool& pool_;
+  int fd_ = -1;
+  sockaddr_in addr_{};
+  uint64_t rx_ = 0, tx_ = 0, truncated_ = 0, unsendable_ = 0, send_errors_ = 0;
+};
+
+class AppPort final : public Port {
+ public:
+  struct Options {
+    size_t max_clients = 4096;
+    uint64_t idle_timeout_ns = 60'000'000'000ull;
+  };
+  // `app`: where the application listens; `service`: the address clients use (the
+  // source of the frames this port builds from the application's replies).
+  static Result<std::unique_ptr<AppPort>> open(const sockaddr_in& app, const sockaddr_in& service,
+                                               BufferPool& pool, Options opt);
+  ~AppPort() override;
+  uint32_t rx_burst(std::span<Packet*> out) override;
+  uint32_t tx_burst(std::span<Packet*> pkts) override;
+  std::string name() const override;
+  nlohmann::json stats() const override;
+  int epoll_fd() const { return ep_; }
+  // Closes NAT entries idle for longer than the timeout (called at most once a second).
+  void sweep(uint64_t now_ns);
+  size_t clients() const { return nat_.size(); }
+
+ private:
+  struct Nat {
+    int fd = -1;
+    sockaddr_in client{};
+    uint64_t last_used = 0;
+  };
+  AppPort(BufferPool& pool) : pool_(pool) {}
+  Nat* nat_for(const sockaddr_in& client, uint64_t now);
+  void close_entry(uint64_t key);
+
+  BufferPool& pool_;
+  sockaddr_in app_{}, service_{};
+  Options opt_;
+  int ep_ = -1;
+  std::unordered_map<uint64_t, Nat> nat_;
+  uint64_t last_sweep_ = 0;
+  uint64_t rx_ = 0, tx_ = 0, created_ = 0, expired_ = 0, evicted_ = 0, truncated_ = 0,
+           unsendable_ = 0, send_errors_ = 0;
+};
+
+// Writes Ethernet + IPv4 + UDP headers for a `payload_len`-byte datagram from `src` to
+// `dst` in front of the payload already at p.data() + 42, and sets p.len.
+void frame_datagram(Packet& p, const sockaddr_in& src, const sockaddr_in& dst, size_t payload_len);
+inline constexpr uint32_t kSynthHeaders = 14 + 20 + 8;
+
+}  // namespace gaon::sidecar

@@ -1,0 +1,382 @@
+#include "gaon/sidecar.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "gaon/checksum.h"
+#include "gaon/engine.h"
+#include "gaon/net.h"
+#include "gaon/parse.h"
+
+namespace gaon::sidecar {
+
+Result<sockaddr_in> parse_udp_address(std::string_view text) {
+  auto k = FlowKey::parse(text);
+  if (!k) return Error{k.error()};
+  if (k->proto != net::kProtoUdp) return make_error("'{}': sidecar ports are udp", text);
+  if (k->family != 4) return make_error("'{}': sidecar ports are IPv4 only for now", text);
+  if (!k->wildcard) return make_error("'{}': give one address, IP:PORT", text);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(k->local_port);
+  std::memcpy(&a.sin_addr, k->local_ip, 4);
+  if (a.sin_addr.s_addr == htonl(INADDR_ANY))
+    return make_error("'{}': a concrete address is needed, not 0.0.0.0", text);
+  if (k->local_port == 0) return make_error("'{}': port 0 is not a service port", text);
+  return a;
+}
+
+std::string to_string(const sockaddr_in& a) {
+  char ip[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &a.sin_addr, ip, sizeof(ip));
+  return fmt::format("udp:{}:{}", ip, ntohs(a.sin_port));
+}
+
+void frame_datagram(Packet& p, const sockaddr_in& src, const sockaddr_in& dst, size_t payload_len) {
+  static constexpr uint8_t kMacA[6] = {0x02, 0x67, 0x61, 0x6f, 0x6e, 0x01};  // "gaon"
+  static constexpr uint8_t kMacB[6] = {0x02, 0x67, 0x61, 0x6f, 0x6e, 0x02};
+  uint8_t* d = p.data();
+  std::memcpy(d + net::eth::dst, kMacB, 6);
+  std::memcpy(d + net::eth::src, kMacA, 6);
+  net::store16(d + net::eth::type, net::kEthIPv4);
+  uint8_t* ip = d + net::kEthHdr;
+  ip[0] = 0x45;
+  ip[1] = 0;
+  net::store16(ip + net::ip4::total_len, uint16_t(20 + 8 + payload_len));
+  net::store16(ip + net::ip4::id, 0);
+  net::store16(ip + net::ip4::frag, 0x4000);  // DF
+  ip[net::ip4::ttl] = 64;
+  ip[net::ip4::proto] = net::kProtoUdp;
+  net::store16(ip + net::ip4::csum, 0);
+  std::memcpy(ip + net::ip4::src, &src.sin_addr, 4);
+  std::memcpy(ip + net::ip4::dst, &dst.sin_addr, 4);
+  net::store16(ip + net::ip4::csum, csum::ipv4_header(ip, 20));
+  uint8_t* udp = ip + 20;
+  std::memcpy(udp + net::udp::sport, &src.sin_port, 2);
+  std::memcpy(udp + net::udp::dport, &dst.sin_port, 2);
+  net::store16(udp + net::udp::len, uint16_t(8 + payload_len));
+  net::store16(udp + net::udp::csum, 0);
+  p.len = uint16_t(kSynthHeaders + payload_len);
+  p.parsed = false;
+}
+
+static Result<int> udp_socket() {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return make_error("socket: {}", std::strerror(errno));
+  const int buf = 4 << 20;  // absorb bursts
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+  return fd;
+}
+
+// The destination and payload of a frame the engine sends; false if it is not UDP/IPv4.
+static bool udp_target(Packet& p, sockaddr_in& to, sockaddr_in* from = nullptr) {
+  if (!p.parsed && parse(p, {.verify_l4_checksum = false}) != ParseResult::ok) return false;
+  if (p.hdr.l4_proto != L4::udp || p.hdr.l3_proto != L3::ipv4) return false;
+  to = {};
+  to.sin_family = AF_INET;
+  std::memcpy(&to.sin_addr, p.l3() + net::ip4::dst, 4);
+  std::memcpy(&to.sin_port, p.l4() + net::udp::dport, 2);
+  if (from) {
+    *from = {};
+    from->sin_family = AF_INET;
+    std::memcpy(&from->sin_addr, p.l3() + net::ip4::src, 4);
+    std::memcpy(&from->sin_port, p.l4() + net::udp::sport, 2);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------- ServicePort
+
+Result<std::unique_ptr<ServicePort>> ServicePort::open(const sockaddr_in& listen,
+                                                       BufferPool& pool) {
+  auto fd = udp_socket();
+  if (!fd) return Error{fd.error()};
+  std::unique_ptr<ServicePort> port(new ServicePort(pool));
+  port->fd_ = *fd;
+  port->addr_ = listen;
+  if (bind(*fd, reinterpret_cast<const sockaddr*>(&listen), sizeof(listen)) != 0)
+    return make_error("{}: {}", to_string(listen),
+                      errno == EADDRINUSE ? "address already in use" : std::strerror(errno));
+  return port;
+}
+
+ServicePort::~ServicePort() {
+  if (fd_ >= 0) close(fd_);
+}
+
+std::string ServicePort::name() const { return to_string(addr_); }
+
+nlohmann::json ServicePort::stats() const {
+  return {{"rx", rx_},
+          {"tx", tx_},
+          {"truncated", truncated_},
+          {"unsendable", unsendable_},
+          {"send_errors", send_errors_}};
+}
+
+uint32_t ServicePort::rx_burst(std::span<Packet*> out) {
+  mmsghdr msgs[kBurst];
+  iovec iov[kBurst];
+  sockaddr_in from[kBurst];
+  const uint32_t want = uint32_t(std::min(out.size(), kBurst));
+  if (pool_.available() < want) return 0;
+  for (uint32_t i = 0; i < want; ++i) {
+    Packet* p = pool_.alloc();
+    out[i] = p;
+    iov[i] = {p->data() + kSynthHeaders, kMaxData - kSynthHeaders};
+    msgs[i].msg_hdr = {};
+    msgs[i].msg_hdr.msg_name = &from[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  const int n = recvmmsg(fd_, msgs, want, MSG_DONTWAIT, nullptr);
+  const uint32_t got = n > 0 ? uint32_t(n) : 0;
+  uint32_t kept = 0;
+  for (uint32_t i = 0; i < got; ++i) {
+    Packet* p = out[i];
+    if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {  // larger than a frame
+      ++truncated_;
+      pool_.free(p);
+      continue;
+    }
+    frame_datagram(*p, from[i], addr_, msgs[i].msg_len);
+    out[kept++] = p;
+  }
+  for (uint32_t i = got; i < want; ++i) pool_.free(out[i]);
+  rx_ += kept;
+  return kept;
+}
+
+uint32_t ServicePort::tx_burst(std::span<Packet*> pkts) {
+  mmsghdr msgs[kBurst];
+  iovec iov[kBurst];
+  sockaddr_in to[kBurst];
+  uint32_t taken = 0;
+  while (taken < pkts.size()) {
+    // Build up to a burst of sendable frames, dropping (and counting) unsendable ones.
+    uint32_t n = 0, first = taken;
+    for (uint32_t i = taken; i < pkts.size() && n < kBurst; ++i) {
+      Packet* p = pkts[i];
+      if (!udp_target(*p, to[n])) {
+        ++unsendable_;
+        if (i == first) {  // only at the front: the caller keeps an unbroken tail
+          pool_.free(p);
+          ++first;
+          ++taken;
+          continue;
+        }
+        break;
+      }
+      iov[n] = {p->payload(), p->hdr.payload_len};
+      msgs[n].msg_hdr = {};
+      msgs[n].msg_hdr.msg_name = &to[n];
+      msgs[n].msg_hdr.msg_namelen = sizeof(to[n]);
+      msgs[n].msg_hdr.msg_iov = &iov[n];
+      msgs[n].msg_hdr.msg_iovlen = 1;
+      ++n;
+    }
+    if (n == 0) continue;
+    const int sent = sendmmsg(fd_, msgs, n, MSG_DONTWAIT);
+    if (sent < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) break;
+      ++send_errors_;  // this datagram cannot go (e.g. an unroutable address): drop it
+      pool_.free(pkts[first]);
+      taken = first + 1;
+      continue;
+    }
+    for (int i = 0; i < sent; ++i) pool_.free(pkts[first + uint32_t(i)]);
+    tx_ += uint32_t(sent);
+    taken = first + uint32_t(sent);
+    if (uint32_t(sent) < n) break;
+  }
+  return taken;
+}
+
+// ---------------------------------------------------------------- AppPort
+
+Result<std::unique_ptr<AppPort>> AppPort::open(const sockaddr_in& app, const sockaddr_in& service,
+                                               BufferPool& pool, Options opt) {
+  std::unique_ptr<AppPort> port(new AppPort(pool));
+  port->app_ = app;
+  port->service_ = service;
+  port->opt_ = opt;
+  port->ep_ = epoll_create1(EPOLL_CLOEXEC);
+  if (port->ep_ < 0) return make_error("epoll_create1: {}", std::strerror(errno));
+  port->nat_.reserve(opt.max_clients);
+  return port;
+}
+
+AppPort::~AppPort() {
+  for (auto& [k, e] : nat_) close(e.fd);
+  if (ep_ >= 0) close(ep_);
+}
+
+std::string AppPort::name() const { return to_string(app_); }
+
+nlohmann::json AppPort::stats() const {
+  return {{"rx", rx_},
+          {"tx", tx_},
+          {"nat_clients", nat_.size()},
+          {"nat_created", created_},
+          {"nat_expired", expired_},
+          {"nat_evicted", evicted_},
+          {"truncated", truncated_},
+          {"unsendable", unsendable_},
+          {"send_errors", send_errors_}};
+}
+
+static uint64_t client_key(const sockaddr_in& c) {
+  return uint64_t{c.sin_addr.s_addr} << 16 | c.sin_port;
+}
+
+void AppPort::close_entry(uint64_t key) {
+  auto it = nat_.find(key);
+  if (it == nat_.end()) return;
+  epoll_ctl(ep_, EPOLL_CTL_DEL, it->second.fd, nullptr);
+  close(it->second.fd);
+  nat_.erase(it);
+}
+
+AppPort::Nat* AppPort::nat_for(const sockaddr_in& client, uint64_t now) {
+  const uint64_t key = client_key(client);
+  if (auto it = nat_.find(key); it != nat_.end()) {
+    it->second.last_used = now;
+    return &it->second;
+  }
+  if (nat_.size() >= opt_.max_clients) {  // full: the least recently used goes
+    auto lru = nat_.begin();
+    for (auto it = nat_.begin(); it != nat_.end(); ++it)
+      if (it->second.last_used < lru->second.last_used) lru = it;
+    close_entry(lru->first);
+    ++evicted_;
+  }
+  auto fd = udp_socket();
+  if (!fd) return nullptr;
+  if (connect(*fd, reinterpret_cast<const sockaddr*>(&app_), sizeof(app_)) != 0) {
+    close(*fd);
+    return nullptr;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = key;
+  epoll_ctl(ep_, EPOLL_CTL_ADD, *fd, &ev);
+  ++created_;
+  Nat& e = nat_[key];
+  e.fd = *fd;
+  e.client = client;
+  e.last_used = now;
+  return &e;
+}
+
+uint32_t AppPort::tx_burst(std::span<Packet*> pkts) {
+  const uint64_t now = Engine::now_ns();
+  mmsghdr msgs[kBurst];
+  iovec iov[kBurst];
+  uint32_t taken = 0;
+  while (taken < pkts.size()) {
+    // A run of frames from the same client goes out with one sendmmsg on its socket.
+    sockaddr_in to, from;
+    Packet* p = pkts[taken];
+    if (!udp_target(*p, to, &from)) {
+      ++unsendable_;
+      pool_.free(p);
+      ++taken;
+      continue;
+    }
+    Nat* e = nat_for(from, now);
+    if (e == nullptr) {
+      ++send_errors_;
+      pool_.free(p);
+      ++taken;
+      continue;
+    }
+    uint32_t n = 0;
+    for (uint32_t i = taken; i < pkts.size() && n < kBurst; ++i) {
+      sockaddr_in t2, f2;
+      if (i > taken && (!udp_target(*pkts[i], t2, &f2) || client_key(f2) != client_key(from)))
+        break;
+      iov[n] = {pkts[i]->payload(), pkts[i]->hdr.payload_len};
+      msgs[n].msg_hdr = {};
+      msgs[n].msg_hdr.msg_iov = &iov[n];
+      msgs[n].msg_hdr.msg_iovlen = 1;
+      ++n;
+    }
+    const int sent = sendmmsg(e->fd, msgs, n, MSG_DONTWAIT);
+    if (sent < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) break;
+      ++send_errors_;  // e.g. ECONNREFUSED: the application is not listening
+      pool_.free(pkts[taken]);
+      ++taken;
+      continue;
+    }
+    for (int i = 0; i < sent; ++i) pool_.free(pkts[taken + uint32_t(i)]);
+    tx_ += uint32_t(sent);
+    taken += uint32_t(sent);
+    if (uint32_t(sent) < n) break;
+  }
+  return taken;
+}
+
+uint32_t AppPort::rx_burst(std::span<Packet*> out) {
+  if (nat_.empty()) return 0;
+  epoll_event ev[16];
+  const int ready = epoll_wait(ep_, ev, 16, 0);
+  uint32_t got = 0;
+  for (int r = 0; r < ready && got < out.size(); ++r) {
+    auto it = nat_.find(ev[r].data.u64);
+    if (it == nat_.end()) continue;
+    Nat& e = it->second;
+    const uint32_t want = uint32_t(std::min<size_t>(out.size() - got, kBurst));
+    if (pool_.available() < want) break;
+    mmsghdr msgs[kBurst];
+    iovec iov[kBurst];
+    for (uint32_t i = 0; i < want; ++i) {
+      Packet* p = pool_.alloc();
+      out[got + i] = p;
+      iov[i] = {p->data() + kSynthHeaders, kMaxData - kSynthHeaders};
+      msgs[i].msg_hdr = {};
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    const int n = recvmmsg(e.fd, msgs, want, MSG_DONTWAIT, nullptr);
+    const uint32_t k = n > 0 ? uint32_t(n) : 0;
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < k; ++i) {
+      Packet* p = out[got + i];
+      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+        ++truncated_;
+        pool_.free(p);
+        continue;
+      }
+      frame_datagram(*p, service_, e.client, msgs[i].msg_len);
+      out[got + kept++] = p;
+    }
+    for (uint32_t i = k; i < want; ++i) pool_.free(out[got + i]);
+    got += kept;
+  }
+  rx_ += got;
+  const uint64_t now = Engine::now_ns();
+  if (now - last_sweep_ > 1'000'000'000ull) sweep(now);
+  return got;
+}
+
+void AppPort::sweep(uint64_t now_ns) {
+  last_sweep_ = now_ns;
+  std::vector<uint64_t> idle;
+  for (const auto& [k, e] : nat_)
+    if (now_ns - e.last_used > opt_.idle_timeout_ns) idle.push_back(k);
+  for (uint64_t k : idle) {
+    close_entry(k);
+    ++expired_;
+  }
+}
+
+}  // namespace gaon::sidecar

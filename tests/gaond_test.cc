@@ -1,0 +1,97 @@
+// gaond, the real binary: sidecar mode with echo, stats on SIGUSR1 and at exit, clean
+// shutdown, and one-line errors for bad arguments.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "frames.h"
+#include "procs.h"
+
+namespace gaon::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string gaond() { return std::string(GAON_BIN_DIR) + "/gaond"; }
+
+TEST(Gaond, EchoesInSidecarModeAndStopsCleanlyWithStats) {
+  const uint16_t port = free_port(), app = free_port();
+  Child d =
+      Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
+                    "udp:127.0.0.1:" + std::to_string(app), "--ikernel", "echo", "--json-stats"});
+  McUdp c(port);
+  std::optional<std::string> got;
+  for (int i = 0; i < 50 && !got; ++i) {  // until gaond is up
+    c.send("ping", 1);
+    got = c.recv(100ms);
+  }
+  ASSERT_TRUE(got) << d.errors();
+  EXPECT_EQ(*got, mc_dgram("ping", 1));
+  for (int i = 0; i < 20; ++i) {
+    c.send("n" + std::to_string(i), uint16_t(i));
+    EXPECT_EQ(c.recv(2000ms), mc_dgram("n" + std::to_string(i), uint16_t(i)));
+  }
+  d.signal(SIGUSR1);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_NE(d.output().find("\"instances\""), std::string::npos);
+  EXPECT_EQ(d.stop(), 0);
+  const std::string out = d.output();
+  const auto last = nlohmann::json::parse(out.substr(out.rfind("\n{") + 1));
+  EXPECT_GE(last["instances"][0]["counters"]["to_wire"].get<uint64_t>(), 21u);
+  EXPECT_GE(last["instances"][0]["state"]["echoed"].get<uint64_t>(), 21u);
+  const std::string log = d.errors();
+  EXPECT_NE(log.find("gaond: ikernel echo"), std::string::npos) << log;
+  EXPECT_NE(log.find("gaond: ready"), std::string::npos) << log;
+}
+
+TEST(Gaond, BadArgumentsGetAOneLineReasonAndExitNonZero) {
+  const uint16_t taken = free_port();
+  // A gaond holding a port, for the "address already in use" case.
+  Child blocker = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(taken),
+                                "--host", "udp:127.0.0.1:9", "--ikernel", "echo"});
+  for (int i = 0; i < 300 && blocker.errors().find("ready") == std::string::npos; ++i)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_NE(blocker.errors().find("ready"), std::string::npos) << blocker.errors();
+  struct Case {
+    std::vector<std::string> args;
+    std::string want;
+  } cases[] = {
+      {{"--host", "udp:127.0.0.1:9", "--ikernel", "echo"}, "--wire udp:IP:PORT is required"},
+      {{"--wire", "udp:127.0.0.1:1", "--ikernel", "echo"}, "--host udp:IP:PORT is required"},
+      {{"--wire", "udp:127.0.0.1", "--host", "udp:127.0.0.1:9", "--ikernel", "echo"},
+       "expected IP:PORT"},
+      {{"--wire", "udp:0.0.0.0:5000", "--host", "udp:127.0.0.1:9", "--ikernel", "echo"},
+       "concrete address"},
+      {{"--wire", "udp:[::1]:5000", "--host", "udp:127.0.0.1:9", "--ikernel", "echo"}, "IPv4 only"},
+      {{"--wire", "udp:127.0.0.1:5000", "--host", "udp:127.0.0.1:9", "--ikernel", "nope"},
+       "unknown ikernel type 'nope'"},
+      {{"--wire", "udp:127.0.0.1:5000", "--host", "udp:127.0.0.1:9", "--ikernel", "kvcache",
+        "--param", "bogus=1"},
+       "unknown parameter 'bogus'"},
+      {{"--wire", "udp:127.0.0.1:5000", "--host", "udp:127.0.0.1:9", "--ikernel", "kvcache",
+        "--param", "capacity=lots"},
+       "not a size"},
+      {{"--wire", "udp:127.0.0.1:" + std::to_string(taken), "--host", "udp:127.0.0.1:9",
+        "--ikernel", "echo"},
+       "address already in use"},
+      {{"--bogus"}, "bogus"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> argv = {gaond()};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    Child p = Child::start(argv);
+    for (int i = 0; i < 300 && p.running(); ++i) std::this_thread::sleep_for(10ms);
+    const int st = p.stop(100ms);
+    const std::string err = p.errors();
+    EXPECT_TRUE(st == 2 || st == 109) << c.want << ": exit " << st;  // ours, or CLI11's
+    EXPECT_NE(err.find(c.want), std::string::npos) << c.want << " -> " << err;
+    EXPECT_LE(std::count(err.begin(), err.end(), '\n'), 2) << err;
+  }
+}
+
+}  // namespace
+}  // namespace gaon::test

@@ -1,0 +1,199 @@
+// gaond: the gaon datapath daemon. Sidecar mode:
+//
+//   gaond --wire udp:LISTEN_IP:PORT --host udp:APP_IP:PORT --ikernel NAME [--param k=v ...]
+//
+// Clients send to LISTEN_IP:PORT; the ikernel instance attached to that address answers
+// what it can; the rest goes to the application at APP_IP:PORT from a per-client socket,
+// and the application's replies come back through the instance's egress hook.
+// SIGUSR1 prints stats; SIGINT/SIGTERM stop it cleanly (stats are printed at exit).
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/core.h>
+#include <CLI/CLI.hpp>
+
+#include "gaon/engine.h"
+#include "gaon/params.h"
+#include "gaon/sidecar.h"
+
+namespace {
+
+int fail(const std::string& msg) {
+  fmt::print(stderr, "gaond: error: {}\n", msg);
+  return 2;
+}
+
+// Engine stats plus, for each instance, its type's own `stats` operation and the ports.
+nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& host) {
+  nlohmann::json j = engine.stats();
+  for (auto& inst : j["instances"]) {
+    const uint32_t id = inst["id"];
+    const auto* type = gaon::Registry::global().find(inst["type"].get<std::string>());
+    for (const auto& op : type->ops)
+      if (op.name == "stats")
+        if (auto r = engine.call(id, "stats", {})) inst["state"] = *r;
+  }
+  engine.execute([&] {
+    j["wire"]["port_stats"] = wire.stats();
+    j["host"]["port_stats"] = host.stats();
+  });
+  return j;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"gaond: the gaon datapath (sidecar mode: UDP sockets in front of an application)"};
+  std::string wire_spec, host_spec, type;
+  std::vector<std::string> params;
+  std::string quota_text = "256M";
+  uint32_t weight = 1;
+  uint64_t rate_bps = 0;
+  double nat_idle_s = 60;
+  int cpu = -1;
+  bool busy_poll = false, json_stats = false, list = false;
+  app.add_flag("--list", list, "list the ikernel types and exit");
+  app.add_option("--wire", wire_spec, "udp:IP:PORT clients send to (the service address)");
+  app.add_option("--host", host_spec, "udp:IP:PORT the application listens on");
+  app.add_option("-k,--ikernel", type, "ikernel type to attach to the service address");
+  app.add_option("-p,--param", params, "ikernel parameter key=value (repeatable)");
+  app.add_option("--state-quota", quota_text, "bytes of state the instance may use")
+      ->capture_default_str();
+  app.add_option("--weight", weight, "the instance's share of the wire (DRR weight, 1..1000)")
+      ->capture_default_str();
+  app.add_option("--rate-bps", rate_bps, "rate limit of the instance's replies, bits/s (0: none)");
+  app.add_option("--nat-idle-timeout", nat_idle_s,
+                 "seconds before an idle client's NAT entry "
+                 "is closed")
+      ->capture_default_str();
+  app.add_option("--cpu", cpu, "pin the datapath thread to this CPU");
+  app.add_flag("--busy-poll", busy_poll, "never block when idle (lowest latency, a whole core)");
+  app.add_flag("--json-stats", json_stats, "print stats as JSON (stdout) on SIGUSR1 and at exit");
+  CLI11_PARSE(app, argc, argv);
+
+  const auto& reg = gaon::Registry::global();
+  if (list) {
+    for (const auto* t : reg.list()) fmt::print("{:<14} {}\n", t->name, t->description);
+    return 0;
+  }
+  if (wire_spec.empty()) return fail("--wire udp:IP:PORT is required");
+  if (host_spec.empty()) return fail("--host udp:IP:PORT is required");
+  if (type.empty()) return fail("--ikernel is required (see --list)");
+  auto wire_addr = gaon::sidecar::parse_udp_address(wire_spec);
+  if (!wire_addr) return fail("--wire " + wire_addr.error());
+  auto host_addr = gaon::sidecar::parse_udp_address(host_spec);
+  if (!host_addr) return fail("--host " + host_addr.error());
+  auto quota = gaon::parse_param_value(gaon::ParamType::size, quota_text);
+  if (!quota) return fail("--state-quota " + quota.error());
+  if (nat_idle_s <= 0) return fail("--nat-idle-timeout must be positive");
+  if (cpu >= 0 && cpu >= int(std::thread::hardware_concurrency()))
+    return fail(fmt::format("--cpu {}: this machine has {} CPUs", cpu,
+                            std::thread::hardware_concurrency()));
+
+  auto eng = gaon::Engine::create({});
+  if (!eng) return fail(eng.error());
+  gaon::Engine& engine = **eng;
+  auto wire = gaon::sidecar::ServicePort::open(*wire_addr, engine.pool());
+  if (!wire) return fail(wire.error());
+  auto host = gaon::sidecar::AppPort::open(
+      *host_addr, *wire_addr, engine.pool(),
+      {.max_clients = 4096, .idle_timeout_ns = uint64_t(nat_idle_s * 1e9)});
+  if (!host) return fail(host.error());
+  engine.set_ports(wire->get(), host->get());
+
+  auto inst = gaon::Instance::create({.type = type,
+                                      .params = params,
+                                      .owner_uid = uint32_t(getuid()),
+                                      .state_quota = std::get<uint64_t>(*quota),
+                                      .tc = {.weight = weight, .rate_bps = rate_bps}},
+                                     reg);
+  if (!inst) return fail(inst.error());
+  const std::vector<std::string> described = (*inst)->params();
+  auto id = engine.add_instance(std::move(*inst));
+  if (!id) return fail(id.error());
+  if (auto r = engine.add_flow(*gaon::FlowKey::parse(wire_spec), *id); !r) return fail(r.error());
+
+  fmt::print(stderr, "gaond: wire {} (clients), host {} (application)\n", wire_spec, host_spec);
+  fmt::print(stderr, "gaond: ikernel {} (instance {}), state quota {} bytes, weight {}{}\n", type,
+             *id, std::get<uint64_t>(*quota), weight,
+             rate_bps ? fmt::format(", rate limit {} bit/s", rate_bps) : "");
+  for (const auto& p : described) fmt::print(stderr, "gaond:   {}\n", p);
+  fmt::print(stderr, "gaond: datapath {}, {}\n",
+             cpu >= 0 ? fmt::format("on CPU {}", cpu) : "unpinned",
+             busy_poll ? "busy-polling" : "blocking when idle");
+
+  // Signals go to this (main) thread only; the datapath never sees them.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  // Idle: wait for either socket set to become readable, 10 ms at most (so stop and
+  // control requests are seen promptly).
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  for (int fd : {(*wire)->fd(), (*host)->epoll_fd()}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  }
+  std::atomic<bool> stop{false};
+  std::thread datapath([&] {
+    if (cpu >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(cpu, &set);
+      pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    }
+    std::function<void()> idle;
+    if (!busy_poll)
+      idle = [&] {
+        epoll_event ev;
+        epoll_wait(ep, &ev, 1, 10);
+      };
+    engine.run(stop, idle);
+  });
+  fmt::print(stderr, "gaond: ready\n");
+
+  auto print_stats = [&] {
+    const auto j = full_stats(engine, **wire, **host);
+    if (json_stats) {
+      fmt::print("{}\n", j.dump(2));
+      std::fflush(stdout);
+    } else {
+      fmt::print(stderr, "gaond: wire rx {} tx {}, host rx {} tx {}, unmatched {}\n",
+                 j["wire"]["rx"].get<uint64_t>(), j["wire"]["tx"].get<uint64_t>(),
+                 j["host"]["rx"].get<uint64_t>(), j["host"]["tx"].get<uint64_t>(),
+                 j["unmatched"].get<uint64_t>());
+      for (const auto& i : j["instances"])
+        fmt::print(stderr, "gaond: instance {} ({}): {}{}\n", i["id"].get<uint32_t>(),
+                   i["type"].get<std::string>(), i["counters"].dump(),
+                   i.contains("state") ? "\ngaond:   state " + i["state"].dump() : "");
+    }
+  };
+  for (;;) {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    if (sig == SIGUSR1) {
+      print_stats();
+      continue;
+    }
+    break;
+  }
+  fmt::print(stderr, "gaond: stopping\n");
+  stop = true;
+  datapath.join();
+  print_stats();
+  close(ep);
+  return 0;
+}
