@@ -1,0 +1,313 @@
+// gaon-bench: a memcached UDP load generator (closed loop, N requests outstanding).
+//
+//   gaon-bench --server 127.0.0.1:11211 --keys 10000 --hit-fraction 0.9 --duration 5 --json
+//
+// Loads the keys over TCP first (--load tcp), then sends GETs over UDP with memcached's
+// frame header: a share --hit-fraction of them for loaded keys, the rest for keys that
+// were never loaded; popularity uniform or Zipf(θ). Reports throughput, hits/misses,
+// timeouts, errors and latency percentiles (p50/p99/p99.9) as a table or JSON.
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "gaon/flow.h"
+#include "loadgen.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace gaon::bench;
+
+int fail(const std::string& msg) {
+  fmt::print(stderr, "gaon-bench: error: {}\n", msg);
+  return 2;
+}
+
+gaon::Result<sockaddr_in> parse_addr(const std::string& text) {
+  auto k = gaon::FlowKey::parse("udp:" + text);
+  if (!k) return gaon::make_error("'{}': expected IPv4:PORT", text);
+  if (k->family != 4) return gaon::make_error("'{}': IPv4 only", text);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(k->local_port);
+  std::memcpy(&a.sin_addr, k->local_ip, 4);
+  return a;
+}
+
+gaon::Result<void> load_tcp(const sockaddr_in& to, uint64_t keys, size_t ksize, size_t vsize) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) != 0) {
+    close(fd);
+    return gaon::make_error("load: cannot connect to {}:{} over TCP: {}", inet_ntoa(to.sin_addr),
+                            ntohs(to.sin_port), std::strerror(errno));
+  }
+  const uint64_t chunk = 200;
+  std::string in;
+  char buf[65536];
+  for (uint64_t first = 0; first < keys; first += chunk) {
+    const uint64_t n = std::min(chunk, keys - first);
+    std::string out;
+    for (uint64_t i = first; i < first + n; ++i)
+      out += fmt::format("set {} 0 0 {}\r\n{}\r\n", make_key(i, ksize, true), vsize,
+                         make_value(i, vsize));
+    if (send(fd, out.data(), out.size(), MSG_NOSIGNAL) != ssize_t(out.size())) break;
+    uint64_t stored = 0;
+    while (stored < n) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 5000) <= 0) {
+        close(fd);
+        return gaon::make_error("load: no reply from the server");
+      }
+      const ssize_t r = recv(fd, buf, sizeof(buf), 0);
+      if (r <= 0) break;
+      in.append(buf, size_t(r));
+      size_t pos;
+      while ((pos = in.find("\r\n")) != std::string::npos) {
+        if (in.compare(0, pos, "STORED") != 0) {
+          close(fd);
+          return gaon::make_error("load: the server answered '{}'", in.substr(0, pos));
+        }
+        in.erase(0, pos + 2);
+        ++stored;
+      }
+    }
+  }
+  close(fd);
+  return gaon::ok();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"gaon-bench: memcached UDP load generator (closed loop)"};
+  std::string server = "127.0.0.1:11211", load_server, load = "tcp", proto_name = "ascii",
+              dist = "uniform";
+  uint64_t keys = 10000, seed = 1;
+  size_t key_size = 16, value_size = 32;
+  double theta = 0.99, hit_fraction = 0.9, duration = 5, warmup = 1;
+  uint32_t concurrency = 32, timeout_ms = 100;
+  bool json = false, quiet = false, verify = false;
+  app.add_option("--server", server, "UDP target IP:PORT")->capture_default_str();
+  app.add_option("--load-server", load_server,
+                 "TCP IP:PORT for the load phase (default: --server)");
+  app.add_option("--load", load, "load phase: tcp or none")->capture_default_str();
+  app.add_option("--protocol", proto_name, "ascii or binary")->capture_default_str();
+  app.add_option("--keys", keys, "keys loaded")->capture_default_str();
+  app.add_option("--key-size", key_size, "key bytes")->capture_default_str();
+  app.add_option("--value-size", value_size, "value bytes")->capture_default_str();
+  app.add_option("--dist", dist, "key popularity: uniform or zipf")->capture_default_str();
+  app.add_option("--zipf-theta", theta, "Zipf skew")->capture_default_str();
+  app.add_option("--hit-fraction", hit_fraction, "share of GETs for loaded keys")
+      ->capture_default_str();
+  app.add_option("--concurrency", concurrency, "requests outstanding")->capture_default_str();
+  app.add_option("--duration", duration, "seconds measured")->capture_default_str();
+  app.add_option("--warmup", warmup, "seconds before measuring")->capture_default_str();
+  app.add_option("--timeout-ms", timeout_ms, "a request unanswered this long is a timeout")
+      ->capture_default_str();
+  app.add_option("--seed", seed, "random seed")->capture_default_str();
+  app.add_flag("--verify", verify, "check every hit's value");
+  app.add_flag("--json", json, "print the result as JSON");
+  app.add_flag("--quiet", quiet, "no progress line");
+  CLI11_PARSE(app, argc, argv);
+
+  auto to = parse_addr(server);
+  if (!to) return fail("--server " + to.error());
+  auto load_to = parse_addr(load_server.empty() ? server : load_server);
+  if (!load_to) return fail("--load-server " + load_to.error());
+  if (load != "tcp" && load != "none") return fail("--load must be tcp or none");
+  if (proto_name != "ascii" && proto_name != "binary")
+    return fail("--protocol must be ascii or binary");
+  if (dist != "uniform" && dist != "zipf") return fail("--dist must be uniform or zipf");
+  if (keys == 0) return fail("--keys must be at least 1");
+  if (hit_fraction < 0 || hit_fraction > 1) return fail("--hit-fraction must be in [0, 1]");
+  if (key_size < 4 + std::to_string(keys - 1).size() || key_size > 250)
+    return fail(fmt::format("--key-size must be {}..250 to hold {} distinct keys",
+                            4 + std::to_string(keys - 1).size(), keys));
+  if (value_size + key_size + 64 > 1400)
+    return fail("--value-size: a reply must fit one UDP datagram (1400 bytes)");
+  if (concurrency < 1 || concurrency > 4096) return fail("--concurrency must be 1..4096");
+  if (duration <= 0 || warmup < 0) return fail("--duration must be positive, --warmup >= 0");
+  const Proto proto = proto_name == "ascii" ? Proto::ascii : Proto::binary;
+
+  if (load == "tcp")
+    if (auto r = load_tcp(*load_to, keys, key_size, value_size); !r) return fail(r.error());
+
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  const int rcvbuf = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&*to), sizeof(*to)) != 0)
+    return fail(fmt::format("--server {}: {}", server, std::strerror(errno)));
+
+  std::mt19937_64 rng(seed);
+  std::bernoulli_distribution hit_draw(hit_fraction);
+  std::uniform_int_distribution<uint64_t> uni(0, keys - 1);
+  const Zipf zipf(dist == "zipf" ? keys : 1, theta);
+  struct Slot {
+    Clock::time_point sent;
+    uint64_t key = 0;
+    bool loaded = false;
+    bool busy = false;
+  };
+  std::vector<Slot> by_id(65536);
+  uint16_t next_id = 0;
+  uint64_t requests = 0, replies = 0, hits = 0, misses = 0, timeouts = 0, bad = 0, wrong = 0,
+           unexpected = 0;
+  Histogram hist;
+  std::vector<std::string> pending;  // datagrams to send
+  pending.reserve(concurrency);
+  const auto t0 = Clock::now();
+  const auto measure_from = t0 + std::chrono::duration<double>(warmup);
+  const auto until = measure_from + std::chrono::duration<double>(duration);
+  bool measuring = warmup == 0;
+  auto issue = [&](Clock::time_point now) {
+    while (by_id[next_id].busy) ++next_id;
+    Slot& s = by_id[next_id];
+    s.busy = true;
+    s.sent = now;
+    s.loaded = hit_draw(rng);
+    s.key = dist == "zipf" ? zipf(rng) : uni(rng);
+    pending.push_back(get_request(proto, make_key(s.key, key_size, s.loaded), next_id));
+    ++next_id;
+    if (measuring) ++requests;
+  };
+  auto flush = [&] {
+    mmsghdr msgs[64];
+    iovec iov[64];
+    size_t done = 0;
+    while (done < pending.size()) {
+      const size_t n = std::min<size_t>(64, pending.size() - done);
+      for (size_t i = 0; i < n; ++i) {
+        iov[i] = {pending[done + i].data(), pending[done + i].size()};
+        msgs[i].msg_hdr = {};
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+      }
+      const int s = sendmmsg(fd, msgs, unsigned(n), 0);
+      if (s <= 0) break;  // dropped requests turn into timeouts
+      done += size_t(s);
+    }
+    pending.clear();
+  };
+  {
+    const auto now = Clock::now();
+    for (uint32_t i = 0; i < concurrency; ++i) issue(now);
+    flush();
+  }
+  auto last_scan = Clock::now(), last_progress = last_scan;
+  uint64_t progress_replies = 0;
+  char bufs[64][2048];
+  while (true) {
+    const auto now = Clock::now();
+    if (now >= until) break;
+    if (!measuring && now >= measure_from) measuring = true;
+    pollfd p{fd, POLLIN, 0};
+    poll(&p, 1, 1);
+    mmsghdr msgs[64];
+    iovec iov[64];
+    for (int i = 0; i < 64; ++i) {
+      iov[i] = {bufs[i], sizeof(bufs[i])};
+      msgs[i].msg_hdr = {};
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    const int n = recvmmsg(fd, msgs, 64, MSG_DONTWAIT, nullptr);
+    const auto got_at = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      const std::string_view d(bufs[i], msgs[i].msg_len);
+      const Reply r = parse_reply(d, proto);
+      if (d.size() < 8 || !by_id[r.req_id].busy) {
+        ++unexpected;  // late (timed out) or unknown
+        continue;
+      }
+      Slot& s = by_id[r.req_id];
+      s.busy = false;
+      if (measuring) {
+        ++replies;
+        hist.add(std::chrono::duration<double, std::micro>(got_at - s.sent).count());
+        if (!r.ok)
+          ++bad;
+        else if (r.hit)
+          ++hits;
+        else
+          ++misses;
+        if (verify && r.hit && (!s.loaded || r.value != make_value(s.key, value_size))) ++wrong;
+      }
+      issue(got_at);
+    }
+    if (got_at - last_scan > std::chrono::milliseconds(1)) {  // timeouts
+      last_scan = got_at;
+      for (size_t id = 0; id < by_id.size(); ++id) {
+        Slot& s = by_id[id];
+        if (s.busy && got_at - s.sent > std::chrono::milliseconds(timeout_ms)) {
+          s.busy = false;
+          if (measuring) ++timeouts;
+          issue(got_at);
+        }
+      }
+    }
+    flush();
+    if (!quiet && got_at - last_progress >= std::chrono::seconds(1)) {
+      fmt::print(stderr, "\rgaon-bench: {:>9.0f} ops/s  {} timeouts   ",
+                 double(replies - progress_replies) /
+                     std::chrono::duration<double>(got_at - last_progress).count(),
+                 timeouts);
+      last_progress = got_at;
+      progress_replies = replies;
+    }
+  }
+  if (!quiet) fmt::print(stderr, "\n");
+  close(fd);
+
+  const double ops = double(replies) / duration;
+  nlohmann::json j = {
+      {"config",
+       {{"server", server},
+        {"protocol", proto_name},
+        {"keys", keys},
+        {"key_size", key_size},
+        {"value_size", value_size},
+        {"dist", dist},
+        {"zipf_theta", theta},
+        {"hit_fraction", hit_fraction},
+        {"concurrency", concurrency},
+        {"duration_s", duration},
+        {"warmup_s", warmup},
+        {"timeout_ms", timeout_ms}}},
+      {"duration_s", duration},
+      {"requests", requests},
+      {"replies", replies},
+      {"ops_per_s", ops},
+      {"hits", hits},
+      {"misses", misses},
+      {"hit_rate", hits + misses ? double(hits) / double(hits + misses) : 0.0},
+      {"timeouts", timeouts},
+      {"errors", {{"malformed", bad}, {"wrong_value", wrong}, {"unexpected", unexpected}}},
+      {"latency_us",
+       {{"p50", hist.percentile(50)},
+        {"p99", hist.percentile(99)},
+        {"p999", hist.percentile(99.9)},
+        {"max", hist.max()},
+        {"mean", hist.mean()}}}};
+  if (json) {
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    fmt::print("{:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}\n", "ops/s", "hit rate", "p50 us",
+               "p99 us", "p99.9 us", "timeouts", "errors", "replies");
+    fmt::print("{:>12.0f} {:>10.3f} {:>9.1f} {:>9.1f} {:>9.1f} {:>9} {:>9} {:>8}\n", ops,
+               j["hit_rate"].get<double>(), hist.percentile(50), hist.percentile(99),
+               hist.percentile(99.9), timeouts, bad + wrong, replies);
+  }
+  return (bad + wrong) ? 1 : 0;
+}
