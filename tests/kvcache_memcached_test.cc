@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -171,23 +172,29 @@ std::vector<Op> run_workload(uint16_t port, int clients, int keys,
 // same key started after W was acknowledged and was itself acknowledged before the GET
 // started: W' certainly replaced V before the GET began. Returns the stale GETs.
 size_t count_stale(const std::vector<Op>& ops) {
+  using T = std::chrono::steady_clock::time_point;
   std::map<std::string, const Op*> writer;  // value -> its set
-  std::map<int, std::vector<const Op*>> writes;
+  // Per key: writes and deletes sorted by acknowledgement time, with the running maximum
+  // of their start times, so "the latest start among writes acknowledged before t" is a
+  // binary search.
+  std::map<int, std::vector<std::pair<T, T>>> acked;  // (end, max start so far)
   for (const Op& op : ops) {
     if (op.kind == Op::set) writer[op.value] = &op;
-    if (op.kind != Op::get) writes[op.key].push_back(&op);
+    if (op.kind != Op::get) acked[op.key].push_back({op.end, op.start});
+  }
+  for (auto& [k, v] : acked) {
+    std::sort(v.begin(), v.end());
+    for (size_t i = 1; i < v.size(); ++i) v[i].second = std::max(v[i].second, v[i - 1].second);
   }
   size_t stale = 0;
   for (const Op& g : ops) {
     if (g.kind != Op::get || g.value.empty()) continue;
     auto w = writer.find(g.value);
     if (w == writer.end()) continue;  // written by a set whose ack was lost
-    for (const Op* later : writes[g.key]) {
-      if (later->start > w->second->end && later->end < g.start) {
-        ++stale;
-        break;
-      }
-    }
+    const auto& v = acked[g.key];
+    auto it = std::lower_bound(v.begin(), v.end(), std::pair<T, T>{g.start, T::min()});
+    if (it == v.begin()) continue;  // nothing acknowledged before the GET started
+    if (std::prev(it)->second > w->second->end) ++stale;
   }
   return stale;
 }

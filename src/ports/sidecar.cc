@@ -331,7 +331,8 @@ uint32_t AppPort::rx_burst(std::span<Packet*> out) {
   const int ready = epoll_wait(ep_, ev, 16, 0);
   uint32_t got = 0;
   for (int r = 0; r < ready && got < out.size(); ++r) {
-    auto it = nat_.find(ev[r].data.u64);
+    const uint64_t key = ev[r].data.u64;  // epoll_event is packed: copy, don't bind
+    auto it = nat_.find(key);
     if (it == nat_.end()) continue;
     Nat& e = it->second;
     const uint32_t want = uint32_t(std::min<size_t>(out.size() - got, kBurst));

@@ -51,7 +51,9 @@ TEST(BenchProtocol, RequestsAndReplies) {
   EXPECT_EQ(get_request(Proto::ascii, "foo", 7), test::mc_dgram("get foo\r\n", 7));
   EXPECT_EQ(get_request(Proto::binary, "foo", 7),
             test::mc_dgram(test::mc_binreq(0x00, "foo", "", "", 0), 7));
-  auto hit = parse_reply(test::mc_dgram("VALUE foo 42 3\r\nbar\r\nEND\r\n", 9), Proto::ascii);
+  // The reply's views point into the datagram: keep each one alive while it is looked at.
+  const std::string ascii_hit = test::mc_dgram("VALUE foo 42 3\r\nbar\r\nEND\r\n", 9);
+  auto hit = parse_reply(ascii_hit, Proto::ascii);
   EXPECT_TRUE(hit.ok && hit.hit);
   EXPECT_EQ(hit.req_id, 9);
   EXPECT_EQ(hit.value, "bar");
@@ -63,7 +65,8 @@ TEST(BenchProtocol, RequestsAndReplies) {
       "\x00\x01\x00\x00\x00\x2a"
       "bar",
       31);
-  auto b = parse_reply(test::mc_dgram(bin_hit, 3), Proto::binary);
+  const std::string bin_dgram = test::mc_dgram(bin_hit, 3);
+  auto b = parse_reply(bin_dgram, Proto::binary);
   EXPECT_TRUE(b.ok && b.hit);
   EXPECT_EQ(b.value, "bar");
   EXPECT_EQ(b.flags, 42u);
