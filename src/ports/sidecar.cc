@@ -92,6 +92,44 @@ static bool udp_target(Packet& p, sockaddr_in& to, sockaddr_in* from = nullptr) 
   return true;
 }
 
+// Receives up to `want` datagrams from `fd` straight into fresh pool frames, behind room
+// for the synthesized headers. Returns how many; their payload lengths go to `len` and,
+// when `from` is given, their sources to `from`. Truncated datagrams (larger than a
+// frame) are freed and counted.
+static uint32_t recv_frames(int fd, BufferPool& pool, Packet** out, uint32_t want,
+                            sockaddr_in* from, uint32_t* len, uint64_t& truncated) {
+  mmsghdr msgs[kBurst];
+  iovec iov[kBurst];
+  want = std::min<uint32_t>(want, kBurst);
+  if (pool.available() < want) return 0;
+  for (uint32_t i = 0; i < want; ++i) {
+    out[i] = pool.alloc();
+    iov[i] = {out[i]->data() + kSynthHeaders, kMaxData - kSynthHeaders};
+    msgs[i].msg_hdr = {};
+    if (from) {
+      msgs[i].msg_hdr.msg_name = &from[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+    }
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  const int n = recvmmsg(fd, msgs, want, MSG_DONTWAIT, nullptr);
+  const uint32_t got = n > 0 ? uint32_t(n) : 0;
+  uint32_t kept = 0;
+  for (uint32_t i = 0; i < got; ++i) {
+    if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+      ++truncated;
+      pool.free(out[i]);
+      continue;
+    }
+    if (from) from[kept] = from[i];
+    len[kept] = msgs[i].msg_len;
+    out[kept++] = out[i];
+  }
+  for (uint32_t i = got; i < want; ++i) pool.free(out[i]);
+  return kept;
+}
+
 // ---------------------------------------------------------------- ServicePort
 
 Result<std::unique_ptr<ServicePort>> ServicePort::open(const sockaddr_in& listen,
@@ -122,37 +160,13 @@ nlohmann::json ServicePort::stats() const {
 }
 
 uint32_t ServicePort::rx_burst(std::span<Packet*> out) {
-  mmsghdr msgs[kBurst];
-  iovec iov[kBurst];
   sockaddr_in from[kBurst];
-  const uint32_t want = uint32_t(std::min(out.size(), kBurst));
-  if (pool_.available() < want) return 0;
-  for (uint32_t i = 0; i < want; ++i) {
-    Packet* p = pool_.alloc();
-    out[i] = p;
-    iov[i] = {p->data() + kSynthHeaders, kMaxData - kSynthHeaders};
-    msgs[i].msg_hdr = {};
-    msgs[i].msg_hdr.msg_name = &from[i];
-    msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
-  }
-  const int n = recvmmsg(fd_, msgs, want, MSG_DONTWAIT, nullptr);
-  const uint32_t got = n > 0 ? uint32_t(n) : 0;
-  uint32_t kept = 0;
-  for (uint32_t i = 0; i < got; ++i) {
-    Packet* p = out[i];
-    if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {  // larger than a frame
-      ++truncated_;
-      pool_.free(p);
-      continue;
-    }
-    frame_datagram(*p, from[i], addr_, msgs[i].msg_len);
-    out[kept++] = p;
-  }
-  for (uint32_t i = got; i < want; ++i) pool_.free(out[i]);
-  rx_ += kept;
-  return kept;
+  uint32_t len[kBurst];
+  const uint32_t n =
+      recv_frames(fd_, pool_, out.data(), uint32_t(out.size()), from, len, truncated_);
+  for (uint32_t i = 0; i < n; ++i) frame_datagram(*out[i], from[i], addr_, len[i]);
+  rx_ += n;
+  return n;
 }
 
 uint32_t ServicePort::tx_burst(std::span<Packet*> pkts) {
@@ -335,33 +349,11 @@ uint32_t AppPort::rx_burst(std::span<Packet*> out) {
     auto it = nat_.find(key);
     if (it == nat_.end()) continue;
     Nat& e = it->second;
-    const uint32_t want = uint32_t(std::min<size_t>(out.size() - got, kBurst));
-    if (pool_.available() < want) break;
-    mmsghdr msgs[kBurst];
-    iovec iov[kBurst];
-    for (uint32_t i = 0; i < want; ++i) {
-      Packet* p = pool_.alloc();
-      out[got + i] = p;
-      iov[i] = {p->data() + kSynthHeaders, kMaxData - kSynthHeaders};
-      msgs[i].msg_hdr = {};
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    const int n = recvmmsg(e.fd, msgs, want, MSG_DONTWAIT, nullptr);
-    const uint32_t k = n > 0 ? uint32_t(n) : 0;
-    uint32_t kept = 0;
-    for (uint32_t i = 0; i < k; ++i) {
-      Packet* p = out[got + i];
-      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-        ++truncated_;
-        pool_.free(p);
-        continue;
-      }
-      frame_datagram(*p, service_, e.client, msgs[i].msg_len);
-      out[got + kept++] = p;
-    }
-    for (uint32_t i = k; i < want; ++i) pool_.free(out[got + i]);
-    got += kept;
+    uint32_t len[kBurst];
+    const uint32_t n = recv_frames(e.fd, pool_, out.data() + got, uint32_t(out.size() - got),
+                                   nullptr, len, truncated_);
+    for (uint32_t i = 0; i < n; ++i) frame_datagram(*out[got + i], service_, e.client, len[i]);
+    got += n;
   }
   rx_ += got;
   const uint64_t now = Engine::now_ns();
