@@ -97,6 +97,27 @@ std::string get_request(Proto p, std::string_view key, uint16_t req_id) {
   return d + h + std::string(key);
 }
 
+std::string set_request(Proto p, std::string_view key, std::string_view value, uint16_t req_id) {
+  std::string d(8, '\0');
+  d[0] = char(req_id >> 8), d[1] = char(req_id), d[5] = 1;
+  if (p == Proto::ascii) {
+    d += "set ";
+    d += key;
+    d += " 0 0 " + std::to_string(value.size()) + "\r\n";
+    d += value;
+    d += "\r\n";
+    return d;
+  }
+  std::string h(24, '\0');
+  h[0] = char(0x80);
+  h[1] = 0x01;  // SET
+  h[3] = char(key.size());
+  h[4] = 8;  // extras: flags, exptime
+  const uint32_t body = uint32_t(8 + key.size() + value.size());
+  for (int i = 0; i < 4; ++i) h[8 + i] = char(body >> (24 - 8 * i));
+  return d + h + std::string(8, '\0') + std::string(key) + std::string(value);
+}
+
 Reply parse_reply(std::string_view d, Proto p) {
   Reply r;
   if (d.size() < 8) return r;
@@ -111,6 +132,10 @@ Reply parse_reply(std::string_view d, Proto p) {
     for (int i = 0; i < 4; ++i) body = body << 8 | uint8_t(b[8 + i]);
     if (body > b.size() - 24 || body < uint32_t(extlen) + keylen) return r;
     r.ok = true;
+    if (uint8_t(b[1]) == 0x01) {  // SET
+      r.stored = status == 0;
+      return r;
+    }
     if (status != 0) return r;
     if (extlen != 4) {
       r.ok = false;
@@ -123,6 +148,10 @@ Reply parse_reply(std::string_view d, Proto p) {
   }
   if (b == "END\r\n") {
     r.ok = true;
+    return r;
+  }
+  if (b == "STORED\r\n") {
+    r.ok = r.stored = true;
     return r;
   }
   if (b.substr(0, 6) != "VALUE ") return r;

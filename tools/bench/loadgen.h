@@ -48,9 +48,12 @@ std::string make_value(uint64_t i, size_t size);
 enum class Proto { ascii, binary };
 std::string get_request(Proto p, std::string_view key, uint16_t req_id);
 
+std::string set_request(Proto p, std::string_view key, std::string_view value, uint16_t req_id);
+
 struct Reply {
-  bool ok = false;  // a well-formed reply to a get
+  bool ok = false;  // a well-formed reply to a get (or, with `stored`, to a set)
   bool hit = false;
+  bool stored = false;
   uint16_t req_id = 0;
   std::string_view value;
   uint32_t flags = 0;

@@ -1,4 +1,6 @@
-// gaon-bench: a memcached UDP load generator (closed loop, N requests outstanding).
+// gaon-bench: a memcached UDP load generator: closed loop (N requests outstanding) or
+// open loop (--rate R requests/s, sent on schedule whatever the replies; latency counted
+// from the scheduled time, so a slow server cannot hide its queueing).
 //
 //   gaon-bench --server 127.0.0.1:11211 --keys 10000 --hit-fraction 0.9 --duration 5 --json
 //
@@ -96,7 +98,7 @@ int main(int argc, char** argv) {
               dist = "uniform";
   uint64_t keys = 10000, seed = 1;
   size_t key_size = 16, value_size = 32;
-  double theta = 0.99, hit_fraction = 0.9, duration = 5, warmup = 1;
+  double theta = 0.99, hit_fraction = 0.9, duration = 5, warmup = 1, rate = 0, write_fraction = 0;
   uint32_t concurrency = 32, timeout_ms = 100;
   bool json = false, quiet = false, verify = false;
   app.add_option("--server", server, "UDP target IP:PORT")->capture_default_str();
@@ -111,7 +113,12 @@ int main(int argc, char** argv) {
   app.add_option("--zipf-theta", theta, "Zipf skew")->capture_default_str();
   app.add_option("--hit-fraction", hit_fraction, "share of GETs for loaded keys")
       ->capture_default_str();
-  app.add_option("--concurrency", concurrency, "requests outstanding")->capture_default_str();
+  app.add_option("--concurrency", concurrency, "requests outstanding (closed loop)")
+      ->capture_default_str();
+  app.add_option("--rate", rate, "open loop: requests per second (0: closed loop)");
+  app.add_option("--write-fraction", write_fraction,
+                 "share of requests that are SETs of loaded keys")
+      ->capture_default_str();
   app.add_option("--duration", duration, "seconds measured")->capture_default_str();
   app.add_option("--warmup", warmup, "seconds before measuring")->capture_default_str();
   app.add_option("--timeout-ms", timeout_ms, "a request unanswered this long is a timeout")
@@ -138,6 +145,8 @@ int main(int argc, char** argv) {
   if (value_size + key_size + 64 > 1400)
     return fail("--value-size: a reply must fit one UDP datagram (1400 bytes)");
   if (concurrency < 1 || concurrency > 4096) return fail("--concurrency must be 1..4096");
+  if (rate < 0 || rate > 5e6) return fail("--rate must be 0..5000000 requests/s");
+  if (write_fraction < 0 || write_fraction > 1) return fail("--write-fraction must be in [0, 1]");
   if (duration <= 0 || warmup < 0) return fail("--duration must be positive, --warmup >= 0");
   const Proto proto = proto_name == "ascii" ? Proto::ascii : Proto::binary;
 
@@ -154,10 +163,14 @@ int main(int argc, char** argv) {
   std::bernoulli_distribution hit_draw(hit_fraction);
   std::uniform_int_distribution<uint64_t> uni(0, keys - 1);
   const Zipf zipf(dist == "zipf" ? keys : 1, theta);
+  std::bernoulli_distribution write_draw(write_fraction);
+  std::vector<bool> written(keys);  // --verify checks only keys never overwritten
+  uint64_t version = 0, stored = 0;
   struct Slot {
     Clock::time_point sent;
     uint64_t key = 0;
     bool loaded = false;
+    bool write = false;
     bool busy = false;
   };
   std::vector<Slot> by_id(65536);
@@ -171,14 +184,28 @@ int main(int argc, char** argv) {
   const auto measure_from = t0 + std::chrono::duration<double>(warmup);
   const auto until = measure_from + std::chrono::duration<double>(duration);
   bool measuring = warmup == 0;
+  uint64_t in_flight = 0, dropped_schedule = 0;
   auto issue = [&](Clock::time_point now) {
+    if (in_flight >= by_id.size() - 1) {  // open loop far ahead of the server
+      ++dropped_schedule;
+      return;
+    }
     while (by_id[next_id].busy) ++next_id;
     Slot& s = by_id[next_id];
     s.busy = true;
+    ++in_flight;
     s.sent = now;
-    s.loaded = hit_draw(rng);
     s.key = dist == "zipf" ? zipf(rng) : uni(rng);
-    pending.push_back(get_request(proto, make_key(s.key, key_size, s.loaded), next_id));
+    s.write = write_fraction > 0 && write_draw(rng);
+    if (s.write) {
+      s.loaded = true;
+      written[s.key] = true;
+      pending.push_back(set_request(proto, make_key(s.key, key_size, true),
+                                    make_value(s.key + keys * ++version, value_size), next_id));
+    } else {
+      s.loaded = hit_draw(rng);
+      pending.push_back(get_request(proto, make_key(s.key, key_size, s.loaded), next_id));
+    }
     ++next_id;
     if (measuring) ++requests;
   };
@@ -200,7 +227,9 @@ int main(int argc, char** argv) {
     }
     pending.clear();
   };
-  {
+  const bool open_loop = rate > 0;
+  uint64_t scheduled = 0;  // open loop: requests sent so far on the schedule
+  if (!open_loop) {
     const auto now = Clock::now();
     for (uint32_t i = 0; i < concurrency; ++i) issue(now);
     flush();
@@ -213,7 +242,7 @@ int main(int argc, char** argv) {
     if (now >= until) break;
     if (!measuring && now >= measure_from) measuring = true;
     pollfd p{fd, POLLIN, 0};
-    poll(&p, 1, 1);
+    poll(&p, 1, open_loop ? 0 : 1);
     mmsghdr msgs[64];
     iovec iov[64];
     for (int i = 0; i < 64; ++i) {
@@ -233,18 +262,30 @@ int main(int argc, char** argv) {
       }
       Slot& s = by_id[r.req_id];
       s.busy = false;
+      --in_flight;
       if (measuring) {
         ++replies;
         hist.add(std::chrono::duration<double, std::micro>(got_at - s.sent).count());
-        if (!r.ok)
+        if (!r.ok || (s.write && !r.stored))
           ++bad;
+        else if (s.write)
+          ++stored;
         else if (r.hit)
           ++hits;
         else
           ++misses;
-        if (verify && r.hit && (!s.loaded || r.value != make_value(s.key, value_size))) ++wrong;
+        if (verify && !s.write && r.hit &&
+            (!s.loaded || (!written[s.key] && r.value != make_value(s.key, value_size))))
+          ++wrong;
       }
-      issue(got_at);
+      if (!open_loop) issue(got_at);
+    }
+    if (open_loop) {  // everything due by now, stamped with its scheduled time
+      const double elapsed = std::chrono::duration<double>(got_at - t0).count();
+      const uint64_t due = uint64_t(elapsed * rate);
+      for (; scheduled < due; ++scheduled)
+        issue(t0 + std::chrono::duration_cast<Clock::duration>(
+                       std::chrono::duration<double>(double(scheduled) / rate)));
     }
     if (got_at - last_scan > std::chrono::milliseconds(1)) {  // timeouts
       last_scan = got_at;
@@ -252,8 +293,9 @@ int main(int argc, char** argv) {
         Slot& s = by_id[id];
         if (s.busy && got_at - s.sent > std::chrono::milliseconds(timeout_ms)) {
           s.busy = false;
+          --in_flight;
           if (measuring) ++timeouts;
-          issue(got_at);
+          if (!open_loop) issue(got_at);
         }
       }
     }
@@ -290,6 +332,8 @@ int main(int argc, char** argv) {
       {"replies", replies},
       {"ops_per_s", ops},
       {"hits", hits},
+      {"stored", stored},
+      {"schedule_dropped", dropped_schedule},
       {"misses", misses},
       {"hit_rate", hits + misses ? double(hits) / double(hits + misses) : 0.0},
       {"timeouts", timeouts},
