@@ -44,7 +44,7 @@ TEST_F(BenchTool, ClosedLoopAsciiAndBinaryWithVerification) {
     int st = -1;
     auto j = run_bench({"--server", server_, "--keys", "2000", "--hit-fraction", "0.9",
                         "--duration", "1", "--warmup", "0.2", "--protocol", proto, "--verify",
-                        "--json", "--quiet", "--load", proto == "ascii" ? "tcp" : "none"},
+                        "--json", "--quiet", "--load", proto == "ascii" ? "tcp" : "udp"},
                        &st);
     ASSERT_TRUE(j.contains("replies")) << j.dump();
     EXPECT_EQ(st, 0) << proto;

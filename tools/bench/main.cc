@@ -90,6 +90,51 @@ gaon::Result<void> load_tcp(const sockaddr_in& to, uint64_t keys, size_t ksize, 
   return gaon::ok();
 }
 
+// The load phase over UDP: sets in windows of 64 with memcached's frame header, each
+// window retried (up to 5 times) until every set is STORED.
+gaon::Result<void> load_udp(const sockaddr_in& to, Proto proto, uint64_t keys, size_t ksize,
+                            size_t vsize) {
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) != 0) {
+    close(fd);
+    return gaon::make_error("load: {}", std::strerror(errno));
+  }
+  char buf[2048];
+  for (uint64_t first = 0; first < keys; first += 64) {
+    const uint64_t n = std::min<uint64_t>(64, keys - first);
+    std::vector<bool> done(n);
+    uint64_t left = n;
+    for (int attempt = 0; attempt < 5 && left; ++attempt) {
+      for (uint64_t i = 0; i < n; ++i) {
+        if (done[i]) continue;
+        const std::string d = set_request(proto, make_key(first + i, ksize, true),
+                                          make_value(first + i, vsize), uint16_t(i));
+        send(fd, d.data(), d.size(), 0);
+      }
+      pollfd p{fd, POLLIN, 0};
+      while (left && poll(&p, 1, 200) > 0) {
+        const ssize_t r = recv(fd, buf, sizeof(buf), 0);
+        if (r <= 0) break;
+        const Reply rep = parse_reply(std::string_view(buf, size_t(r)), proto);
+        if (rep.req_id < n && !done[rep.req_id]) {
+          if (!rep.stored) {
+            close(fd);
+            return gaon::make_error("load: the server refused set {}", first + rep.req_id);
+          }
+          done[rep.req_id] = true;
+          --left;
+        }
+      }
+    }
+    if (left) {
+      close(fd);
+      return gaon::make_error("load: no reply over UDP for {} sets", left);
+    }
+  }
+  close(fd);
+  return gaon::ok();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -104,7 +149,7 @@ int main(int argc, char** argv) {
   app.add_option("--server", server, "UDP target IP:PORT")->capture_default_str();
   app.add_option("--load-server", load_server,
                  "TCP IP:PORT for the load phase (default: --server)");
-  app.add_option("--load", load, "load phase: tcp or none")->capture_default_str();
+  app.add_option("--load", load, "load phase: tcp, udp or none")->capture_default_str();
   app.add_option("--protocol", proto_name, "ascii or binary")->capture_default_str();
   app.add_option("--keys", keys, "keys loaded")->capture_default_str();
   app.add_option("--key-size", key_size, "key bytes")->capture_default_str();
@@ -133,7 +178,8 @@ int main(int argc, char** argv) {
   if (!to) return fail("--server " + to.error());
   auto load_to = parse_addr(load_server.empty() ? server : load_server);
   if (!load_to) return fail("--load-server " + load_to.error());
-  if (load != "tcp" && load != "none") return fail("--load must be tcp or none");
+  if (load != "tcp" && load != "udp" && load != "none")
+    return fail("--load must be tcp, udp or none");
   if (proto_name != "ascii" && proto_name != "binary")
     return fail("--protocol must be ascii or binary");
   if (dist != "uniform" && dist != "zipf") return fail("--dist must be uniform or zipf");
@@ -152,6 +198,8 @@ int main(int argc, char** argv) {
 
   if (load == "tcp")
     if (auto r = load_tcp(*load_to, keys, key_size, value_size); !r) return fail(r.error());
+  if (load == "udp")
+    if (auto r = load_udp(*load_to, proto, keys, key_size, value_size); !r) return fail(r.error());
 
   const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
   const int rcvbuf = 4 << 20;
