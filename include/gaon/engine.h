@@ -90,9 +90,13 @@ class Engine {
   // One iteration at time `now_ns`; returns the number of packets received.
   uint32_t poll(uint64_t now_ns);
   // Polls until `stop` is set, applying control changes between bursts. When `idle` is
-  // given, it is called after 64 polls in a row found nothing to receive or transmit: a
-  // port set can block there (epoll_wait with a short timeout) instead of spinning.
-  void run(const std::atomic<bool>& stop, const std::function<void()>& idle = {});
+  // given, it is called once `idle_after` polls in a row found nothing more to do: nothing
+  // left to transmit, and nothing received or both ports drained (Port::rx_drained). A
+  // port set blocks there (epoll_wait with a short timeout) instead of spinning. On a core
+  // shared with the application, idle_after = 1 gives the core back at once; a dedicated
+  // core may spin longer for latency.
+  void run(const std::atomic<bool>& stop, const std::function<void()>& idle = {},
+           uint32_t idle_after = 64);
   static uint64_t now_ns();
 
   const EngineCounters& counters() const { return counters_; }

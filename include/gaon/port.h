@@ -5,6 +5,10 @@
 //                  returns how many.
 //   tx_burst(pkts) takes ownership of the first n packets it returns (sent or queued and
 //                  freed by the port); the caller still owns the rest.
+//   rx_drained()   true when the last rx_burst emptied its source (it returned fewer than
+//                  asked and nothing more was waiting); lets an event-driven loop block
+//                  right away instead of polling once more to find nothing. Ports that
+//                  cannot tell return false.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +27,7 @@ class Port {
   virtual uint32_t rx_burst(std::span<Packet*> out) = 0;
   virtual uint32_t tx_burst(std::span<Packet*> pkts) = 0;
   virtual std::string name() const = 0;
+  virtual bool rx_drained() const { return false; }
   virtual nlohmann::json stats() const { return nlohmann::json::object(); }
 };
 

@@ -10,6 +10,11 @@
 //     through the engine's egress path (frames from the service address to the client).
 // Syscalls are per burst (one recvmmsg/sendmmsg per socket per burst), never per packet
 // in steady state; a NAT entry is allocated once per client. IPv4 only for now.
+//   Waiter: blocks until either port has something to receive and tells each port what it
+//     saw, so the first poll after a wake-up skips the receive syscall of a port that was
+//     not ready (a port reads normally from the poll after). With Engine::run(..., 1) and
+//     Port::rx_drained this is an event loop like memcached's own: a wake-up costs the
+//     epoll_wait, one receive per ready socket and one send per destination.
 #pragma once
 
 #include <netinet/in.h>
@@ -38,14 +43,19 @@ class ServicePort final : public Port {
   uint32_t tx_burst(std::span<Packet*> pkts) override;
   std::string name() const override;
   nlohmann::json stats() const override;
+  bool rx_drained() const override { return drained_; }
   int fd() const { return fd_; }
+  // The next rx_burst skips its syscall (returns 0) when `ready` is false.
+  void hint_ready(bool ready) { skip_rx_ = !ready; }
 
  private:
   ServicePort(BufferPool& pool) : pool_(pool) {}
   BufferPool& pool_;
   int fd_ = -1;
+  bool drained_ = false, skip_rx_ = false;
   sockaddr_in addr_{};
   uint64_t rx_ = 0, tx_ = 0, truncated_ = 0, unsendable_ = 0, send_errors_ = 0;
+  uint64_t rx_calls_ = 0, tx_calls_ = 0;  // syscalls: rx / rx_calls is the mean burst
 };
 
 class AppPort final : public Port {
@@ -63,7 +73,9 @@ class AppPort final : public Port {
   uint32_t tx_burst(std::span<Packet*> pkts) override;
   std::string name() const override;
   nlohmann::json stats() const override;
+  bool rx_drained() const override { return drained_; }
   int epoll_fd() const { return ep_; }
+  void hint_ready(bool ready) { skip_rx_ = !ready; }
   // Closes NAT entries idle for longer than the timeout (called at most once a second).
   void sweep(uint64_t now_ns);
   size_t clients() const { return nat_.size(); }
@@ -82,10 +94,28 @@ class AppPort final : public Port {
   sockaddr_in app_{}, service_{};
   Options opt_;
   int ep_ = -1;
+  bool drained_ = false, skip_rx_ = false;
   std::unordered_map<uint64_t, Nat> nat_;
   uint64_t last_sweep_ = 0;
   uint64_t rx_ = 0, tx_ = 0, created_ = 0, expired_ = 0, evicted_ = 0, truncated_ = 0,
            unsendable_ = 0, send_errors_ = 0;
+  uint64_t rx_calls_ = 0, tx_calls_ = 0, polls_ = 0;  // recvmmsg/sendmmsg, epoll_wait
+};
+
+class Waiter {
+ public:
+  static Result<std::unique_ptr<Waiter>> open(ServicePort& wire, AppPort& host);
+  ~Waiter();
+  // Blocks for up to `timeout_ms` until a port has something to receive.
+  void wait(int timeout_ms);
+  uint64_t waits() const { return waits_; }
+
+ private:
+  Waiter(ServicePort& wire, AppPort& host) : wire_(wire), host_(host) {}
+  ServicePort& wire_;
+  AppPort& host_;
+  int ep_ = -1;
+  uint64_t waits_ = 0;
 };
 
 // Writes Ethernet + IPv4 + UDP headers for a `payload_len`-byte datagram from `src` to

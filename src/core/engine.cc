@@ -272,7 +272,8 @@ void Engine::drain_control() {
   for (auto* t : q) (*t)();
 }
 
-void Engine::run(const std::atomic<bool>& stop, const std::function<void()>& idle) {
+void Engine::run(const std::atomic<bool>& stop, const std::function<void()>& idle,
+                 uint32_t idle_after) {
   {
     std::lock_guard lk(control_mu_);
     running_ = true;
@@ -281,9 +282,11 @@ void Engine::run(const std::atomic<bool>& stop, const std::function<void()>& idl
   uint32_t empty = 0;
   while (!stop.load(std::memory_order_relaxed)) {
     if (control_pending_.load(std::memory_order_acquire)) drain_control();
-    if (poll(now_ns()) != 0 || !tx_idle()) {
+    const uint32_t got = poll(now_ns());
+    const bool more = !tx_idle() || (got != 0 && !(wire_->rx_drained() && host_->rx_drained()));
+    if (more) {
       empty = 0;
-    } else if (++empty >= 64 && idle) {
+    } else if (++empty >= idle_after && idle) {
       idle();
       empty = 0;
     }

@@ -585,4 +585,83 @@ TEST(EngineControl, FlowsAndInstancesChangeWhileTrafficRuns) {
 }
 
 }  // namespace
+
+// A port that hands out a scripted number of frames per receive and says whether each
+// burst emptied it; counts receives so a test sees when the loop went idle.
+class ScriptPort final : public Port {
+ public:
+  ScriptPort(BufferPool& pool, std::vector<std::pair<uint32_t, bool>> script)
+      : pool_(pool), script_(std::move(script)) {}
+  uint32_t rx_burst(std::span<Packet*> out) override {
+    ++calls;
+    if (step_ >= script_.size()) {
+      drained_ = true;
+      return 0;
+    }
+    auto [n, drained] = script_[step_++];
+    for (uint32_t i = 0; i < n; ++i) {
+      out[i] = pool_.alloc();
+      out[i]->assign(frame_);
+    }
+    drained_ = drained;
+    return n;
+  }
+  uint32_t tx_burst(std::span<Packet*> pkts) override {
+    for (Packet* p : pkts) pool_.free(p);
+    return uint32_t(pkts.size());
+  }
+  std::string name() const override { return "script"; }
+  bool rx_drained() const override { return drained_; }
+  uint32_t calls = 0;
+
+ private:
+  BufferPool& pool_;
+  std::vector<std::pair<uint32_t, bool>> script_;
+  size_t step_ = 0;
+  bool drained_ = false;
+  Bytes frame_ = test::build_frame(to_port(9, "x"));
+};
+
+// Runs the loop until the first idle call; returns how many receives the wire saw by then.
+uint32_t receives_before_idle(std::vector<std::pair<uint32_t, bool>> script, uint32_t idle_after,
+                              bool host_can_tell = true) {
+  auto e = Engine::create({});
+  EXPECT_TRUE(e);
+  ScriptPort wire((*e)->pool(), std::move(script));
+  ScriptPort host((*e)->pool(), {});
+  struct Opaque final : Port {  // a port that cannot tell whether it is drained
+    Port& p;
+    explicit Opaque(Port& p) : p(p) {}
+    uint32_t rx_burst(std::span<Packet*> out) override { return p.rx_burst(out); }
+    uint32_t tx_burst(std::span<Packet*> pkts) override { return p.tx_burst(pkts); }
+    std::string name() const override { return "opaque"; }
+  } opaque(host);
+  (*e)->set_ports(&wire, host_can_tell ? static_cast<Port*>(&host) : &opaque);
+  std::atomic<bool> stop{false};
+  uint32_t at = 0;
+  (*e)->run(
+      stop,
+      [&] {
+        at = wire.calls;
+        stop = true;
+      },
+      idle_after);
+  EXPECT_EQ((*e)->pool().available(), (*e)->pool().capacity());
+  return at;
+}
+
+TEST(EngineRun, AnEventLoopBlocksAsSoonAsBothPortsAreDrained) {
+  EXPECT_EQ(receives_before_idle({{5, true}}, 1), 1u);  // no extra empty poll
+  EXPECT_EQ(receives_before_idle({{32, false}, {3, true}}, 1), 2u);
+  EXPECT_EQ(receives_before_idle({{32, false}, {32, false}, {0, true}}, 1), 3u);
+  EXPECT_EQ(receives_before_idle({}, 1), 1u);
+}
+
+TEST(EngineRun, ASpinningLoopPollsItsCountBeforeBlocking) {
+  EXPECT_EQ(receives_before_idle({{5, true}}, 64), 64u);  // the drained burst counts as one
+  EXPECT_EQ(receives_before_idle({{5, false}}, 64), 65u);
+  // A port that cannot tell keeps the loop polling until a poll finds nothing.
+  EXPECT_EQ(receives_before_idle({{5, true}}, 1, false), 2u);
+}
+
 }  // namespace gaon

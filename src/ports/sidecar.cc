@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "gaon/checksum.h"
 #include "gaon/engine.h"
@@ -95,13 +96,15 @@ static bool udp_target(Packet& p, sockaddr_in& to, sockaddr_in* from = nullptr) 
 // Receives up to `want` datagrams from `fd` straight into fresh pool frames, behind room
 // for the synthesized headers. Returns how many; their payload lengths go to `len` and,
 // when `from` is given, their sources to `from`. Truncated datagrams (larger than a
-// frame) are freed and counted.
+// frame) are freed and counted. `drained` tells whether the socket had fewer than asked.
 static uint32_t recv_frames(int fd, BufferPool& pool, Packet** out, uint32_t want,
-                            sockaddr_in* from, uint32_t* len, uint64_t& truncated) {
+                            sockaddr_in* from, uint32_t* len, uint64_t& truncated, bool& drained,
+                            uint64_t& calls) {
   mmsghdr msgs[kBurst];
   iovec iov[kBurst];
   want = std::min<uint32_t>(want, kBurst);
-  if (pool.available() < want) return 0;
+  drained = false;
+  if (want == 0 || pool.available() < want) return 0;
   for (uint32_t i = 0; i < want; ++i) {
     out[i] = pool.alloc();
     iov[i] = {out[i]->data() + kSynthHeaders, kMaxData - kSynthHeaders};
@@ -114,7 +117,9 @@ static uint32_t recv_frames(int fd, BufferPool& pool, Packet** out, uint32_t wan
     msgs[i].msg_hdr.msg_iovlen = 1;
   }
   const int n = recvmmsg(fd, msgs, want, MSG_DONTWAIT, nullptr);
+  ++calls;
   const uint32_t got = n > 0 ? uint32_t(n) : 0;
+  drained = got < want;
   uint32_t kept = 0;
   for (uint32_t i = 0; i < got; ++i) {
     if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
@@ -154,16 +159,23 @@ std::string ServicePort::name() const { return to_string(addr_); }
 nlohmann::json ServicePort::stats() const {
   return {{"rx", rx_},
           {"tx", tx_},
+          {"rx_calls", rx_calls_},
+          {"tx_calls", tx_calls_},
           {"truncated", truncated_},
           {"unsendable", unsendable_},
           {"send_errors", send_errors_}};
 }
 
 uint32_t ServicePort::rx_burst(std::span<Packet*> out) {
+  if (skip_rx_) {
+    skip_rx_ = false;
+    drained_ = true;
+    return 0;
+  }
   sockaddr_in from[kBurst];
   uint32_t len[kBurst];
-  const uint32_t n =
-      recv_frames(fd_, pool_, out.data(), uint32_t(out.size()), from, len, truncated_);
+  const uint32_t n = recv_frames(fd_, pool_, out.data(), uint32_t(out.size()), from, len,
+                                 truncated_, drained_, rx_calls_);
   for (uint32_t i = 0; i < n; ++i) frame_datagram(*out[i], from[i], addr_, len[i]);
   rx_ += n;
   return n;
@@ -199,6 +211,7 @@ uint32_t ServicePort::tx_burst(std::span<Packet*> pkts) {
     }
     if (n == 0) continue;
     const int sent = sendmmsg(fd_, msgs, n, MSG_DONTWAIT);
+    ++tx_calls_;
     if (sent < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) break;
       ++send_errors_;  // this datagram cannot go (e.g. an unroutable address): drop it
@@ -238,6 +251,9 @@ std::string AppPort::name() const { return to_string(app_); }
 nlohmann::json AppPort::stats() const {
   return {{"rx", rx_},
           {"tx", tx_},
+          {"rx_calls", rx_calls_},
+          {"tx_calls", tx_calls_},
+          {"polls", polls_},
           {"nat_clients", nat_.size()},
           {"nat_created", created_},
           {"nat_expired", expired_},
@@ -324,6 +340,7 @@ uint32_t AppPort::tx_burst(std::span<Packet*> pkts) {
       ++n;
     }
     const int sent = sendmmsg(e->fd, msgs, n, MSG_DONTWAIT);
+    ++tx_calls_;
     if (sent < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) break;
       ++send_errors_;  // e.g. ECONNREFUSED: the application is not listening
@@ -340,25 +357,68 @@ uint32_t AppPort::tx_burst(std::span<Packet*> pkts) {
 }
 
 uint32_t AppPort::rx_burst(std::span<Packet*> out) {
+  drained_ = true;
+  const bool skip = std::exchange(skip_rx_, false);
   if (nat_.empty()) return 0;
+  if (const uint64_t now = Engine::now_ns(); now - last_sweep_ > 1'000'000'000ull) sweep(now);
+  if (skip) return 0;
   epoll_event ev[16];
   const int ready = epoll_wait(ep_, ev, 16, 0);
+  ++polls_;
+  drained_ = ready < 16;
   uint32_t got = 0;
-  for (int r = 0; r < ready && got < out.size(); ++r) {
+  for (int r = 0; r < ready; ++r) {
+    if (got == out.size()) {
+      drained_ = false;
+      break;
+    }
     const uint64_t key = ev[r].data.u64;  // epoll_event is packed: copy, don't bind
     auto it = nat_.find(key);
     if (it == nat_.end()) continue;
     Nat& e = it->second;
     uint32_t len[kBurst];
+    bool empty = false;
     const uint32_t n = recv_frames(e.fd, pool_, out.data() + got, uint32_t(out.size() - got),
-                                   nullptr, len, truncated_);
+                                   nullptr, len, truncated_, empty, rx_calls_);
+    drained_ = drained_ && empty;
     for (uint32_t i = 0; i < n; ++i) frame_datagram(*out[got + i], service_, e.client, len[i]);
     got += n;
   }
   rx_ += got;
-  const uint64_t now = Engine::now_ns();
-  if (now - last_sweep_ > 1'000'000'000ull) sweep(now);
   return got;
+}
+
+// ---------------------------------------------------------------- Waiter
+
+Result<std::unique_ptr<Waiter>> Waiter::open(ServicePort& wire, AppPort& host) {
+  std::unique_ptr<Waiter> w(new Waiter(wire, host));
+  w->ep_ = epoll_create1(EPOLL_CLOEXEC);
+  if (w->ep_ < 0) return make_error("epoll_create1: {}", std::strerror(errno));
+  for (int i = 0; i < 2; ++i) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = uint32_t(i);
+    if (epoll_ctl(w->ep_, EPOLL_CTL_ADD, i == 0 ? wire.fd() : host.epoll_fd(), &ev) != 0)
+      return make_error("epoll_ctl: {}", std::strerror(errno));
+  }
+  return w;
+}
+
+Waiter::~Waiter() {
+  if (ep_ >= 0) close(ep_);
+}
+
+void Waiter::wait(int timeout_ms) {
+  epoll_event ev[2];
+  const int n = epoll_wait(ep_, ev, 2, timeout_ms);
+  ++waits_;
+  bool ready[2] = {n < 0, n < 0};  // an interrupted wait: read both
+  for (int i = 0; i < n; ++i) {
+    const uint32_t which = ev[i].data.u32;  // packed struct: copy the field
+    ready[which & 1] = true;
+  }
+  wire_.hint_ready(ready[0]);
+  host_.hint_ready(ready[1]);
 }
 
 void AppPort::sweep(uint64_t now_ns) {

@@ -33,7 +33,8 @@ int fail(const std::string& msg) {
 }
 
 // Engine stats plus, for each instance, its type's own `stats` operation and the ports.
-nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& host) {
+nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& host,
+                          const gaon::sidecar::Waiter& waiter) {
   nlohmann::json j = engine.stats();
   for (auto& inst : j["instances"]) {
     const uint32_t id = inst["id"];
@@ -45,6 +46,7 @@ nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& ho
   engine.execute([&] {
     j["wire"]["port_stats"] = wire.stats();
     j["host"]["port_stats"] = host.stats();
+    j["idle_waits"] = waiter.waits();
   });
   return j;
 }
@@ -139,14 +141,10 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
-  // Idle: wait for either socket set to become readable, 10 ms at most (so stop and
-  // control requests are seen promptly).
-  const int ep = epoll_create1(EPOLL_CLOEXEC);
-  for (int fd : {(*wire)->fd(), (*host)->epoll_fd()}) {
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-  }
+  // Idle: wait for either port to become readable, 10 ms at most (so stop and control
+  // requests are seen promptly).
+  auto waiter = gaon::sidecar::Waiter::open(**wire, **host);
+  if (!waiter) return fail(waiter.error());
   std::atomic<bool> stop{false};
   std::thread datapath([&] {
     if (cpu >= 0) {
@@ -155,18 +153,16 @@ int main(int argc, char** argv) {
       CPU_SET(cpu, &set);
       pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     }
-    std::function<void()> idle;
-    if (!busy_poll)
-      idle = [&] {
-        epoll_event ev;
-        epoll_wait(ep, &ev, 1, 10);
-      };
-    engine.run(stop, idle);
+    if (busy_poll)
+      engine.run(stop);
+    else  // an event loop: block as soon as there is nothing more to do
+      engine.run(
+          stop, [&] { (*waiter)->wait(10); }, 1);
   });
   fmt::print(stderr, "gaond: ready\n");
 
   auto print_stats = [&] {
-    const auto j = full_stats(engine, **wire, **host);
+    const auto j = full_stats(engine, **wire, **host, **waiter);
     if (json_stats) {
       fmt::print("{}\n", j.dump(2));
       std::fflush(stdout);
@@ -194,6 +190,5 @@ int main(int argc, char** argv) {
   stop = true;
   datapath.join();
   print_stats();
-  close(ep);
   return 0;
 }
