@@ -1,5 +1,7 @@
 #include "gaon/instance.h"
 
+#include "mapping.h"
+
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -72,7 +74,7 @@ Result<std::unique_ptr<Instance>> Instance::create(const InstanceConfig& cfg, co
     return make_error("{}: needs {} bytes of state but the quota is {} bytes", cfg.type, need,
                       cfg.state_quota);
   if (need > 0) {
-    void* mem = mmap(nullptr, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* mem = detail::map_region(need);
     if (mem == MAP_FAILED)
       return make_error("{}: cannot allocate {} bytes of state: {}", cfg.type, need,
                         std::strerror(errno));

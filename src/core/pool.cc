@@ -1,5 +1,7 @@
 #include "gaon/pool.h"
 
+#include "mapping.h"
+
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -10,7 +12,7 @@ namespace gaon {
 Result<std::unique_ptr<BufferPool>> BufferPool::create(uint32_t frames) {
   if (frames == 0) return make_error("buffer pool: need at least one frame");
   const size_t bytes = size_t{frames} * kFrameSize;
-  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* mem = detail::map_region(bytes);
   if (mem == MAP_FAILED) {
     return make_error("buffer pool: cannot map {} frames ({} bytes): {}", frames, bytes,
                       std::strerror(errno));

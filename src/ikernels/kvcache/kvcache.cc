@@ -360,6 +360,33 @@ bool KvCache::serve(Context& ctx, Packet& p, const Request& r, uint16_t req_id,
   return true;
 }
 
+// Two stages over the burst: the set (tags) of each GET's first key, then the slot whose tag
+// matches (its header and key; the value follows). A miss's other lookups (pending table,
+// version bucket) are left to the hardware: they are one line each and rarer.
+void KvCache::prefetch(Context&, std::span<Packet*> burst) {
+  std::array<uint64_t, kBurst> hs;
+  uint32_t n = 0;
+  for (Packet* p : burst) {
+    if (!p->is_udp() || n == hs.size()) continue;
+    Request r;
+    parse_request({p->payload(), p->hdr.payload_len}, r);
+    if (r.kind != Kind::get || r.issue != ReqIssue::none || r.nkeys == 0) continue;
+    hs[n] = key_hash(r.keys[0]);
+    __builtin_prefetch(&sets_[hs[n] & (nsets_ - 1)]);
+    ++n;
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    const size_t si = hs[i] & (nsets_ - 1);
+    const uint32_t tag = uint32_t(hs[i] >> 32) | 1;
+    for (uint32_t w = 0; w < kWays; ++w)
+      if (sets_[si].tag[w] == tag) {
+        const auto* s = reinterpret_cast<const uint8_t*>(slot(si * kWays + w));
+        __builtin_prefetch(s);
+        __builtin_prefetch(s + 64);
+      }
+  }
+}
+
 Verdict KvCache::on_packet(Context& ctx, Packet& p) {
   if (!p.is_udp()) return Verdict::to_host;
   Counters& c = hdr_->c;

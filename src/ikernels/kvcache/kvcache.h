@@ -74,6 +74,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
   Result<void> configure(const Params& p) override;
   size_t state_bytes() const override;
   Result<void> init(StateRegion& region) override;
+  void prefetch(Context& ctx, std::span<Packet*> burst);
   Verdict on_packet(Context& ctx, Packet& p);
   Verdict on_egress(Context& ctx, Packet& p);
   Result<nlohmann::json> call(std::string_view op, std::span<const std::string> args) override;

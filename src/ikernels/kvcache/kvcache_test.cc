@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "frames.h"
 #include "gaon/engine.h"
 #include "gaon/mem_port.h"
@@ -49,9 +51,13 @@ class KvCacheTest : public ::testing::Test {
     EXPECT_EQ(parse(*p), ParseResult::ok);
     return std::string(reinterpret_cast<char*>(p->payload()), p->hdr.payload_len);
   }
-  Seen run(MemPort& in, const Bytes& frame) {
-    Packet* p = test::make_packet(engine_->pool(), frame);
-    EXPECT_EQ(in.inject({&p, 1}), 1u);
+  Seen run(MemPort& in, const Bytes& frame) { return run(in, std::vector<Bytes>{frame}); }
+  // All frames arrive together: the engine hands them to kvcache as one burst.
+  Seen run(MemPort& in, const std::vector<Bytes>& frames) {
+    for (const Bytes& f : frames) {
+      Packet* p = test::make_packet(engine_->pool(), f);
+      EXPECT_EQ(in.inject({&p, 1}), 1u);
+    }
     for (int i = 0; i < 3; ++i) engine_->poll(now_);
     Seen s;
     Packet* buf[kBurst];
@@ -67,14 +73,17 @@ class KvCacheTest : public ::testing::Test {
     return s;
   }
   // A datagram from the client to memcached's address.
-  Seen request(const std::string& payload, uint16_t sport = 40000) {
+  static Bytes request_frame(const std::string& payload, uint16_t sport = 40000) {
     test::FrameSpec f;
     f.src_ip = "10.0.0.1";
     f.dst_ip = "10.0.0.2";
     f.sport = sport;
     f.dport = 11211;
     f.payload = test::text(payload);
-    return run(wire_, test::build_frame(f));
+    return test::build_frame(f);
+  }
+  Seen request(const std::string& payload, uint16_t sport = 40000) {
+    return run(wire_, request_frame(payload, sport));
   }
   // memcached's reply on its way back to the client.
   Seen reply(const std::string& payload, uint16_t dport = 40000) {
@@ -183,6 +192,32 @@ TEST_F(KvCacheTest, MultiKeyGetIsServedOnlyWhenEveryKeyHits) {
   EXPECT_EQ(all.wire, (std::vector<std::string>{dgram("VALUE foo 42 3\r\nbar\r\n", 3),
                                                 dgram("VALUE baz 0 2\r\nzz\r\n", 3),
                                                 dgram("VALUE foo 42 3\r\nbar\r\nEND\r\n", 3)}));
+}
+
+TEST_F(KvCacheTest, ABurstIsAnsweredLikeTheSamePacketsOneByOne) {
+  fill("get foo\r\n", kFoo, 1);
+  fill("get baz\r\n", "VALUE baz 0 2\r\nzz\r\nEND\r\n", 2);
+  // One burst (kvcache prefetches its lookups first): hits, a miss, malformed input, a
+  // write, and GETs of the written key after it in the same burst, which must pass.
+  const std::vector<std::string> in = {
+      dgram("get foo\r\n", 10),       dgram("get nope\r\n", 11),
+      dgram(binreq(0x0c, "baz"), 12), std::string("\0\1", 2),
+      dgram("get baz foo\r\n", 13),   dgram("set foo 0 0 1\r\nx\r\n", 14),
+      dgram("get foo\r\n", 15),       dgram("get baz foo\r\n", 16),
+      dgram("get baz\r\n", 17),       dgram(std::string(300, 'g'), 18),
+  };
+  std::vector<Bytes> frames;
+  for (const auto& d : in) frames.push_back(request_frame(d));
+  Seen s = run(wire_, frames);
+  // Binary hits need the cas, which an ASCII `get` did not carry: that one passes too.
+  std::vector<std::string> want_wire = {dgram(kFoo, 10), dgram("VALUE baz 0 2\r\nzz\r\n", 13),
+                                        dgram(kFoo, 13),
+                                        dgram("VALUE baz 0 2\r\nzz\r\nEND\r\n", 17)};
+  std::sort(want_wire.begin(), want_wire.end());  // replies to different requests: any order
+  std::sort(s.wire.begin(), s.wire.end());
+  EXPECT_EQ(s.wire, want_wire);
+  EXPECT_EQ(s.host, (std::vector<std::string>{in[1], in[2], in[3], in[5], in[6], in[7], in[9]}));
+  EXPECT_EQ(stats()["hits"], 3);
 }
 
 TEST_F(KvCacheTest, WritesInvalidate) {
