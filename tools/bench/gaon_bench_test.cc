@@ -73,7 +73,7 @@ TEST(BenchToolArgs, BadArgumentsGetAOneLineReason) {
     std::vector<std::string> args;
     std::string want;
   } cases[] = {
-      {{"--server", "nowhere"}, "expected IPv4:PORT"},
+      {{"--server", "nowhere"}, "'nowhere': expected IP:PORT"},
       {{"--hit-fraction", "1.5"}, "--hit-fraction must be in [0, 1]"},
       {{"--keys", "0"}, "--keys must be at least 1"},
       {{"--keys", "1000000", "--key-size", "6"}, "--key-size must be"},

@@ -24,7 +24,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "gaon/flow.h"
+#include "gaon/sidecar.h"
 #include "loadgen.h"
 
 namespace {
@@ -37,15 +37,14 @@ int fail(const std::string& msg) {
   return 2;
 }
 
+// "IP:PORT", checked like gaond's addresses (concrete IPv4, port not 0).
 gaon::Result<sockaddr_in> parse_addr(const std::string& text) {
-  auto k = gaon::FlowKey::parse("udp:" + text);
-  if (!k) return gaon::make_error("'{}': expected IPv4:PORT", text);
-  if (k->family != 4) return gaon::make_error("'{}': IPv4 only", text);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(k->local_port);
-  std::memcpy(&a.sin_addr, k->local_ip, 4);
-  return a;
+  auto a = gaon::sidecar::parse_udp_address("udp:" + text);
+  if (a) return a;
+  std::string why = a.error();  // name the address as the user wrote it
+  if (auto at = why.find("udp:" + text); at != std::string::npos) why.erase(at, 4);
+  if (why.starts_with("flow ")) why.erase(0, 5);
+  return gaon::make_error("{}", why);
 }
 
 gaon::Result<void> load_tcp(const sockaddr_in& to, uint64_t keys, size_t ksize, size_t vsize) {
