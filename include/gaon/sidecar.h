@@ -6,8 +6,9 @@
 //     tx: sendmmsg each frame's UDP payload to the frame's destination from that socket.
 //   AppPort (the host side): what passes to the host goes to the application's address
 //     from a per-client socket (a NAT entry, created on a client's first datagram, closed
-//     after an idle timeout), so the application's replies come back on that socket and
-//     through the engine's egress path (frames from the service address to the client).
+//     after an idle timeout, or the least recently used one when max_clients are in use), so the
+//     application's replies come back on that socket and through the engine's egress path (frames
+//     from the service address to the client).
 // Syscalls are per burst (one recvmmsg/sendmmsg per socket per burst), never per packet
 // in steady state; a NAT entry is allocated once per client. IPv4 only for now.
 //   Waiter: blocks until either port has something to receive and tells each port what it
@@ -20,6 +21,7 @@
 #include <netinet/in.h>
 
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -85,6 +87,7 @@ class AppPort final : public Port {
     int fd = -1;
     sockaddr_in client{};
     uint64_t last_used = 0;
+    std::list<uint64_t>::iterator lru;  // its place in lru_
   };
   AppPort(BufferPool& pool) : pool_(pool) {}
   Nat* nat_for(const sockaddr_in& client, uint64_t now);
@@ -96,6 +99,7 @@ class AppPort final : public Port {
   int ep_ = -1;
   bool drained_ = false, skip_rx_ = false;
   std::unordered_map<uint64_t, Nat> nat_;
+  std::list<uint64_t> lru_;  // client keys, most recently used first: O(1) evict and expire
   uint64_t last_sweep_ = 0;
   uint64_t rx_ = 0, tx_ = 0, created_ = 0, expired_ = 0, evicted_ = 0, truncated_ = 0,
            unsendable_ = 0, send_errors_ = 0;

@@ -272,6 +272,7 @@ void AppPort::close_entry(uint64_t key) {
   if (it == nat_.end()) return;
   epoll_ctl(ep_, EPOLL_CTL_DEL, it->second.fd, nullptr);
   close(it->second.fd);
+  lru_.erase(it->second.lru);
   nat_.erase(it);
 }
 
@@ -279,13 +280,11 @@ AppPort::Nat* AppPort::nat_for(const sockaddr_in& client, uint64_t now) {
   const uint64_t key = client_key(client);
   if (auto it = nat_.find(key); it != nat_.end()) {
     it->second.last_used = now;
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
     return &it->second;
   }
-  if (nat_.size() >= opt_.max_clients) {  // full: the least recently used goes
-    auto lru = nat_.begin();
-    for (auto it = nat_.begin(); it != nat_.end(); ++it)
-      if (it->second.last_used < lru->second.last_used) lru = it;
-    close_entry(lru->first);
+  if (nat_.size() >= opt_.max_clients && !lru_.empty()) {  // full: the least recently used goes
+    close_entry(lru_.back());
     ++evicted_;
   }
   auto fd = udp_socket();
@@ -303,6 +302,8 @@ AppPort::Nat* AppPort::nat_for(const sockaddr_in& client, uint64_t now) {
   e.fd = *fd;
   e.client = client;
   e.last_used = now;
+  lru_.push_front(key);
+  e.lru = lru_.begin();
   return &e;
 }
 
@@ -423,11 +424,10 @@ void Waiter::wait(int timeout_ms) {
 
 void AppPort::sweep(uint64_t now_ns) {
   last_sweep_ = now_ns;
-  std::vector<uint64_t> idle;
-  for (const auto& [k, e] : nat_)
-    if (now_ns - e.last_used > opt_.idle_timeout_ns) idle.push_back(k);
-  for (uint64_t k : idle) {
-    close_entry(k);
+  while (!lru_.empty()) {  // oldest first: stop at the first one still in use
+    const uint64_t key = lru_.back();
+    if (now_ns - nat_.find(key)->second.last_used <= opt_.idle_timeout_ns) break;
+    close_entry(key);
     ++expired_;
   }
 }

@@ -184,6 +184,19 @@ TEST_F(SidecarPort, TheNatGivesEachClientItsOwnSocketAndBringsRepliesBack) {
   EXPECT_EQ(app_.recv(), "from c");
   EXPECT_EQ(host_->clients(), 2u);
   EXPECT_EQ(host_->stats()["nat_evicted"], 1);
+  // It was a's entry (a was sent first): b keeps its socket, a gets a new one.
+  auto again = [&](const Sock& s, const std::string& body) {
+    s.send_to(service_, body);
+    auto f = receive(*wire_, 1);
+    ASSERT_EQ(f.size(), 1u);
+    EXPECT_EQ(host_->tx_burst({f.data(), 1}), 1u);
+    EXPECT_EQ(app_.recv(), body);
+  };
+  again(b, "b again");
+  EXPECT_EQ(host_->stats()["nat_created"], 3);
+  again(a, "a again");
+  EXPECT_EQ(host_->stats()["nat_created"], 4);
+  EXPECT_EQ(host_->stats()["nat_evicted"], 2);  // c's went: b was used after it
 }
 
 TEST_F(SidecarPort, AfterAWaitOnlyTheReadyPortIsRead) {
