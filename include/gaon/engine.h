@@ -4,7 +4,7 @@
 //   wire rx (≤32) → parse → steer (flow table) → instance process() → verdicts
 //       to_host → host tx;  to_wire → the instance's arbiter queue;  drop → pool
 //   host rx (≤32) → parse → steer egress → instance process_egress() → host's arbiter queue
-//   arbiter (DRR + rate limits) → wire tx
+//   arbiter (DRR + rate limits) → wire tx, then the burst for the host → host tx
 // Frames that do not parse as a UDP/TCP flow, and unmatched flows, pass straight through
 // untouched (fail-open), counted by reason. Nothing on this path allocates, throws, locks
 // or makes a syscall.

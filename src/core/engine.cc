@@ -75,8 +75,11 @@ uint32_t Engine::poll(uint64_t now) {
     }
     egress({burst.data(), n}, now);
   }
-  flush_host();
+  // The wire goes first: handing frames to the host can wake the application, and when it
+  // shares this core the wake-up may preempt the datapath inside that send (sidecar mode:
+  // 8 % less server CPU per request at 60 % hits, docs/benchmarks.md).
   transmit(now);
+  flush_host();
   return total;
 }
 
