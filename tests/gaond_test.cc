@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -91,6 +92,64 @@ TEST(Gaond, BadArgumentsGetAOneLineReasonAndExitNonZero) {
     EXPECT_NE(err.find(c.want), std::string::npos) << c.want << " -> " << err;
     EXPECT_LE(std::count(err.begin(), err.end(), '\n'), 2) << err;
   }
+}
+
+// Runs gaonctl with `args`; returns {exit status, stdout + stderr}.
+std::pair<int, std::string> gaonctl(std::vector<std::string> args) {
+  std::vector<std::string> argv = {std::string(GAON_BIN_DIR) + "/gaonctl"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Child c = Child::start(argv);
+  for (int i = 0; i < 500 && c.running(); ++i) std::this_thread::sleep_for(10ms);
+  const int st = c.stop(100ms);
+  return {st, c.output() + c.errors()};
+}
+
+TEST(Gaond, InstancesComeAndGoThroughTheControlSocketWhileServing) {
+  const uint16_t port = free_port(), app = free_port();
+  const std::string sock = "/tmp/gaond-test-" + std::to_string(getpid()) + ".sock";
+  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
+                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  for (int i = 0; i < 100 && d.errors().find("ready") == std::string::npos; ++i)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_NE(d.errors().find("control socket " + sock), std::string::npos) << d.errors();
+  auto [st, id] = gaonctl({"--control", sock, "create", "echo"});
+  ASSERT_EQ(st, 0) << id;
+  id.erase(id.find_last_not_of("\n") + 1);
+  // Nothing attached yet: the datagram passes to the (absent) application, no echo.
+  McUdp c(port);
+  c.send("early", 1);
+  EXPECT_FALSE(c.recv(200ms));
+  auto [st2, out2] =
+      gaonctl({"--control", sock, "attach", id, "--flow", "udp:127.0.0.1:" + std::to_string(port)});
+  if (geteuid() != 0) {  // attaching by address is the operator's
+    EXPECT_NE(st2, 0);
+    EXPECT_NE(out2.find("for root"), std::string::npos) << out2;
+    return;
+  }
+  ASSERT_EQ(st2, 0) << out2;
+  c.send("ping", 2);
+  EXPECT_EQ(c.recv(2000ms), mc_dgram("ping", 2));
+  auto [st3, list] = gaonctl({"--control", sock, "list"});
+  EXPECT_EQ(st3, 0);
+  EXPECT_NE(list.find("udp:127.0.0.1:" + std::to_string(port)), std::string::npos) << list;
+  auto [st4, js] = gaonctl({"--control", sock, "--json", "call", id, "stats"});
+  ASSERT_EQ(st4, 0) << js;
+  EXPECT_EQ(nlohmann::json::parse(js)["echoed"], 1);
+  EXPECT_EQ(gaonctl({"--control", sock, "destroy", id}).first, 0);
+  c.send("late", 3);
+  EXPECT_FALSE(c.recv(200ms));
+  // One-line errors, non-zero exits.
+  auto [st5, e5] = gaonctl({"--control", sock, "call", "77", "stats"});
+  EXPECT_EQ(st5, 1);
+  EXPECT_NE(e5.find("permission denied"), std::string::npos) << e5;
+  auto [st6, e6] = gaonctl({"--control", sock, "create", "nope"});
+  EXPECT_EQ(st6, 1);
+  EXPECT_NE(e6.find("nope"), std::string::npos) << e6;
+  EXPECT_EQ(d.stop(), 0);
+  auto [st7, e7] = gaonctl({"--control", sock, "list"});
+  EXPECT_EQ(st7, 1);
+  EXPECT_NE(e7.find("cannot reach gaond"), std::string::npos) << e7;
+  EXPECT_EQ(std::count(e7.begin(), e7.end(), '\n'), 1) << e7;
 }
 
 }  // namespace

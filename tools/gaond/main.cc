@@ -21,6 +21,7 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include "gaon/control_server.h"
 #include "gaon/engine.h"
 #include "gaon/params.h"
 #include "gaon/sidecar.h"
@@ -63,6 +64,9 @@ int main(int argc, char** argv) {
   double nat_idle_s = 60;
   int cpu = -1;
   bool busy_poll = false, json_stats = false, list = false;
+  std::string control_path = geteuid() == 0 ? gaon::control::kDefaultPath : "none";
+  uint32_t max_instances = 16;
+  std::string max_state_text = "1G";
   app.add_flag("--list", list, "list the ikernel types and exit");
   app.add_option("--wire", wire_spec, "udp:IP:PORT clients send to (the service address)");
   app.add_option("--host", host_spec, "udp:IP:PORT the application listens on");
@@ -80,6 +84,16 @@ int main(int argc, char** argv) {
   app.add_option("--cpu", cpu, "pin the datapath thread to this CPU");
   app.add_flag("--busy-poll", busy_poll, "never block when idle (lowest latency, a whole core)");
   app.add_flag("--json-stats", json_stats, "print stats as JSON (stdout) on SIGUSR1 and at exit");
+  app.add_option("--control", control_path,
+                 "control socket for gaonctl and libgaon ('none': no control plane; default "
+                 "/run/gaon/gaond.sock as root, none otherwise)")
+      ->capture_default_str();
+  app.add_option("--max-instances-per-owner", max_instances,
+                 "instances one non-root user may create through the control socket")
+      ->capture_default_str();
+  app.add_option("--max-state-per-owner", max_state_text,
+                 "state bytes one non-root user's instances may take in total")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   const auto& reg = gaon::Registry::global();
@@ -89,7 +103,10 @@ int main(int argc, char** argv) {
   }
   if (wire_spec.empty()) return fail("--wire udp:IP:PORT is required");
   if (host_spec.empty()) return fail("--host udp:IP:PORT is required");
-  if (type.empty()) return fail("--ikernel is required (see --list)");
+  if (type.empty() && control_path == "none")
+    return fail("--ikernel is required without a control socket (see --list, --control)");
+  auto max_state = gaon::parse_param_value(gaon::ParamType::size, max_state_text);
+  if (!max_state) return fail("--max-state-per-owner " + max_state.error());
   auto wire_addr = gaon::sidecar::parse_udp_address(wire_spec);
   if (!wire_addr) return fail("--wire " + wire_addr.error());
   auto host_addr = gaon::sidecar::parse_udp_address(host_spec);
@@ -112,23 +129,28 @@ int main(int argc, char** argv) {
   if (!host) return fail(host.error());
   engine.set_ports(wire->get(), host->get());
 
-  auto inst = gaon::Instance::create({.type = type,
-                                      .params = params,
-                                      .owner_uid = uint32_t(getuid()),
-                                      .state_quota = std::get<uint64_t>(*quota),
-                                      .tc = {.weight = weight, .rate_bps = rate_bps}},
-                                     reg);
-  if (!inst) return fail(inst.error());
-  const std::vector<std::string> described = (*inst)->params();
-  auto id = engine.add_instance(std::move(*inst));
-  if (!id) return fail(id.error());
-  if (auto r = engine.add_flow(*gaon::FlowKey::parse(wire_spec), *id); !r) return fail(r.error());
-
   fmt::print(stderr, "gaond: wire {} (clients), host {} (application)\n", wire_spec, host_spec);
-  fmt::print(stderr, "gaond: ikernel {} (instance {}), state quota {} bytes, weight {}{}\n", type,
-             *id, std::get<uint64_t>(*quota), weight,
-             rate_bps ? fmt::format(", rate limit {} bit/s", rate_bps) : "");
-  for (const auto& p : described) fmt::print(stderr, "gaond:   {}\n", p);
+  std::vector<gaon::FlowKey> initial_flows;
+  uint32_t initial_id = 0;
+  if (!type.empty()) {
+    auto inst = gaon::Instance::create({.type = type,
+                                        .params = params,
+                                        .owner_uid = uint32_t(getuid()),
+                                        .state_quota = std::get<uint64_t>(*quota),
+                                        .tc = {.weight = weight, .rate_bps = rate_bps}},
+                                       reg);
+    if (!inst) return fail(inst.error());
+    const std::vector<std::string> described = (*inst)->params();
+    auto id = engine.add_instance(std::move(*inst));
+    if (!id) return fail(id.error());
+    initial_flows.push_back(*gaon::FlowKey::parse(wire_spec));
+    if (auto r = engine.add_flow(initial_flows[0], *id); !r) return fail(r.error());
+    initial_id = *id;
+    fmt::print(stderr, "gaond: ikernel {} (instance {}), state quota {} bytes, weight {}{}\n", type,
+               *id, std::get<uint64_t>(*quota), weight,
+               rate_bps ? fmt::format(", rate limit {} bit/s", rate_bps) : "");
+    for (const auto& p : described) fmt::print(stderr, "gaond:   {}\n", p);
+  }
   fmt::print(stderr, "gaond: datapath {}, {}\n",
              cpu >= 0 ? fmt::format("on CPU {}", cpu) : "unpinned",
              busy_poll ? "busy-polling" : "blocking when idle");
@@ -159,6 +181,25 @@ int main(int argc, char** argv) {
       engine.run(
           stop, [&] { (*waiter)->wait(10); }, 1);
   });
+  std::unique_ptr<gaon::control::Server> control;
+  if (control_path != "none") {
+    auto srv = gaon::control::Server::start(engine, reg,
+                                            {.path = control_path,
+                                             .max_instances_per_owner = max_instances,
+                                             .max_state_per_owner = std::get<uint64_t>(*max_state)},
+                                            {{.wire = *wire_addr, .host = *host_addr}});
+    if (!srv) {
+      stop = true;
+      datapath.join();
+      return fail(srv.error());
+    }
+    control = std::move(*srv);
+    if (initial_id != 0)
+      control->adopt(initial_id, uint32_t(getuid()), type, std::get<uint64_t>(*quota),
+                     initial_flows);
+    fmt::print(stderr, "gaond: control socket {} (max {} instances, {} state bytes per owner)\n",
+               control_path, max_instances, std::get<uint64_t>(*max_state));
+  }
   fmt::print(stderr, "gaond: ready\n");
 
   auto print_stats = [&] {
@@ -187,6 +228,7 @@ int main(int argc, char** argv) {
     break;
   }
   fmt::print(stderr, "gaond: stopping\n");
+  control.reset();  // no more changes; connection-owned instances stay until exit
   stop = true;
   datapath.join();
   print_stats();

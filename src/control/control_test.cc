@@ -1,0 +1,359 @@
+// The control protocol and gaond's control server, in process: a real unix socket, a real
+// engine running on its own thread with mem ports, clients as root and (when the tests run
+// as root) as two other users in forked processes.
+#include "gaon/control.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <thread>
+#include <tuple>
+
+#include "frames.h"
+#include "gaon/control_server.h"
+#include "gaon/mem_port.h"
+
+namespace gaon::control {
+namespace {
+
+using nlohmann::json;
+
+TEST(ControlProtocol, FramesSurviveAnySplitAndOversizeIsSkipped) {
+  const std::string a = frame({{"v", 1}, {"op", "types"}});
+  const std::string big = std::string("\x00\x01\x00\x01", 4) + std::string(65537, 'x');
+  const std::string b = frame({{"v", 1}, {"op", "list"}});
+  const std::string stream = a + big + b;
+  for (size_t chunk : {1, 3, 7, 1000, 100000}) {
+    FrameReader r;
+    std::vector<std::string> got;
+    int too_large = 0;
+    for (size_t off = 0; off < stream.size(); off += chunk) {
+      r.append(std::string_view(stream).substr(off, chunk));
+      while (auto e = r.next()) {
+        if (e->kind == FrameReader::Event::too_large) {
+          ++too_large;
+          EXPECT_EQ(e->length, 65537u);
+        } else {
+          got.push_back(e->body);
+        }
+      }
+    }
+    EXPECT_EQ(too_large, 1) << chunk;
+    ASSERT_EQ(got.size(), 2u) << chunk;
+    EXPECT_EQ(json::parse(got[1])["op"], "list");
+  }
+}
+
+TEST(ControlProtocol, BadRequestsGetOneLineReasons) {
+  struct Case {
+    std::string body, want;
+  } cases[] = {
+      {"{nope", "not JSON"},
+      {"[1,2]", "not a JSON object"},
+      {R"({"op":"list"})", "no protocol version"},
+      {R"({"v":2,"op":"list"})", "unsupported protocol version 2"},
+      {R"({"v":1})", "no \"op\""},
+      {R"({"v":1,"op":7})", "no \"op\""},
+  };
+  for (const auto& c : cases) {
+    auto r = parse_request(c.body);
+    ASSERT_FALSE(r) << c.body;
+    EXPECT_NE(r.error().find(c.want), std::string::npos) << r.error();
+    EXPECT_EQ(r.error().find('\n'), std::string::npos);
+  }
+  auto ok = parse_request(R"({"v":1,"op":"list","id":5})");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->op, "list");
+  EXPECT_EQ(ok->id, 5);
+}
+
+// An engine on its own thread behind a control server on a fresh socket.
+class ControlServer : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = fmt::format("/tmp/gaon-control-test-{}-{}.sock", getpid(), counter_++);
+    auto e = Engine::create({.pool_frames = 1024});
+    ASSERT_TRUE(e);
+    engine_ = std::move(*e);
+    engine_->set_ports(&wire_, &host_);
+    dp_ = std::thread([this] { engine_->run(stop_); });
+    // A sidecar service: clients use 127.0.0.1:7000, the application listens on :7001.
+    Service s;
+    s.wire.sin_family = s.host.sin_family = AF_INET;
+    s.wire.sin_addr.s_addr = s.host.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    s.wire.sin_port = htons(7000);
+    s.host.sin_port = htons(service_port_);
+    auto srv = Server::start(
+        *engine_, Registry::global(),
+        {.path = path_, .max_instances_per_owner = 2, .max_state_per_owner = 16u << 20}, {s});
+    ASSERT_TRUE(srv) << srv.error();
+    server_ = std::move(*srv);
+  }
+  void TearDown() override {
+    server_.reset();
+    stop_ = true;
+    dp_.join();
+  }
+  Client connect() {
+    auto c = Client::connect(path_);
+    EXPECT_TRUE(c) << c.error();
+    return std::move(*c);
+  }
+  // Sends `n` frames to udp port `dport` on the wire and lets the engine take them.
+  void send_to_port(uint16_t dport, int n) {
+    for (int i = 0; i < n; ++i) {
+      test::FrameSpec f;
+      f.dst_ip = "127.0.0.1";
+      f.dport = dport;
+      f.payload = test::text("x");
+      Packet* p = test::make_packet(engine_->pool(), test::build_frame(f));
+      ASSERT_NE(p, nullptr);
+      while (wire_.inject({&p, 1}) != 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    engine_->execute([] {});  // the datapath has passed a burst boundary
+    for (int i = 0; i < 50; ++i) {
+      engine_->execute([] {});
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    Packet* out[kBurst];
+    for (auto* port : {&wire_, &host_})
+      while (uint32_t k = port->collect(out))
+        for (uint32_t i = 0; i < k; ++i) engine_->pool().free(out[i]);
+  }
+  // Runs `fn` in a child process as `uid`; returns its exit status (0 = every check passed).
+  static int as_user(uint32_t uid, const std::function<int()>& fn) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      if (setgid(65534) != 0 || setuid(uid) != 0) _exit(99);
+      _exit(fn());
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 98;
+  }
+
+  static inline int counter_ = 0;
+  uint16_t service_port_ = 7001;
+  std::string path_;
+  MemPort wire_{"wire"}, host_{"host"};
+  std::unique_ptr<Engine> engine_;
+  std::atomic<bool> stop_{false};
+  std::thread dp_;
+  std::unique_ptr<Server> server_;
+};
+
+TEST_F(ControlServer, CreateCallListDestroy) {
+  Client c = connect();
+  auto types = c.call("types");
+  ASSERT_TRUE(types) << types.error();
+  bool has_kvcache = false;
+  for (const auto& t : *types) has_kvcache |= t["name"] == "kvcache";
+  EXPECT_TRUE(has_kvcache);
+  auto made = c.call("create", {{"type", "kvcache"}, {"params", {"capacity=1M"}}, {"quota", "8M"}});
+  ASSERT_TRUE(made) << made.error();
+  const uint32_t id = (*made)["instance"];
+  auto st = c.call("call", {{"instance", id}, {"name", "stats"}});
+  ASSERT_TRUE(st) << st.error();
+  EXPECT_EQ((*st)["hits"], 0);
+  auto listed = c.call("list");
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0]["type"], "kvcache");
+  EXPECT_EQ((*listed)[0]["owner"], getuid());
+  EXPECT_TRUE(c.call("destroy", {{"instance", id}}));
+  EXPECT_EQ(c.call("list")->size(), 0u);
+  // Clear errors for bad arguments; the connection stays usable.
+  for (auto [op, args, want] : std::vector<std::tuple<std::string, json, std::string>>{
+           {"create", json::object(), "\"type\" is needed"},
+           {"create", {{"type", "nope"}}, "nope"},
+           {"create", {{"type", "echo"}, {"params", "x"}}, "list of strings"},
+           {"create", {{"type", "echo"}, {"weight", 0}}, "weight"},
+           {"create", {{"type", "kvcache"}, {"params", {"capacity=1G"}}, {"quota", "1M"}}, "quota"},
+           {"call", {{"instance", 42}, {"name", "stats"}}, "permission denied"},
+           {"destroy", {{"instance", "one"}}, "\"instance\""},
+           {"frobnicate", json::object(), "unknown op"},
+       }) {
+    auto r = c.call(op, args);
+    ASSERT_FALSE(r) << op << " " << args.dump();
+    EXPECT_NE(r.error().find(want), std::string::npos) << r.error();
+  }
+  EXPECT_TRUE(c.call("types"));
+}
+
+TEST_F(ControlServer, MalformedOversizedAndForeignVersionRequestsKeepTheConnection) {
+  Client c = connect();
+  ASSERT_TRUE(c.send_raw(std::string("\x00\x00\x00\x05{nope", 9)));
+  auto r1 = c.read_reply();
+  ASSERT_TRUE(r1) << r1.error();
+  EXPECT_EQ((*r1)["ok"], false);
+  ASSERT_TRUE(c.send_raw(std::string("\x00\x10\x00\x00", 4) + std::string(1 << 20, ' ')));
+  auto r2 = c.read_reply();
+  ASSERT_TRUE(r2) << r2.error();
+  EXPECT_NE((*r2)["error"].get<std::string>().find("larger than"), std::string::npos);
+  ASSERT_TRUE(c.send_raw(frame({{"v", 9}, {"op", "list"}, {"id", 3}})));
+  auto r3 = c.read_reply();
+  ASSERT_TRUE(r3);
+  EXPECT_EQ((*r3)["id"], 3);
+  EXPECT_NE((*r3)["error"].get<std::string>().find("version 9"), std::string::npos);
+  EXPECT_TRUE(c.call("list"));
+}
+
+TEST_F(ControlServer, AConnectionsInstancesGoWithItUnlessPersistent) {
+  {
+    Client c = connect();
+    ASSERT_TRUE(c.call("create", {{"type", "echo"}}));
+    ASSERT_TRUE(c.call("create", {{"type", "echo"}, {"persist", true}}));
+    EXPECT_EQ(c.call("list")->size(), 2u);
+  }
+  Client d = connect();
+  size_t left = 2;
+  for (int i = 0; i < 200 && left != 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    left = d.call("list")->size();
+  }
+  EXPECT_EQ(left, 1u);
+  EXPECT_EQ((*d.call("list"))[0]["persist"], true);
+}
+
+TEST_F(ControlServer, AttachBySocketByAddressAndConflicts) {
+  Client c = connect();
+  const uint32_t a = (*c.call("create", {{"type", "echo"}}))["instance"];
+  const uint32_t b = (*c.call("create", {{"type", "echo"}}))["instance"];
+  // The application's socket on the service's host address: the service's flow attaches.
+  const int app = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(service_port_);
+  ASSERT_EQ(bind(app, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << strerror(errno);
+  auto r = c.call("attach", {{"instance", a}}, app);
+  ASSERT_TRUE(r) << r.error();
+  EXPECT_EQ((*r)["flows"], json({"udp:127.0.0.1:7000"}));
+  // The same flow for another instance: a clear error.
+  auto dup = c.call("attach", {{"instance", b}}, app);
+  ASSERT_FALSE(dup);
+  EXPECT_NE(dup.error().find("already attached"), std::string::npos) << dup.error();
+  close(app);
+  // A socket bound elsewhere attaches its own address; unbound and non-sockets are refused.
+  const int other = socket(AF_INET, SOCK_DGRAM, 0);
+  addr.sin_port = 0;
+  ASSERT_EQ(bind(other, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(other, reinterpret_cast<sockaddr*>(&addr), &len);
+  auto own = c.call("attach", {{"instance", b}}, other);
+  ASSERT_TRUE(own) << own.error();
+  EXPECT_EQ((*own)["flows"][0], fmt::format("udp:127.0.0.1:{}", ntohs(addr.sin_port)));
+  close(other);
+  const int unbound = socket(AF_INET, SOCK_DGRAM, 0);
+  EXPECT_NE(c.call("attach", {{"instance", b}}, unbound).error().find("not bound"),
+            std::string::npos);
+  close(unbound);
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  EXPECT_NE(c.call("attach", {{"instance", b}}, pipefd[0]).error().find("not a socket"),
+            std::string::npos);
+  close(pipefd[0]);
+  close(pipefd[1]);
+  // Detach, then the flow is free for the other instance.
+  EXPECT_TRUE(c.call("detach", {{"instance", a}, {"flow", "udp:127.0.0.1:7000"}}));
+  if (getuid() == 0)
+    EXPECT_TRUE(c.call("attach", {{"instance", b}, {"flow", "udp:127.0.0.1:7000"}}));
+}
+
+TEST_F(ControlServer, TenantsAreIsolated) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to act as two other users (CI runs as root)";
+  constexpr uint32_t kAlice = 64001, kBob = 64002;
+  // Alice creates an instance that persists and attaches her application's socket.
+  std::atomic<uint32_t> alice_id{0};
+  const int pipe_ok = [&] {
+    int p[2];
+    if (pipe(p) != 0) return -1;
+    const int st = as_user(kAlice, [&] {
+      auto c = Client::connect(path_);
+      if (!c) return 1;
+      auto made = c->call("create", {{"type", "echo"}, {"persist", true}});
+      if (!made) return 2;
+      const uint32_t id = (*made)["instance"];
+      const int s = socket(AF_INET, SOCK_DGRAM, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      a.sin_port = htons(7101);
+      if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return 3;
+      if (!c->call("attach", {{"instance", id}}, s)) return 4;
+      // Attaching by address is the operator's.
+      if (c->call("attach", {{"instance", id}, {"flow", "udp:127.0.0.1:7102"}})) return 5;
+      if (write(p[1], &id, sizeof(id)) != sizeof(id)) return 6;
+      return 0;
+    });
+    uint32_t id = 0;
+    if (read(p[0], &id, sizeof(id)) == sizeof(id)) alice_id = id;
+    close(p[0]);
+    close(p[1]);
+    return st;
+  }();
+  ASSERT_EQ(pipe_ok, 0);
+  const uint32_t id = alice_id;
+  ASSERT_NE(id, 0u);
+  // Bob can neither see, read, call, attach to, detach from nor destroy it.
+  const int bob = as_user(kBob, [&] {
+    auto c = Client::connect(path_);
+    if (!c) return 1;
+    if (c->call("list")->size() != 0) return 2;
+    auto stats = c->call("stats");
+    if (!stats || (*stats)["instances"].size() != 0) return 3;
+    for (auto [op, args] : std::vector<std::pair<std::string, json>>{
+             {"stats", {{"instance", id}}},
+             {"call", {{"instance", id}, {"name", "stats"}}},
+             {"destroy", {{"instance", id}}},
+             {"detach", {{"instance", id}, {"flow", "udp:127.0.0.1:7101"}}},
+             {"attach", {{"instance", id}, {"flow", "udp:127.0.0.1:7103"}}}}) {
+      auto r = c->call(op, args);
+      if (r || r.error().find("permission denied") == std::string::npos) return 4;
+    }
+    // Bob's own instance cannot take Alice's flow.
+    auto mine = c->call("create", {{"type", "echo"}, {"persist", true}});
+    if (!mine) return 5;
+    const int s = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(7104);
+    if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return 6;
+    if (!c->call("attach", {{"instance", (*mine)["instance"]}}, s)) return 7;
+    // Per-owner limits: 2 instances, 16 MiB of state.
+    if (c->call("create", {{"type", "kvcache"}, {"params", {"capacity=40M"}}, {"quota", "64M"}}))
+      return 8;
+    if (!c->call("create", {{"type", "echo"}, {"persist", true}})) return 9;
+    auto third = c->call("create", {{"type", "echo"}});
+    if (third || third.error().find("per-owner limit") == std::string::npos) return 10;
+    return 0;
+  });
+  EXPECT_EQ(bob, 0);
+  // Each instance sees only its own flow's packets (counters prove it).
+  send_to_port(7101, 10);
+  send_to_port(7104, 3);
+  Client root = connect();
+  auto all = root.call("list");
+  ASSERT_TRUE(all);
+  uint64_t alice_rx = 0, bob_rx = 0;
+  for (const auto& i : *all) {
+    const uint64_t rx = i["counters"]["rx"];
+    (i["owner"] == kAlice ? alice_rx : bob_rx) += rx;
+  }
+  EXPECT_EQ(alice_rx, 10u);
+  EXPECT_EQ(bob_rx, 3u);
+  // Root (the operator) may do anything, including to Alice's instance.
+  EXPECT_TRUE(root.call("call", {{"instance", id}, {"name", "stats"}}));
+  EXPECT_TRUE(root.call("destroy", {{"instance", id}}));
+}
+
+}  // namespace
+}  // namespace gaon::control

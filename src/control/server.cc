@@ -1,0 +1,617 @@
+#include "gaon/control_server.h"
+
+#include <arpa/inet.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "gaon/params.h"
+
+namespace gaon::control {
+
+namespace {
+
+struct Conn {
+  int fd = -1;
+  uint64_t serial = 0;  // never reused, unlike fds
+  uint32_t uid = 0;
+  pid_t pid = 0;
+  FrameReader reader;
+  std::string out;      // reply bytes not yet written
+  std::deque<int> fds;  // descriptors received (SCM_RIGHTS), oldest first
+};
+
+struct Owned {
+  uint32_t uid = 0;
+  uint64_t conn = 0;  // the connection whose close destroys it; 0 = persistent
+  std::string type;
+  uint64_t bytes = 0;  // state it holds (counts against its owner's limit)
+  std::vector<FlowKey> flows;
+};
+
+std::string addr_string(const sockaddr_in& a) {
+  char ip[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &a.sin_addr, ip, sizeof(ip));
+  return fmt::format("{}:{}", ip, ntohs(a.sin_port));
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Engine& engine;
+  const Registry& reg;
+  ServerOptions opt;
+  std::vector<Service> services;
+  int listen_fd = -1, ep = -1, wake = -1;
+  std::map<int, Conn> conns;
+  std::map<uint32_t, Owned> owned;
+  std::mutex owned_mu;  // adopt() runs on gaond's main thread
+  uint64_t next_serial = 1;
+  std::thread thread;
+
+  Impl(Engine& e, const Registry& r, ServerOptions o, std::vector<Service> s)
+      : engine(e), reg(r), opt(std::move(o)), services(std::move(s)) {}
+
+  void run();
+  void accept_clients();
+  void read_client(Conn& c);
+  bool flush(Conn& c);  // false: drop the client
+  void drop(int fd);
+  nlohmann::json handle(Conn& c, const Request& r);
+
+  Result<nlohmann::json> op_types();
+  Result<nlohmann::json> op_create(Conn& c, const nlohmann::json& m);
+  Result<nlohmann::json> op_destroy(Conn& c, const nlohmann::json& m);
+  Result<nlohmann::json> op_list(Conn& c);
+  Result<nlohmann::json> op_call(Conn& c, const nlohmann::json& m);
+  Result<nlohmann::json> op_stats(Conn& c, const nlohmann::json& m);
+  Result<nlohmann::json> op_attach(Conn& c, const nlohmann::json& m, int fd);
+  Result<nlohmann::json> op_detach(Conn& c, const nlohmann::json& m);
+  Result<std::vector<FlowKey>> flows_of_socket(int fd);
+  Result<uint32_t> authorize(const Conn& c, const nlohmann::json& m);
+  nlohmann::json describe(uint32_t id, const Owned& o);
+};
+
+// ---------------------------------------------------------------- start / stop
+
+Result<std::unique_ptr<Server>> Server::start(Engine& engine, const Registry& reg,
+                                              ServerOptions opt, std::vector<Service> services) {
+  auto impl = std::make_unique<Impl>(engine, reg, std::move(opt), std::move(services));
+  const std::string& path = impl->opt.path;
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(a.sun_path))
+    return make_error("--control {}: not a usable socket path", path);
+  std::memcpy(a.sun_path, path.data(), path.size());
+  if (auto slash = path.rfind('/'); slash != std::string::npos && slash > 0) {
+    const std::string dir = path.substr(0, slash);
+    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+      return make_error("--control {}: cannot create {}: {}", path, dir, std::strerror(errno));
+  }
+  // A socket file left by a gaond that died is replaced; a live one is not.
+  if (auto probe = Client::connect(path))
+    return make_error("--control {}: another gaond is listening there", path);
+  struct stat st {};
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return make_error("--control {}: exists and is not a socket", path);
+    unlink(path.c_str());
+  }
+  impl->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (impl->listen_fd < 0) return make_error("socket: {}", std::strerror(errno));
+  if (bind(impl->listen_fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0)
+    return make_error("--control {}: {}", path, std::strerror(errno));
+  chmod(path.c_str(), 0666);  // every local user may connect; requests are authorized
+  if (listen(impl->listen_fd, 64) != 0) return make_error("listen: {}", std::strerror(errno));
+  impl->ep = epoll_create1(EPOLL_CLOEXEC);
+  impl->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (impl->ep < 0 || impl->wake < 0) return make_error("epoll/eventfd: {}", std::strerror(errno));
+  for (int fd : {impl->listen_fd, impl->wake}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(impl->ep, EPOLL_CTL_ADD, fd, &ev);
+  }
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw] { raw->run(); });
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() {
+  const uint64_t one = 1;
+  if (write(impl_->wake, &one, sizeof(one)) < 0) {
+  }
+  if (impl_->thread.joinable()) impl_->thread.join();
+  while (!impl_->conns.empty()) impl_->drop(impl_->conns.begin()->first);
+  close(impl_->listen_fd);
+  unlink(impl_->opt.path.c_str());
+  close(impl_->ep);
+  close(impl_->wake);
+}
+
+void Server::adopt(uint32_t id, uint32_t uid, const std::string& type, uint64_t bytes,
+                   std::vector<FlowKey> flows) {
+  std::lock_guard lk(impl_->owned_mu);
+  impl_->owned[id] = Owned{uid, 0, type, bytes, std::move(flows)};
+}
+
+// ---------------------------------------------------------------- the loop
+
+void Server::Impl::run() {
+  epoll_event ev[32];
+  for (;;) {
+    const int n = epoll_wait(ep, ev, 32, -1);
+    for (int i = 0; i < n; ++i) {
+      const int fd = ev[i].data.fd;
+      if (fd == wake) return;
+      if (fd == listen_fd) {
+        accept_clients();
+        continue;
+      }
+      auto it = conns.find(fd);
+      if (it == conns.end()) continue;
+      if (ev[i].events & (EPOLLHUP | EPOLLERR)) {
+        drop(fd);
+        continue;
+      }
+      if (ev[i].events & EPOLLIN) read_client(it->second);
+      if (auto again = conns.find(fd); again != conns.end() && !flush(again->second)) drop(fd);
+    }
+  }
+}
+
+void Server::Impl::accept_clients() {
+  for (;;) {
+    const int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    if (conns.size() >= opt.max_clients) {
+      const std::string msg = frame(error_reply(nullptr, "gaond: too many control clients"));
+      if (send(fd, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+      }
+      close(fd);
+      continue;
+    }
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      close(fd);
+      continue;
+    }
+    Conn& c = conns[fd];
+    c.fd = fd;
+    c.serial = next_serial++;
+    c.uid = cred.uid;
+    c.pid = cred.pid;
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.fd = fd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e);
+  }
+}
+
+void Server::Impl::read_client(Conn& c) {
+  // At most 64 KiB per turn, so one flooding client cannot hold the others back.
+  char buf[16384];
+  for (int turn = 0; turn < 4; ++turn) {
+    iovec iov{buf, sizeof(buf)};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(4 * sizeof(int))];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof(ctl);
+    const ssize_t n = recvmsg(c.fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n == 0) {
+      drop(c.fd);
+      return;
+    }
+    if (n < 0) break;
+    for (cmsghdr* h = CMSG_FIRSTHDR(&m); h != nullptr; h = CMSG_NXTHDR(&m, h)) {
+      if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) continue;
+      const size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < k; ++i) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
+        if (c.fds.size() < 16)
+          c.fds.push_back(fd);
+        else
+          close(fd);
+      }
+    }
+    c.reader.append({buf, size_t(n)});
+    if (size_t(n) < sizeof(buf)) break;
+  }
+  while (auto e = c.reader.next()) {
+    nlohmann::json reply;
+    if (e->kind == FrameReader::Event::too_large) {
+      reply = error_reply(nullptr, fmt::format("request of {} bytes is larger than the {} allowed",
+                                               e->length, kMaxMessage));
+    } else if (auto r = parse_request(e->body); !r) {
+      const auto j = nlohmann::json::parse(e->body, nullptr, false);  // answer its id if any
+      reply = error_reply(j.is_object() ? j.value("id", nlohmann::json()) : nlohmann::json(),
+                          r.error());
+    } else {
+      reply = handle(c, *r);
+    }
+    // Descriptors not taken by this request are not kept for a later one.
+    while (!c.fds.empty()) {
+      close(c.fds.front());
+      c.fds.pop_front();
+    }
+    c.out += frame(reply);
+    if (c.out.size() > opt.max_backlog) return;  // flush() drops it
+  }
+}
+
+bool Server::Impl::flush(Conn& c) {
+  while (!c.out.empty()) {
+    const ssize_t n = send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      return false;
+    }
+    c.out.erase(0, size_t(n));
+  }
+  if (c.out.size() > opt.max_backlog) return false;  // it stopped reading its replies
+  epoll_event e{};
+  e.events = EPOLLIN | (c.out.empty() ? 0u : uint32_t(EPOLLOUT));
+  e.data.fd = c.fd;
+  epoll_ctl(ep, EPOLL_CTL_MOD, c.fd, &e);
+  return true;
+}
+
+void Server::Impl::drop(int fd) {
+  auto it = conns.find(fd);
+  if (it == conns.end()) return;
+  const uint64_t serial = it->second.serial;
+  for (int f : it->second.fds) close(f);
+  epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
+  close(fd);
+  conns.erase(it);
+  // Instances tied to this connection go with it (their flows too).
+  std::vector<uint32_t> gone;
+  {
+    std::lock_guard lk(owned_mu);
+    for (const auto& [id, o] : owned)
+      if (o.conn == serial) gone.push_back(id);
+    for (uint32_t id : gone) owned.erase(id);
+  }
+  for (uint32_t id : gone) (void)engine.remove_instance(id);
+}
+
+// ---------------------------------------------------------------- operations
+
+nlohmann::json Server::Impl::handle(Conn& c, const Request& r) {
+  Result<nlohmann::json> res = make_error("unknown op '{}' (try \"types\")", r.op);
+  int fd = -1;
+  if (!c.fds.empty()) {
+    fd = c.fds.front();
+    c.fds.pop_front();
+  }
+  if (r.op == "types")
+    res = op_types();
+  else if (r.op == "create")
+    res = op_create(c, r.msg);
+  else if (r.op == "destroy")
+    res = op_destroy(c, r.msg);
+  else if (r.op == "list")
+    res = op_list(c);
+  else if (r.op == "call")
+    res = op_call(c, r.msg);
+  else if (r.op == "stats")
+    res = op_stats(c, r.msg);
+  else if (r.op == "attach")
+    res = op_attach(c, r.msg, fd);
+  else if (r.op == "detach")
+    res = op_detach(c, r.msg);
+  if (fd >= 0) close(fd);  // gaond keeps no reference to the caller's socket
+  return res ? ok_reply(r.id, std::move(*res)) : error_reply(r.id, res.error());
+}
+
+Result<nlohmann::json> Server::Impl::op_types() {
+  nlohmann::json out = nlohmann::json::array();
+  for (const IKernelType* t : reg.list()) {
+    nlohmann::json params = nlohmann::json::array(), ops = nlohmann::json::array();
+    for (const auto& p : t->params)
+      params.push_back({{"name", p.name},
+                        {"type", std::string(to_string(p.type))},
+                        {"default", p.default_value},
+                        {"help", p.help}});
+    for (const auto& o : t->ops)
+      ops.push_back({{"name", o.name}, {"args", o.args}, {"help", o.help}});
+    out.push_back(
+        {{"name", t->name}, {"description", t->description}, {"params", params}, {"ops", ops}});
+  }
+  return out;
+}
+
+template <class T>
+static Result<T> field(const nlohmann::json& m, const char* name, T fallback) {
+  auto it = m.find(name);
+  if (it == m.end() || it->is_null()) return fallback;
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!it->is_string()) return make_error("\"{}\" must be a string", name);
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) return make_error("\"{}\" must be true or false", name);
+  } else {
+    if (!it->is_number_unsigned()) return make_error("\"{}\" must be a non-negative integer", name);
+  }
+  return it->get<T>();
+}
+
+static Result<std::vector<std::string>> string_list(const nlohmann::json& m, const char* name) {
+  std::vector<std::string> out;
+  auto it = m.find(name);
+  if (it == m.end() || it->is_null()) return out;
+  if (!it->is_array()) return make_error("\"{}\" must be a list of strings", name);
+  for (const auto& v : *it) {
+    if (!v.is_string()) return make_error("\"{}\" must be a list of strings", name);
+    out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+Result<uint32_t> Server::Impl::authorize(const Conn& c, const nlohmann::json& m) {
+  auto it = m.find("instance");
+  if (it == m.end() || !it->is_number_unsigned())
+    return make_error("\"instance\" (a number) is needed");
+  const uint64_t id = it->get<uint64_t>();
+  std::lock_guard lk(owned_mu);
+  auto o = owned.find(uint32_t(id));
+  if (id > UINT32_MAX || o == owned.end() || (c.uid != 0 && o->second.uid != c.uid))
+    return make_error("instance {}: permission denied (or no such instance)", id);
+  return uint32_t(id);
+}
+
+Result<nlohmann::json> Server::Impl::op_create(Conn& c, const nlohmann::json& m) {
+  auto type = field<std::string>(m, "type", "");
+  if (!type) return Error{type.error()};
+  if (type->empty()) return make_error("\"type\" is needed (see \"types\")");
+  auto params = string_list(m, "params");
+  if (!params) return Error{params.error()};
+  uint64_t quota = 64u << 20;
+  if (auto q = m.find("quota"); q != m.end() && !q->is_null()) {
+    if (q->is_number_unsigned()) {
+      quota = q->get<uint64_t>();
+    } else if (q->is_string()) {
+      auto v = parse_param_value(ParamType::size, q->get<std::string>());
+      if (!v) return make_error("\"quota\": {}", v.error());
+      quota = std::get<uint64_t>(*v);
+    } else {
+      return make_error("\"quota\" must be bytes (a number or \"64M\")");
+    }
+  }
+  auto weight = field<uint64_t>(m, "weight", 1);
+  auto rate = field<uint64_t>(m, "rate_bps", 0);
+  auto persist = field<bool>(m, "persist", false);
+  if (!weight) return Error{weight.error()};
+  if (!rate) return Error{rate.error()};
+  if (!persist) return Error{persist.error()};
+  if (*weight == 0 || *weight > 1000) return make_error("\"weight\" must be 1..1000");
+  // A non-root owner's quota is cut to what its limit has left, so nothing larger is ever
+  // allocated.
+  uint64_t left = UINT64_MAX;
+  if (c.uid != 0) {
+    std::lock_guard lk(owned_mu);
+    uint64_t held = 0;
+    for (const auto& [id, o] : owned)
+      if (o.uid == c.uid) held += o.bytes;
+    left = opt.max_state_per_owner - std::min(held, opt.max_state_per_owner);
+  }
+  const bool clamped = quota > left;
+  if (clamped) quota = left;
+  auto inst = Instance::create({.type = *type,
+                                .params = *params,
+                                .owner_uid = c.uid,
+                                .state_quota = quota,
+                                .tc = {.weight = uint32_t(*weight), .rate_bps = *rate}},
+                               reg);
+  if (!inst)
+    return clamped ? make_error("{} (per-owner limit: uid {} has {} state bytes left)",
+                                inst.error(), c.uid, left)
+                   : Error{inst.error()};
+  const uint64_t bytes = (*inst)->state().size();  // what it really holds, not its quota
+  if (c.uid != 0) {
+    std::lock_guard lk(owned_mu);
+    uint32_t n = 0;
+    uint64_t held = 0;
+    for (const auto& [id, o] : owned)
+      if (o.uid == c.uid) ++n, held += o.bytes;
+    if (n >= opt.max_instances_per_owner)
+      return make_error("per-owner limit: uid {} already has {} instances", c.uid, n);
+    if (held + bytes > opt.max_state_per_owner)
+      return make_error("per-owner limit: {} more state bytes would exceed uid {}'s {} bytes",
+                        bytes, c.uid, opt.max_state_per_owner);
+  }
+  auto id = engine.add_instance(std::move(*inst));
+  if (!id) return Error{id.error()};
+  {
+    std::lock_guard lk(owned_mu);
+    owned[*id] = Owned{c.uid, *persist ? 0 : c.serial, *type, bytes, {}};
+  }
+  return nlohmann::json{{"instance", *id}};
+}
+
+Result<nlohmann::json> Server::Impl::op_destroy(Conn& c, const nlohmann::json& m) {
+  auto id = authorize(c, m);
+  if (!id) return Error{id.error()};
+  {
+    std::lock_guard lk(owned_mu);
+    owned.erase(*id);
+  }
+  auto inst = engine.remove_instance(*id);
+  if (!inst) return Error{inst.error()};
+  return nlohmann::json{{"instance", *id}};
+}
+
+nlohmann::json Server::Impl::describe(uint32_t id, const Owned& o) {
+  nlohmann::json flows = nlohmann::json::array();
+  for (const auto& f : o.flows) flows.push_back(f.to_string());
+  nlohmann::json j = engine.instance_stats(id);
+  j["instance"] = id;
+  j["owner"] = o.uid;
+  j["type"] = o.type;
+  j["persist"] = o.conn == 0;
+  j["flows"] = flows;
+  return j;
+}
+
+Result<nlohmann::json> Server::Impl::op_list(Conn& c) {
+  std::vector<std::pair<uint32_t, Owned>> mine;
+  {
+    std::lock_guard lk(owned_mu);
+    for (const auto& [id, o] : owned)
+      if (c.uid == 0 || o.uid == c.uid) mine.emplace_back(id, o);
+  }
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [id, o] : mine) out.push_back(describe(id, o));
+  return out;
+}
+
+Result<nlohmann::json> Server::Impl::op_call(Conn& c, const nlohmann::json& m) {
+  auto id = authorize(c, m);
+  if (!id) return Error{id.error()};
+  auto op = field<std::string>(m, "name", "");
+  if (!op) return Error{op.error()};
+  if (op->empty()) return make_error("\"name\" (the state operation) is needed");
+  auto args = string_list(m, "args");
+  if (!args) return Error{args.error()};
+  return engine.call(*id, *op, *args);
+}
+
+Result<nlohmann::json> Server::Impl::op_stats(Conn& c, const nlohmann::json& m) {
+  if (m.contains("instance")) {
+    auto id = authorize(c, m);
+    if (!id) return Error{id.error()};
+    Owned o;
+    {
+      std::lock_guard lk(owned_mu);
+      o = owned[*id];
+    }
+    return describe(*id, o);
+  }
+  nlohmann::json j = engine.stats();
+  if (c.uid != 0 && j.contains("instances")) {  // others' instances are not the caller's business
+    nlohmann::json mine = nlohmann::json::array();
+    std::lock_guard lk(owned_mu);
+    for (const auto& i : j["instances"]) {
+      auto o = owned.find(i.value("id", 0u));
+      if (o != owned.end() && o->second.uid == c.uid) mine.push_back(i);
+    }
+    j["instances"] = mine;
+  }
+  return j;
+}
+
+Result<std::vector<FlowKey>> Server::Impl::flows_of_socket(int fd) {
+  int type = 0, proto = 0;
+  socklen_t len = sizeof(int);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
+    return make_error("the descriptor passed is not a socket");
+  len = sizeof(int);
+  getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len);
+  const char* l4 = type == SOCK_DGRAM && proto == IPPROTO_UDP    ? "udp"
+                   : type == SOCK_STREAM && proto == IPPROTO_TCP ? "tcp"
+                                                                 : nullptr;
+  if (l4 == nullptr) return make_error("only UDP and TCP sockets can be attached");
+  sockaddr_storage ss{};
+  len = sizeof(ss);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 || ss.ss_family != AF_INET)
+    return make_error("only IPv4 sockets can be attached for now");
+  sockaddr_in local;
+  std::memcpy(&local, &ss, sizeof(local));
+  if (local.sin_port == 0) return make_error("the socket is not bound to a port");
+  std::vector<FlowKey> out;
+  bool served = false;
+  for (const Service& s : services) {
+    if (s.host.sin_port != local.sin_port) continue;
+    if (local.sin_addr.s_addr != htonl(INADDR_ANY) &&
+        local.sin_addr.s_addr != s.host.sin_addr.s_addr)
+      continue;
+    served = true;
+    if (std::string(l4) != "udp") continue;  // sidecar services carry UDP
+    out.push_back(*FlowKey::parse(fmt::format("udp:{}", addr_string(s.wire))));
+  }
+  if (served && out.empty()) return make_error("sidecar services carry UDP only");
+  if (!served) {
+    if (local.sin_addr.s_addr == htonl(INADDR_ANY))
+      return make_error(
+          "the socket is bound to 0.0.0.0:{} and gaond serves no address with that port",
+          ntohs(local.sin_port));
+    out.push_back(*FlowKey::parse(fmt::format("{}:{}", l4, addr_string(local))));
+  }
+  return out;
+}
+
+Result<nlohmann::json> Server::Impl::op_attach(Conn& c, const nlohmann::json& m, int fd) {
+  auto id = authorize(c, m);
+  if (!id) return Error{id.error()};
+  std::vector<FlowKey> keys;
+  if (fd >= 0) {
+    auto k = flows_of_socket(fd);
+    if (!k) return Error{k.error()};
+    keys = std::move(*k);
+  } else {
+    auto flow = field<std::string>(m, "flow", "");
+    if (!flow) return Error{flow.error()};
+    if (flow->empty())
+      return make_error("attach needs a socket (passed with the request) or a \"flow\"");
+    if (c.uid != 0)
+      return make_error("attaching by address is for root (the operator); pass the socket instead");
+    auto k = FlowKey::parse(*flow);
+    if (!k) return Error{k.error()};
+    keys.push_back(*k);
+  }
+  std::vector<FlowKey> added;
+  for (const FlowKey& k : keys) {
+    if (auto r = engine.add_flow(k, *id); !r) {
+      for (const FlowKey& a : added) (void)engine.remove_flow(a);
+      return Error{r.error()};
+    }
+    added.push_back(k);
+  }
+  nlohmann::json flows = nlohmann::json::array();
+  {
+    std::lock_guard lk(owned_mu);
+    auto& o = owned[*id];
+    for (const FlowKey& k : added) {
+      o.flows.push_back(k);
+      flows.push_back(k.to_string());
+    }
+  }
+  return nlohmann::json{{"instance", *id}, {"flows", flows}};
+}
+
+Result<nlohmann::json> Server::Impl::op_detach(Conn& c, const nlohmann::json& m) {
+  auto id = authorize(c, m);
+  if (!id) return Error{id.error()};
+  auto flow = field<std::string>(m, "flow", "");
+  if (!flow) return Error{flow.error()};
+  auto k = FlowKey::parse(*flow);
+  if (!k) return Error{k.error()};
+  {
+    std::lock_guard lk(owned_mu);
+    auto& fl = owned[*id].flows;
+    auto it = std::find_if(fl.begin(), fl.end(),
+                           [&](const FlowKey& f) { return f.to_string() == k->to_string(); });
+    if (it == fl.end())
+      return make_error("flow {} is not attached to instance {}", k->to_string(), *id);
+    fl.erase(it);
+  }
+  if (auto r = engine.remove_flow(*k); !r) return Error{r.error()};
+  return nlohmann::json{{"instance", *id}, {"flow", k->to_string()}};
+}
+
+}  // namespace gaon::control
