@@ -152,5 +152,43 @@ TEST(Gaond, InstancesComeAndGoThroughTheControlSocketWhileServing) {
   EXPECT_EQ(std::count(e7.begin(), e7.end(), '\n'), 1) << e7;
 }
 
+TEST(Gaond, TheExamplesAttachTheirOwnSocketsThroughLibgaon) {
+  const uint16_t port = free_port(), app = free_port();
+  const std::string sock = "/tmp/gaond-ex-" + std::to_string(getpid()) + ".sock";
+  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
+                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  for (int i = 0; i < 100 && d.errors().find("ready") == std::string::npos; ++i)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_NE(d.errors().find("ready"), std::string::npos) << d.errors();
+  // The echo server binds the application's address; gaond answers for it on the wire.
+  Child echo =
+      Child::start({std::string(GAON_BIN_DIR) + "/gaon-example-echo", std::to_string(app), sock});
+  for (int i = 0; i < 100 && echo.output().find("answers") == std::string::npos; ++i)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_NE(echo.output().find("answers for udp port"), std::string::npos) << echo.errors();
+  McUdp c(port);
+  for (int i = 0; i < 5; ++i) {
+    c.send("ping", uint16_t(i));
+    EXPECT_EQ(c.recv(2000ms), mc_dgram("ping", uint16_t(i)));
+  }
+  EXPECT_EQ(echo.output().find("myself"), std::string::npos) << echo.output();
+  // It exits: its instance goes with its connection, and traffic passes to the host again.
+  echo.stop();
+  bool passed = false;
+  for (int i = 0; i < 20 && !passed; ++i) {
+    c.send("after", 9);
+    passed = !c.recv(100ms);
+  }
+  EXPECT_TRUE(passed);
+  // The kvcache example creates, attaches and reads stats, then cleans up.
+  const uint16_t other = free_port();
+  Child kv = Child::start({std::string(GAON_BIN_DIR) + "/gaon-example-kvcache-stats", "127.0.0.1",
+                           std::to_string(other), sock});
+  for (int i = 0; i < 250 && kv.running(); ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(kv.stop(), 0) << kv.errors();
+  EXPECT_NE(kv.output().find("\"hits\":0"), std::string::npos) << kv.output() << kv.errors();
+  EXPECT_EQ(d.stop(), 0);
+}
+
 }  // namespace
 }  // namespace gaon::test

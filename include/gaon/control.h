@@ -18,6 +18,7 @@
 //   attach   instance, flow "udp:IP:PORT"      by address (root: the operator), or
 //            instance + a socket (SCM_RIGHTS)  the flow of a socket the caller holds
 //   detach   instance, flow
+// Error replies also carry a "code": invalid, permission, limit or conflict.
 // The caller is known by SO_PEERCRED; only the owner (same uid) or root may touch an
 // instance. Instances a connection creates are destroyed when it closes unless created
 // with "persist": true (gaonctl does; libgaon does not, so a crashed application leaks
@@ -73,7 +74,9 @@ struct Request {
 Result<Request> parse_request(std::string_view body);
 
 nlohmann::json ok_reply(const nlohmann::json& id, nlohmann::json result);
-nlohmann::json error_reply(const nlohmann::json& id, std::string_view error);
+// `code` classifies the error for programs: "invalid", "permission", "limit", "conflict".
+nlohmann::json error_reply(const nlohmann::json& id, std::string_view error,
+                           std::string_view code = "invalid");
 
 // A blocking client: what gaonctl, libgaon and the tests use.
 class Client {
@@ -91,12 +94,15 @@ class Client {
   Result<void> send_raw(std::string_view bytes);
   Result<nlohmann::json> read_reply();
   int fd() const { return fd_; }
+  // The "code" of the last error reply ("" after a success or a transport failure).
+  const std::string& last_code() const { return last_code_; }
 
  private:
   explicit Client(int fd) : fd_(fd) {}
   int fd_ = -1;
   uint64_t next_id_ = 1;
   FrameReader reader_;
+  std::string last_code_;
 };
 
 }  // namespace gaon::control

@@ -67,8 +67,12 @@ nlohmann::json ok_reply(const nlohmann::json& id, nlohmann::json result) {
   return {{"v", kVersion}, {"id", id}, {"ok", true}, {"result", std::move(result)}};
 }
 
-nlohmann::json error_reply(const nlohmann::json& id, std::string_view error) {
-  return {{"v", kVersion}, {"id", id}, {"ok", false}, {"error", std::string(error)}};
+nlohmann::json error_reply(const nlohmann::json& id, std::string_view error, std::string_view code) {
+  return {{"v", kVersion},
+          {"id", id},
+          {"ok", false},
+          {"error", std::string(error)},
+          {"code", std::string(code)}};
 }
 
 // ---------------------------------------------------------------- Client
@@ -156,6 +160,7 @@ Result<nlohmann::json> Client::read_reply() {
 Result<nlohmann::json> Client::call(std::string_view op, nlohmann::json args, int fd) {
   if (!args.is_object()) return make_error("request arguments must be a JSON object");
   const uint64_t id = next_id_++;
+  last_code_.clear();
   args["v"] = kVersion;
   args["op"] = std::string(op);
   args["id"] = id;
@@ -165,7 +170,10 @@ Result<nlohmann::json> Client::call(std::string_view op, nlohmann::json args, in
   if (reply->value("id", nlohmann::json()) != nlohmann::json(id))
     return make_error("gaond answered another request (id {})",
                       reply->value("id", nlohmann::json()).dump());
-  if (!reply->value("ok", false)) return make_error("{}", reply->value("error", "unknown error"));
+  if (!reply->value("ok", false)) {
+    last_code_ = reply->value("code", "invalid");
+    return make_error("{}", reply->value("error", "unknown error"));
+  }
   return reply->value("result", nlohmann::json());
 }
 

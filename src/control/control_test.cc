@@ -18,11 +18,16 @@
 
 #include "frames.h"
 #include "gaon/control_server.h"
+#include "gaon/libgaon.h"
+#include "gaon/libgaon.hpp"
 #include "gaon/mem_port.h"
 
 namespace gaon::control {
 namespace {
 
+using gaon::Connection;
+using gaon::ControlError;
+using gaon::IKernelInstance;
 using nlohmann::json;
 
 TEST(ControlProtocol, FramesSurviveAnySplitAndOversizeIsSkipped) {
@@ -353,6 +358,54 @@ TEST_F(ControlServer, TenantsAreIsolated) {
   // Root (the operator) may do anything, including to Alice's instance.
   EXPECT_TRUE(root.call("call", {{"instance", id}, {"name", "stats"}}));
   EXPECT_TRUE(root.call("destroy", {{"instance", id}}));
+}
+
+TEST_F(ControlServer, LibgaonCreatesAttachesCallsAndDestroys) {
+  gaon_conn* c = nullptr;
+  ASSERT_EQ(gaon_connect("/nonexistent/gaond.sock", &c), GAON_E_CONNECT);
+  EXPECT_NE(std::string(gaon_last_error(nullptr)).find("cannot reach gaond"), std::string::npos);
+  ASSERT_EQ(gaon_connect(path_.c_str(), &c), GAON_OK);
+  const char* params[] = {"capacity=1M"};
+  gaon_ik* ik = nullptr;
+  ASSERT_EQ(gaon_ik_create(c, "kvcache", params, 1, nullptr, &ik), GAON_OK) << gaon_last_error(c);
+  EXPECT_GT(gaon_ik_id(ik), 0u);
+  const int app = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(service_port_);
+  ASSERT_EQ(bind(app, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(gaon_ik_attach(ik, app), GAON_OK) << gaon_last_error(c);
+  char* json_text = nullptr;
+  ASSERT_EQ(gaon_ik_call(ik, "stats", nullptr, 0, &json_text), GAON_OK) << gaon_last_error(c);
+  EXPECT_EQ(json::parse(json_text)["hits"], 0);
+  gaon_free(json_text);
+  // A second instance cannot take the same flow; errors come with their class and reason.
+  gaon_ik* other = nullptr;
+  ASSERT_EQ(gaon_ik_create(c, "echo", nullptr, 0, nullptr, &other), GAON_OK);
+  EXPECT_EQ(gaon_ik_attach(other, app), GAON_E_CONFLICT);
+  EXPECT_NE(std::string(gaon_last_error(c)).find("already attached"), std::string::npos);
+  EXPECT_EQ(gaon_ik_call(ik, "nope", nullptr, 0, nullptr), GAON_E_INVALID);
+  EXPECT_NE(std::string(gaon_last_error(c)), "");
+  const char* p2[] = {"capacity=1G"};
+  gaon_ik_opts small{.quota_bytes = 1 << 20};
+  gaon_ik* big = nullptr;
+  EXPECT_EQ(gaon_ik_create(c, "kvcache", p2, 1, &small, &big), GAON_E_LIMIT);
+  EXPECT_EQ(big, nullptr);
+  close(app);
+  EXPECT_EQ(gaon_ik_destroy(other), GAON_OK);
+  EXPECT_EQ(gaon_ik_destroy(ik), GAON_OK);
+  gaon_disconnect(c);
+  // The C++ wrapper: RAII, errors as exceptions.
+  {
+    Connection conn(path_.c_str());
+    IKernelInstance echo(conn, "echo", {});
+    EXPECT_NE(echo.call("stats").find("echoed"), std::string::npos);
+    EXPECT_THROW(echo.call("nope"), ControlError);
+    EXPECT_THROW(IKernelInstance(conn, "nope", {}), ControlError);
+  }
+  Client root = connect();
+  EXPECT_EQ(root.call("list")->size(), 0u);
 }
 
 }  // namespace

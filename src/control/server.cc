@@ -317,7 +317,14 @@ nlohmann::json Server::Impl::handle(Conn& c, const Request& r) {
   else if (r.op == "detach")
     res = op_detach(c, r.msg);
   if (fd >= 0) close(fd);  // gaond keeps no reference to the caller's socket
-  return res ? ok_reply(r.id, std::move(*res)) : error_reply(r.id, res.error());
+  if (res) return ok_reply(r.id, std::move(*res));
+  const std::string& e = res.error();
+  auto has = [&](const char* s) { return e.find(s) != std::string::npos; };
+  const char* code = has("permission denied") || has("is for root")     ? "permission"
+                     : has("per-owner limit") || has("but the quota is") ? "limit"
+                     : has("already attached")                           ? "conflict"
+                                                                         : "invalid";
+  return error_reply(r.id, e, code);
 }
 
 Result<nlohmann::json> Server::Impl::op_types() {
