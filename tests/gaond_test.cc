@@ -190,5 +190,100 @@ TEST(Gaond, TheExamplesAttachTheirOwnSocketsThroughLibgaon) {
   EXPECT_EQ(d.stop(), 0);
 }
 
+// memcached, unmodified, started through gaon-run: its UDP socket gets a kvcache instance.
+TEST(GaonRun, AnUnmodifiedMemcachedGetsItsHitsServedByKvcache) {
+  if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
+  const uint16_t port = free_port(), app = free_port();
+  const std::string sock = "/tmp/gaond-run-" + std::to_string(getpid()) + ".sock";
+  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
+                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  for (int i = 0; i < 100 && d.errors().find("ready") == std::string::npos; ++i)
+    std::this_thread::sleep_for(20ms);
+  std::vector<std::string> mc = {std::string(GAON_BIN_DIR) + "/gaon-run",
+                                 "--control",
+                                 sock,
+                                 "--ikernel",
+                                 "kvcache",
+                                 "--param",
+                                 "capacity=8M",
+                                 "--match",
+                                 "udp:" + std::to_string(app),
+                                 "--",
+                                 "/usr/bin/memcached",
+                                 "-U",
+                                 std::to_string(app),
+                                 "-p",
+                                 std::to_string(app),
+                                 "-l",
+                                 "127.0.0.1",
+                                 "-t",
+                                 "1"};
+  if (geteuid() == 0) mc.insert(mc.end(), {"-u", "nobody"});
+  Child m = Child::start(mc);
+  ASSERT_TRUE(wait_udp_ready(app)) << m.errors();
+  ASSERT_NE(m.errors().find("kvcache instance"), std::string::npos) << m.errors();
+  ASSERT_EQ(tcp_command(app, "set foo 42 0 3\r\nbar\r\n", "\r\n"), "STORED\r\n");
+  McUdp direct(app), via(port);
+  const auto want = direct.ask("get foo\r\n", 7, 1);
+  ASSERT_EQ(want.size(), 1u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(via.ask("get foo\r\n", 7, 1), want);  // miss, hit, hit
+  auto [st, js] = gaonctl({"--control", sock, "--json", "list"});
+  ASSERT_EQ(st, 0) << js;
+  const auto list = nlohmann::json::parse(js);
+  ASSERT_EQ(list.size(), 1u);
+  auto [st2, stats] =
+      gaonctl({"--control", sock, "--json", "call", list[0]["instance"].dump(), "stats"});
+  ASSERT_EQ(st2, 0) << stats;
+  EXPECT_EQ(nlohmann::json::parse(stats)["hits"], 2);
+  // memcached exits: its instance goes with it.
+  m.stop();
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    std::this_thread::sleep_for(20ms);
+    gone = nlohmann::json::parse(gaonctl({"--control", sock, "--json", "list"}).second).empty();
+  }
+  EXPECT_TRUE(gone);
+  EXPECT_EQ(d.stop(), 0);
+}
+
+TEST(GaonRun, WithoutGaondTheProgramRunsNormally) {
+  if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
+  const uint16_t app = free_port();
+  std::vector<std::string> mc = {std::string(GAON_BIN_DIR) + "/gaon-run",
+                                 "--control",
+                                 "/nonexistent/gaond.sock",
+                                 "--ikernel",
+                                 "kvcache",
+                                 "--",
+                                 "/usr/bin/memcached",
+                                 "-U",
+                                 std::to_string(app),
+                                 "-p",
+                                 std::to_string(app),
+                                 "-l",
+                                 "127.0.0.1"};
+  if (geteuid() == 0) mc.insert(mc.end(), {"-u", "nobody"});
+  Child m = Child::start(mc);
+  ASSERT_TRUE(wait_udp_ready(app)) << m.errors();
+  EXPECT_NE(m.errors().find("running without gaon"), std::string::npos) << m.errors();
+  McUdp direct(app);
+  EXPECT_EQ(direct.ask("get nothing\r\n", 3, 1), std::vector<std::string>{mc_dgram("END\r\n", 3)});
+  m.stop();
+  // Bad arguments: one line, exit 2.
+  for (auto args : std::vector<std::vector<std::string>>{
+           {"--ikernel", "echo"},
+           {"--ikernel", "echo", "--match", "tcp:1", "--", "true"},
+           {"--ikernel", "echo", "--param", "novalue", "--", "true"},
+           {"--", "true"}}) {
+    args.insert(args.begin(), std::string(GAON_BIN_DIR) + "/gaon-run");
+    Child c = Child::start(args);
+    for (int i = 0; i < 200 && c.running(); ++i) std::this_thread::sleep_for(10ms);
+    const int st = c.stop(100ms);
+    const std::string err = c.errors();
+    EXPECT_NE(st, 0) << args.back();
+    EXPECT_LE(std::count(err.begin(), err.end(), '\n'), 2) << err;
+  }
+}
+
 }  // namespace
 }  // namespace gaon::test

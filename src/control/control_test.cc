@@ -268,8 +268,9 @@ TEST_F(ControlServer, AttachBySocketByAddressAndConflicts) {
   close(pipefd[1]);
   // Detach, then the flow is free for the other instance.
   EXPECT_TRUE(c.call("detach", {{"instance", a}, {"flow", "udp:127.0.0.1:7000"}}));
-  if (getuid() == 0)
+  if (getuid() == 0) {
     EXPECT_TRUE(c.call("attach", {{"instance", b}, {"flow", "udp:127.0.0.1:7000"}}));
+  }
 }
 
 TEST_F(ControlServer, TenantsAreIsolated) {
