@@ -285,5 +285,73 @@ TEST(GaonRun, WithoutGaondTheProgramRunsNormally) {
   }
 }
 
+// Two services, two tenants (two uids when root), and instances coming and going on one
+// service while the other's traffic runs: nothing lost or misrouted.
+TEST(Gaond, TwoServicesTwoTenantsAndChurnWithoutLoss) {
+  const uint16_t p1 = free_port(), a1 = free_port(), p2 = free_port(), a2 = free_port();
+  const std::string sock = "/tmp/gaond-two-" + std::to_string(getpid()) + ".sock";
+  auto u = [](uint16_t port) { return "udp:127.0.0.1:" + std::to_string(port); };
+  Child d = Child::start({gaond(), "--wire", u(p1), "--host", u(a1), "--wire", u(p2), "--host",
+                          u(a2), "--control", sock, "--json-stats"});
+  for (int i = 0; i < 100 && d.errors().find("ready") == std::string::npos; ++i)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_NE(d.errors().find("ready"), std::string::npos) << d.errors();
+  const bool root = geteuid() == 0;
+  auto tenant = [&](const char* uid, uint16_t app) {
+    std::vector<std::string> argv;
+    if (root)
+      argv = {"/usr/bin/setpriv", std::string("--reuid=") + uid, "--regid=65534", "--clear-groups"};
+    argv.insert(argv.end(),
+                {std::string(GAON_BIN_DIR) + "/gaon-example-echo", std::to_string(app), sock});
+    return Child::start(argv);
+  };
+  Child alice = tenant("64001", a1);
+  for (int i = 0; i < 100 && alice.output().find("answers") == std::string::npos; ++i)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_NE(alice.output().find("answers"), std::string::npos) << alice.errors();
+  McUdp c1(p1);
+  int answered = 0;
+  const int kRequests = 200;
+  for (int i = 0; i < kRequests; ++i) {
+    c1.send("a" + std::to_string(i), uint16_t(i));
+    answered += c1.recv(2000ms) == mc_dgram("a" + std::to_string(i), uint16_t(i));
+    if (root && i % 20 == 10) {  // churn on the other service (attaching by address: root)
+      auto [st, id] = gaonctl({"--control", sock, "create", "echo"});
+      ASSERT_EQ(st, 0) << id;
+      id.erase(id.find_last_not_of('\n') + 1);
+      EXPECT_EQ(gaonctl({"--control", sock, "attach", id, "--flow", u(p2)}).first, 0);
+      EXPECT_EQ(gaonctl({"--control", sock, "detach", id, "--flow", u(p2)}).first, 0);
+      EXPECT_EQ(gaonctl({"--control", sock, "destroy", id}).first, 0);
+    }
+  }
+  EXPECT_EQ(answered, kRequests);
+  // Bob's echo on the second service; each instance counts only its own traffic.
+  Child bob = tenant("64002", a2);
+  for (int i = 0; i < 100 && bob.output().find("answers") == std::string::npos; ++i)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_NE(bob.output().find("answers"), std::string::npos) << bob.errors();
+  McUdp c2(p2);
+  for (int i = 0; i < 7; ++i) {
+    c2.send("b", uint16_t(i));
+    EXPECT_EQ(c2.recv(2000ms), mc_dgram("b", uint16_t(i)));
+  }
+  auto [st, js] = gaonctl({"--control", sock, "--json", "list"});
+  ASSERT_EQ(st, 0) << js;
+  const auto list = nlohmann::json::parse(js);
+  ASSERT_EQ(list.size(), 2u) << js;
+  for (const auto& i : list) {
+    const bool is_alice = i["flows"][0] == u(p1);
+    EXPECT_EQ(i["counters"]["rx"], is_alice ? kRequests : 7) << i.dump();
+    if (root) {
+      EXPECT_EQ(i["owner"], is_alice ? 64001 : 64002);
+    }
+  }
+  EXPECT_EQ(alice.output().find("myself"), std::string::npos);
+  EXPECT_EQ(bob.output().find("myself"), std::string::npos);
+  alice.stop();
+  bob.stop();
+  EXPECT_EQ(d.stop(), 0);
+}
+
 }  // namespace
 }  // namespace gaon::test

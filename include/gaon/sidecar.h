@@ -108,18 +108,50 @@ class AppPort final : public Port {
 
 class Waiter {
  public:
-  static Result<std::unique_ptr<Waiter>> open(ServicePort& wire, AppPort& host);
+  static Result<std::unique_ptr<Waiter>> open(ServicePort& wire, AppPort& host) {
+    return open(std::vector<ServicePort*>{&wire}, std::vector<AppPort*>{&host});
+  }
+  static Result<std::unique_ptr<Waiter>> open(std::vector<ServicePort*> wire,
+                                              std::vector<AppPort*> host);
   ~Waiter();
   // Blocks for up to `timeout_ms` until a port has something to receive.
   void wait(int timeout_ms);
   uint64_t waits() const { return waits_; }
 
  private:
-  Waiter(ServicePort& wire, AppPort& host) : wire_(wire), host_(host) {}
-  ServicePort& wire_;
-  AppPort& host_;
+  Waiter() = default;
+  std::vector<ServicePort*> wire_;
+  std::vector<AppPort*> host_;
   int ep_ = -1;
   uint64_t waits_ = 0;
+};
+
+// Several sidecar services behind one engine: one Port over the services' ServicePorts (a
+// frame leaves by the one whose address is its source) or over their AppPorts (by the one
+// whose service address is its destination). Receives take turns across the members.
+// Frames no member serves are freed and counted (`unroutable`).
+class PortGroup final : public Port {
+ public:
+  enum class Route { by_source, by_destination };
+  PortGroup(std::string name, Route route, BufferPool& pool)
+      : name_(std::move(name)), route_(route), pool_(pool) {}
+  void add(Port& member, const sockaddr_in& service);  // not owned
+  uint32_t rx_burst(std::span<Packet*> out) override;
+  uint32_t tx_burst(std::span<Packet*> pkts) override;
+  std::string name() const override { return name_; }
+  nlohmann::json stats() const override;
+  bool rx_drained() const override { return drained_; }
+
+ private:
+  int member_for(Packet& p);
+  std::string name_;
+  Route route_;
+  BufferPool& pool_;
+  std::vector<Port*> members_;
+  std::vector<uint64_t> keys_;  // service address of each member
+  size_t next_ = 0;             // whose turn it is to receive first
+  bool drained_ = false;
+  uint64_t unroutable_ = 0;
 };
 
 // Writes Ethernet + IPv4 + UDP headers for a `payload_len`-byte datagram from `src` to

@@ -391,15 +391,20 @@ uint32_t AppPort::rx_burst(std::span<Packet*> out) {
 
 // ---------------------------------------------------------------- Waiter
 
-Result<std::unique_ptr<Waiter>> Waiter::open(ServicePort& wire, AppPort& host) {
-  std::unique_ptr<Waiter> w(new Waiter(wire, host));
+Result<std::unique_ptr<Waiter>> Waiter::open(std::vector<ServicePort*> wire,
+                                             std::vector<AppPort*> host) {
+  std::unique_ptr<Waiter> w(new Waiter());
+  w->wire_ = std::move(wire);
+  w->host_ = std::move(host);
   w->ep_ = epoll_create1(EPOLL_CLOEXEC);
   if (w->ep_ < 0) return make_error("epoll_create1: {}", std::strerror(errno));
-  for (int i = 0; i < 2; ++i) {
+  const size_t nw = w->wire_.size();
+  for (size_t i = 0; i < nw + w->host_.size(); ++i) {
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.u32 = uint32_t(i);
-    if (epoll_ctl(w->ep_, EPOLL_CTL_ADD, i == 0 ? wire.fd() : host.epoll_fd(), &ev) != 0)
+    ev.data.u32 = uint32_t(i);  // wire ports first, then host ports
+    const int fd = i < nw ? w->wire_[i]->fd() : w->host_[i - nw]->epoll_fd();
+    if (epoll_ctl(w->ep_, EPOLL_CTL_ADD, fd, &ev) != 0)
       return make_error("epoll_ctl: {}", std::strerror(errno));
   }
   return w;
@@ -410,16 +415,89 @@ Waiter::~Waiter() {
 }
 
 void Waiter::wait(int timeout_ms) {
-  epoll_event ev[2];
-  const int n = epoll_wait(ep_, ev, 2, timeout_ms);
+  epoll_event ev[64];
+  const int n = epoll_wait(ep_, ev, 64, timeout_ms);
   ++waits_;
-  bool ready[2] = {n < 0, n < 0};  // an interrupted wait: read both
+  const bool all = n < 0 || n == 64;  // interrupted, or maybe more than we saw: read all
+  for (auto* p : wire_) p->hint_ready(all);
+  for (auto* p : host_) p->hint_ready(all);
   for (int i = 0; i < n; ++i) {
     const uint32_t which = ev[i].data.u32;  // packed struct: copy the field
-    ready[which & 1] = true;
+    if (which < wire_.size())
+      wire_[which]->hint_ready(true);
+    else if (which - wire_.size() < host_.size())
+      host_[which - wire_.size()]->hint_ready(true);
   }
-  wire_.hint_ready(ready[0]);
-  host_.hint_ready(ready[1]);
+}
+
+// ---------------------------------------------------------------- PortGroup
+
+static uint64_t addr_key(const uint8_t* ip, const uint8_t* port) {
+  uint32_t a;
+  uint16_t p;
+  std::memcpy(&a, ip, 4);
+  std::memcpy(&p, port, 2);
+  return uint64_t{a} << 16 | p;
+}
+
+void PortGroup::add(Port& member, const sockaddr_in& service) {
+  members_.push_back(&member);
+  keys_.push_back(uint64_t{service.sin_addr.s_addr} << 16 | service.sin_port);
+}
+
+int PortGroup::member_for(Packet& p) {
+  if (members_.size() == 1) return 0;  // the member checks what it can send
+  if (!p.parsed && parse(p, {.verify_l4_checksum = false}) != ParseResult::ok) return -1;
+  if (p.hdr.l4_proto != L4::udp || p.hdr.l3_proto != L3::ipv4) return -1;
+  const bool src = route_ == Route::by_source;
+  const uint64_t k = addr_key(p.l3() + (src ? net::ip4::src : net::ip4::dst),
+                              p.l4() + (src ? net::udp::sport : net::udp::dport));
+  for (size_t i = 0; i < keys_.size(); ++i)
+    if (keys_[i] == k) return int(i);
+  return -1;
+}
+
+uint32_t PortGroup::rx_burst(std::span<Packet*> out) {
+  uint32_t got = 0;
+  bool drained = true;
+  const size_t n = members_.size();
+  for (size_t i = 0; i < n && got < out.size(); ++i) {
+    Port& m = *members_[(next_ + i) % n];
+    got += m.rx_burst(out.subspan(got));
+    drained = drained && m.rx_drained();
+    if (got == out.size() && i + 1 < n) drained = false;  // others not asked this time
+  }
+  if (n > 0) next_ = (next_ + 1) % n;
+  drained_ = drained;
+  return got;
+}
+
+uint32_t PortGroup::tx_burst(std::span<Packet*> pkts) {
+  uint32_t taken = 0;
+  while (taken < pkts.size()) {
+    const int m = member_for(*pkts[taken]);
+    if (m < 0) {
+      ++unroutable_;
+      pool_.free(pkts[taken++]);
+      continue;
+    }
+    uint32_t run = 1;  // frames for the same member go in one call
+    while (taken + run < pkts.size() && member_for(*pkts[taken + run]) == m) ++run;
+    const uint32_t sent = members_[size_t(m)]->tx_burst(pkts.subspan(taken, run));
+    taken += sent;
+    if (sent < run) break;
+  }
+  return taken;
+}
+
+nlohmann::json PortGroup::stats() const {
+  nlohmann::json members = nlohmann::json::array();
+  for (const Port* m : members_) {
+    nlohmann::json j = m->stats();
+    j["name"] = m->name();
+    members.push_back(j);
+  }
+  return {{"members", members}, {"unroutable", unroutable_}};
 }
 
 void AppPort::sweep(uint64_t now_ns) {

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
 
 #include "gaon/net.h"
@@ -265,6 +266,43 @@ TEST_F(SidecarPort, IdleNatEntriesExpireEvenWhileTheDatapathSleeps) {
   }
   EXPECT_EQ(host_->clients(), 0u);
   EXPECT_EQ(host_->stats()["nat_expired"], 1);
+}
+
+TEST_F(SidecarPort, AGroupSendsEachFrameByItsServiceAndCountsTheRest) {
+  const sockaddr_in other = loopback(test::free_port());
+  auto second = ServicePort::open(other, *pool_);
+  ASSERT_TRUE(second) << second.error();
+  PortGroup group("wire", PortGroup::Route::by_source, *pool_);
+  group.add(*wire_, service_);
+  group.add(**second, other);
+  Sock client;
+  client.send_to(other, "to the second");
+  client.send_to(service_, "to the first");
+  auto in = receive(group, 2);
+  ASSERT_EQ(in.size(), 2u);
+  EXPECT_TRUE(group.rx_drained());
+  // Answer both (addresses swapped): each reply leaves by the service it was sent to.
+  for (Packet* p : in) {
+    ASSERT_EQ(parse(*p, {.verify_l4_checksum = false}), ParseResult::ok);
+    std::swap_ranges(p->l3() + net::ip4::src, p->l3() + net::ip4::src + 4, p->l3() + net::ip4::dst);
+    std::swap_ranges(p->l4(), p->l4() + 2, p->l4() + 2);
+  }
+  // And a frame from an address no member serves.
+  Packet* stray = pool_->alloc();
+  std::memcpy(stray->data() + kSynthHeaders, "x", 1);
+  const sockaddr_in nowhere = loopback(9);
+  frame_datagram(*stray, nowhere, client.addr(), 1);
+  in.push_back(stray);
+  EXPECT_EQ(group.tx_burst({in.data(), in.size()}), 3u);
+  std::map<std::string, uint16_t> from;
+  for (int i = 0; i < 2; ++i) {
+    sockaddr_in f{};
+    const std::string body = client.recv(&f);
+    from[body] = ntohs(f.sin_port);
+  }
+  EXPECT_EQ(from["to the first"], ntohs(service_.sin_port));
+  EXPECT_EQ(from["to the second"], ntohs(other.sin_port));
+  EXPECT_EQ(group.stats()["unroutable"], 1);
 }
 
 }  // namespace

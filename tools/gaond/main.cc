@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,7 +57,8 @@ nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& ho
 
 int main(int argc, char** argv) {
   CLI::App app{"gaond: the gaon datapath (sidecar mode: UDP sockets in front of an application)"};
-  std::string wire_spec, host_spec, type;
+  std::vector<std::string> wire_specs, host_specs;
+  std::string type;
   std::vector<std::string> params;
   std::string quota_text = "256M";
   uint32_t weight = 1;
@@ -68,9 +70,12 @@ int main(int argc, char** argv) {
   uint32_t max_instances = 16;
   std::string max_state_text = "1G";
   app.add_flag("--list", list, "list the ikernel types and exit");
-  app.add_option("--wire", wire_spec, "udp:IP:PORT clients send to (the service address)");
-  app.add_option("--host", host_spec, "udp:IP:PORT the application listens on");
-  app.add_option("-k,--ikernel", type, "ikernel type to attach to the service address");
+  app.add_option("--wire", wire_specs,
+                 "udp:IP:PORT clients send to (a service address; repeat with --host for "
+                 "several services)");
+  app.add_option("--host", host_specs, "udp:IP:PORT the application listens on (one per --wire)");
+  app.add_option("-k,--ikernel", type,
+                 "ikernel type to attach to every service address (optional with --control)");
   app.add_option("-p,--param", params, "ikernel parameter key=value (repeatable)");
   app.add_option("--state-quota", quota_text, "bytes of state the instance may use")
       ->capture_default_str();
@@ -101,16 +106,26 @@ int main(int argc, char** argv) {
     for (const auto* t : reg.list()) fmt::print("{:<14} {}\n", t->name, t->description);
     return 0;
   }
-  if (wire_spec.empty()) return fail("--wire udp:IP:PORT is required");
-  if (host_spec.empty()) return fail("--host udp:IP:PORT is required");
+  if (wire_specs.empty()) return fail("--wire udp:IP:PORT is required");
+  if (host_specs.empty()) return fail("--host udp:IP:PORT is required");
+  if (wire_specs.size() != host_specs.size())
+    return fail(fmt::format("give one --host per --wire ({} --wire, {} --host)", wire_specs.size(),
+                            host_specs.size()));
   if (type.empty() && control_path == "none")
     return fail("--ikernel is required without a control socket (see --list, --control)");
   auto max_state = gaon::parse_param_value(gaon::ParamType::size, max_state_text);
   if (!max_state) return fail("--max-state-per-owner " + max_state.error());
-  auto wire_addr = gaon::sidecar::parse_udp_address(wire_spec);
-  if (!wire_addr) return fail("--wire " + wire_addr.error());
-  auto host_addr = gaon::sidecar::parse_udp_address(host_spec);
-  if (!host_addr) return fail("--host " + host_addr.error());
+  std::vector<gaon::control::Service> services;
+  for (size_t i = 0; i < wire_specs.size(); ++i) {
+    auto w = gaon::sidecar::parse_udp_address(wire_specs[i]);
+    if (!w) return fail("--wire " + w.error());
+    auto h = gaon::sidecar::parse_udp_address(host_specs[i]);
+    if (!h) return fail("--host " + h.error());
+    for (const auto& s : services)
+      if (std::memcmp(&s.wire, &*w, sizeof(*w)) == 0)
+        return fail(fmt::format("--wire {} is given twice", wire_specs[i]));
+    services.push_back({.wire = *w, .host = *h});
+  }
   auto quota = gaon::parse_param_value(gaon::ParamType::size, quota_text);
   if (!quota) return fail("--state-quota " + quota.error());
   if (nat_idle_s <= 0) return fail("--nat-idle-timeout must be positive");
@@ -121,15 +136,28 @@ int main(int argc, char** argv) {
   auto eng = gaon::Engine::create({});
   if (!eng) return fail(eng.error());
   gaon::Engine& engine = **eng;
-  auto wire = gaon::sidecar::ServicePort::open(*wire_addr, engine.pool());
-  if (!wire) return fail(wire.error());
-  auto host = gaon::sidecar::AppPort::open(
-      *host_addr, *wire_addr, engine.pool(),
-      {.max_clients = 4096, .idle_timeout_ns = uint64_t(nat_idle_s * 1e9)});
-  if (!host) return fail(host.error());
-  engine.set_ports(wire->get(), host->get());
-
-  fmt::print(stderr, "gaond: wire {} (clients), host {} (application)\n", wire_spec, host_spec);
+  // One ServicePort + AppPort per service, grouped into the engine's two ports.
+  std::vector<std::unique_ptr<gaon::sidecar::ServicePort>> wires;
+  std::vector<std::unique_ptr<gaon::sidecar::AppPort>> hosts;
+  gaon::sidecar::PortGroup wire_group("wire", gaon::sidecar::PortGroup::Route::by_source,
+                                      engine.pool());
+  gaon::sidecar::PortGroup host_group("host", gaon::sidecar::PortGroup::Route::by_destination,
+                                      engine.pool());
+  for (size_t i = 0; i < services.size(); ++i) {
+    auto w = gaon::sidecar::ServicePort::open(services[i].wire, engine.pool());
+    if (!w) return fail(w.error());
+    auto h = gaon::sidecar::AppPort::open(
+        services[i].host, services[i].wire, engine.pool(),
+        {.max_clients = 4096, .idle_timeout_ns = uint64_t(nat_idle_s * 1e9)});
+    if (!h) return fail(h.error());
+    wire_group.add(**w, services[i].wire);
+    host_group.add(**h, services[i].wire);
+    wires.push_back(std::move(*w));
+    hosts.push_back(std::move(*h));
+    fmt::print(stderr, "gaond: wire {} (clients), host {} (application)\n", wire_specs[i],
+               host_specs[i]);
+  }
+  engine.set_ports(&wire_group, &host_group);
   std::vector<gaon::FlowKey> initial_flows;
   uint32_t initial_id = 0;
   if (!type.empty()) {
@@ -143,8 +171,10 @@ int main(int argc, char** argv) {
     const std::vector<std::string> described = (*inst)->params();
     auto id = engine.add_instance(std::move(*inst));
     if (!id) return fail(id.error());
-    initial_flows.push_back(*gaon::FlowKey::parse(wire_spec));
-    if (auto r = engine.add_flow(initial_flows[0], *id); !r) return fail(r.error());
+    for (const auto& w : wire_specs) {
+      initial_flows.push_back(*gaon::FlowKey::parse(w));
+      if (auto r = engine.add_flow(initial_flows.back(), *id); !r) return fail(r.error());
+    }
     initial_id = *id;
     fmt::print(stderr, "gaond: ikernel {} (instance {}), state quota {} bytes, weight {}{}\n", type,
                *id, std::get<uint64_t>(*quota), weight,
@@ -165,7 +195,11 @@ int main(int argc, char** argv) {
 
   // Idle: wait for either port to become readable, 10 ms at most (so stop and control
   // requests are seen promptly).
-  auto waiter = gaon::sidecar::Waiter::open(**wire, **host);
+  std::vector<gaon::sidecar::ServicePort*> wire_ptrs;
+  std::vector<gaon::sidecar::AppPort*> host_ptrs;
+  for (auto& w : wires) wire_ptrs.push_back(w.get());
+  for (auto& h : hosts) host_ptrs.push_back(h.get());
+  auto waiter = gaon::sidecar::Waiter::open(wire_ptrs, host_ptrs);
   if (!waiter) return fail(waiter.error());
   std::atomic<bool> stop{false};
   std::thread datapath([&] {
@@ -187,7 +221,7 @@ int main(int argc, char** argv) {
                                             {.path = control_path,
                                              .max_instances_per_owner = max_instances,
                                              .max_state_per_owner = std::get<uint64_t>(*max_state)},
-                                            {{.wire = *wire_addr, .host = *host_addr}});
+                                            services);
     if (!srv) {
       stop = true;
       datapath.join();
@@ -203,7 +237,7 @@ int main(int argc, char** argv) {
   fmt::print(stderr, "gaond: ready\n");
 
   auto print_stats = [&] {
-    const auto j = full_stats(engine, **wire, **host, **waiter);
+    const auto j = full_stats(engine, wire_group, host_group, **waiter);
     if (json_stats) {
       fmt::print("{}\n", j.dump(2));
       std::fflush(stdout);
