@@ -174,6 +174,14 @@ TEST_F(ControlServer, CreateCallListDestroy) {
   EXPECT_EQ((*listed)[0]["owner"], getuid());
   EXPECT_TRUE(c.call("destroy", {{"instance", id}}));
   EXPECT_EQ(c.call("list")->size(), 0u);
+  // The traffic class given at create is the one the arbiter uses.
+  auto tc = c.call("create", {{"type", "echo"}, {"weight", 7}, {"rate_bps", 1000000}});
+  ASSERT_TRUE(tc) << tc.error();
+  auto shown = c.call("stats", {{"instance", (*tc)["instance"]}});
+  ASSERT_TRUE(shown) << shown.error();
+  EXPECT_EQ((*shown)["traffic_class"]["weight"], 7);
+  EXPECT_EQ((*shown)["traffic_class"]["rate_bps"], 1000000);
+  EXPECT_TRUE(c.call("destroy", {{"instance", (*tc)["instance"]}}));
   // Clear errors for bad arguments; the connection stays usable.
   for (auto [op, args, want] : std::vector<std::tuple<std::string, json, std::string>>{
            {"create", json::object(), "\"type\" is needed"},
