@@ -21,9 +21,9 @@ std::string gaond() { return std::string(GAON_BIN_DIR) + "/gaond"; }
 
 TEST(Gaond, EchoesInSidecarModeAndStopsCleanlyWithStats) {
   const uint16_t port = free_port(), app = free_port();
-  Child d =
-      Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
-                    "udp:127.0.0.1:" + std::to_string(app), "--ikernel", "echo", "--json-stats"});
+  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
+                          "udp:127.0.0.1:" + std::to_string(app), "--ikernel", "echo",
+                          "--json-stats", "--control", "none"});
   McUdp c(port);
   std::optional<std::string> got;
   for (int i = 0; i < 50 && !got; ++i) {  // until gaond is up
@@ -52,8 +52,9 @@ TEST(Gaond, EchoesInSidecarModeAndStopsCleanlyWithStats) {
 TEST(Gaond, BadArgumentsGetAOneLineReasonAndExitNonZero) {
   const uint16_t taken = free_port();
   // A gaond holding a port, for the "address already in use" case.
-  Child blocker = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(taken),
-                                "--host", "udp:127.0.0.1:9", "--ikernel", "echo"});
+  Child blocker =
+      Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(taken), "--host",
+                    "udp:127.0.0.1:9", "--ikernel", "echo", "--control", "none"});
   for (int i = 0; i < 300 && blocker.errors().find("ready") == std::string::npos; ++i)
     std::this_thread::sleep_for(10ms);
   ASSERT_NE(blocker.errors().find("ready"), std::string::npos) << blocker.errors();
@@ -80,9 +81,17 @@ TEST(Gaond, BadArgumentsGetAOneLineReasonAndExitNonZero) {
         "--ikernel", "echo"},
        "address already in use"},
       {{"--bogus"}, "bogus"},
+      {{"--wire", "udp:127.0.0.1:5000", "--host", "udp:127.0.0.1:9"},
+       "--ikernel is required without a control socket"},
+      {{"--wire", "udp:127.0.0.1:5000", "--wire", "udp:127.0.0.1:5001", "--host", "udp:127.0.0.1:9",
+        "--ikernel", "echo"},
+       "one --host per --wire"},
+      {{"--wire", "udp:127.0.0.1:5000", "--host", "udp:127.0.0.1:9", "--ikernel", "echo",
+        "--max-state-per-owner", "lots"},
+       "--max-state-per-owner"},
   };
   for (const auto& c : cases) {
-    std::vector<std::string> argv = {gaond()};
+    std::vector<std::string> argv = {gaond(), "--control", "none"};
     argv.insert(argv.end(), c.args.begin(), c.args.end());
     Child p = Child::start(argv);
     for (int i = 0; i < 300 && p.running(); ++i) std::this_thread::sleep_for(10ms);

@@ -47,7 +47,9 @@ class Sidecar : public ::testing::Test {
                                      "udp:127.0.0.1:" + std::to_string(mc_port_),
                                      "--ikernel",
                                      "kvcache",
-                                     "--json-stats"};
+                                     "--json-stats",
+                                     "--control",
+                                     "none"};
     for (auto& p : params) argv.insert(argv.end(), {"--param", p});
     gaond_proc_ = Child::start(argv);
     ASSERT_TRUE(wait_udp_ready(gaon_port_)) << gaond_proc_.errors();

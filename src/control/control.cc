@@ -67,7 +67,8 @@ nlohmann::json ok_reply(const nlohmann::json& id, nlohmann::json result) {
   return {{"v", kVersion}, {"id", id}, {"ok", true}, {"result", std::move(result)}};
 }
 
-nlohmann::json error_reply(const nlohmann::json& id, std::string_view error, std::string_view code) {
+nlohmann::json error_reply(const nlohmann::json& id, std::string_view error,
+                           std::string_view code) {
   return {{"v", kVersion},
           {"id", id},
           {"ok", false},

@@ -264,6 +264,20 @@ TEST_F(ControlServer, AttachBySocketByAddressAndConflicts) {
   ASSERT_TRUE(own) << own.error();
   EXPECT_EQ((*own)["flows"][0], fmt::format("udp:127.0.0.1:{}", ntohs(addr.sin_port)));
   close(other);
+  // A connected socket attaches its conversation only.
+  const int conn = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in peer = addr;
+  peer.sin_port = htons(9);
+  addr.sin_port = 0;
+  ASSERT_EQ(bind(conn, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::connect(conn, reinterpret_cast<sockaddr*>(&peer), sizeof(peer)), 0);
+  len = sizeof(addr);
+  getsockname(conn, reinterpret_cast<sockaddr*>(&addr), &len);
+  auto exact = c.call("attach", {{"instance", b}}, conn);
+  ASSERT_TRUE(exact) << exact.error();
+  EXPECT_EQ((*exact)["flows"][0],
+            fmt::format("udp:127.0.0.1:{},127.0.0.1:9", ntohs(addr.sin_port)));
+  close(conn);
   const int unbound = socket(AF_INET, SOCK_DGRAM, 0);
   EXPECT_NE(c.call("attach", {{"instance", b}}, unbound).error().find("not bound"),
             std::string::npos);
@@ -415,6 +429,27 @@ TEST_F(ControlServer, LibgaonCreatesAttachesCallsAndDestroys) {
   }
   Client root = connect();
   EXPECT_EQ(root.call("list")->size(), 0u);
+}
+
+TEST_F(ControlServer, AClientThatStopsReadingIsDroppedAndOthersAreServed) {
+  Client flooder = connect();
+  std::string burst;
+  for (int i = 0; i < 6000; ++i) burst += frame({{"v", 1}, {"op", "types"}, {"id", i}});
+  (void)flooder.send_raw(burst);  // may fail part way: the server hangs up on it
+  Client other = connect();
+  EXPECT_TRUE(other.call("types"));
+  int replies = 0;
+  for (;; ++replies) {
+    auto r = flooder.read_reply();
+    if (!r) {
+      const bool dropped = r.error().find("closed") != std::string::npos ||
+                           r.error().find("reset") != std::string::npos;
+      EXPECT_TRUE(dropped) << r.error() << " after " << replies;
+      break;
+    }
+  }
+  EXPECT_LT(replies, 6000);
+  EXPECT_TRUE(other.call("list"));
 }
 
 }  // namespace

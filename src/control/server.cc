@@ -320,7 +320,7 @@ nlohmann::json Server::Impl::handle(Conn& c, const Request& r) {
   if (res) return ok_reply(r.id, std::move(*res));
   const std::string& e = res.error();
   auto has = [&](const char* s) { return e.find(s) != std::string::npos; };
-  const char* code = has("permission denied") || has("is for root")     ? "permission"
+  const char* code = has("permission denied") || has("is for root")      ? "permission"
                      : has("per-owner limit") || has("but the quota is") ? "limit"
                      : has("already attached")                           ? "conflict"
                                                                          : "invalid";
@@ -557,7 +557,19 @@ Result<std::vector<FlowKey>> Server::Impl::flows_of_socket(int fd) {
       return make_error(
           "the socket is bound to 0.0.0.0:{} and gaond serves no address with that port",
           ntohs(local.sin_port));
-    out.push_back(*FlowKey::parse(fmt::format("{}:{}", l4, addr_string(local))));
+    // A connected socket: only its conversation (the exact 5-tuple).
+    sockaddr_storage peer{};
+    len = sizeof(peer);
+    std::string remote;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
+        peer.ss_family == AF_INET) {
+      sockaddr_in r;
+      std::memcpy(&r, &peer, sizeof(r));
+      remote = "," + addr_string(r);
+    }
+    auto k = FlowKey::parse(fmt::format("{}:{}{}", l4, addr_string(local), remote));
+    if (!k) return Error{k.error()};
+    out.push_back(*k);
   }
   return out;
 }
