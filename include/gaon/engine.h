@@ -85,6 +85,9 @@ class Engine {
 
   // Runs `fn` on the datapath between bursts (or inline when no run() loop is active).
   void execute(const std::function<void()>& fn);
+  // Called (from the control thread) after a change is queued, so a datapath blocked in
+  // its idle hook wakes at once instead of at the hook's timeout. Set before run().
+  void set_waker(std::function<void()> waker) { waker_ = std::move(waker); }
 
   // ---- datapath ----
   // One iteration at time `now_ns`; returns the number of packets received.
@@ -117,6 +120,7 @@ class Engine {
   void drain_control();
 
   EngineConfig cfg_;
+  std::function<void()> waker_;
   std::unique_ptr<BufferPool> pool_;
   std::unique_ptr<FlowTable> flows_;
   std::unique_ptr<Arbiter> arbiter_;

@@ -114,15 +114,18 @@ class Waiter {
   static Result<std::unique_ptr<Waiter>> open(std::vector<ServicePort*> wire,
                                               std::vector<AppPort*> host);
   ~Waiter();
-  // Blocks for up to `timeout_ms` until a port has something to receive.
+  // Blocks for up to `timeout_ms` until a port has something to receive, or wake() is
+  // called.
   void wait(int timeout_ms);
+  // Any thread: ends the current (or next) wait early (Engine::set_waker).
+  void wake();
   uint64_t waits() const { return waits_; }
 
  private:
   Waiter() = default;
   std::vector<ServicePort*> wire_;
   std::vector<AppPort*> host_;
-  int ep_ = -1;
+  int ep_ = -1, wake_fd_ = -1;
   uint64_t waits_ = 0;
 };
 

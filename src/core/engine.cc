@@ -262,6 +262,7 @@ void Engine::execute(const std::function<void()>& fn) {
   control_q_.push_back(&task);
   control_pending_.store(true, std::memory_order_release);
   lk.unlock();
+  if (waker_) waker_();
   done.get();  // rethrows what fn threw
 }
 

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -407,11 +408,24 @@ Result<std::unique_ptr<Waiter>> Waiter::open(std::vector<ServicePort*> wire,
     if (epoll_ctl(w->ep_, EPOLL_CTL_ADD, fd, &ev) != 0)
       return make_error("epoll_ctl: {}", std::strerror(errno));
   }
+  w->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u32 = UINT32_MAX;
+  if (w->wake_fd_ < 0 || epoll_ctl(w->ep_, EPOLL_CTL_ADD, w->wake_fd_, &ev) != 0)
+    return make_error("eventfd: {}", std::strerror(errno));
   return w;
 }
 
 Waiter::~Waiter() {
   if (ep_ >= 0) close(ep_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void Waiter::wake() {
+  const uint64_t one = 1;
+  if (write(wake_fd_, &one, sizeof(one)) < 0) {
+  }  // already signalled (counter full): fine
 }
 
 void Waiter::wait(int timeout_ms) {
@@ -423,7 +437,11 @@ void Waiter::wait(int timeout_ms) {
   for (auto* p : host_) p->hint_ready(all);
   for (int i = 0; i < n; ++i) {
     const uint32_t which = ev[i].data.u32;  // packed struct: copy the field
-    if (which < wire_.size())
+    if (which == UINT32_MAX) {
+      uint64_t n;
+      if (read(wake_fd_, &n, sizeof(n)) < 0) {
+      }
+    } else if (which < wire_.size())
       wire_[which]->hint_ready(true);
     else if (which - wire_.size() < host_.size())
       host_[which - wire_.size()]->hint_ready(true);

@@ -9,8 +9,10 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <map>
 #include <string>
+#include <thread>
 
 #include "gaon/net.h"
 #include "gaon/parse.h"
@@ -303,6 +305,23 @@ TEST_F(SidecarPort, AGroupSendsEachFrameByItsServiceAndCountsTheRest) {
   EXPECT_EQ(from["to the first"], ntohs(service_.sin_port));
   EXPECT_EQ(from["to the second"], ntohs(other.sin_port));
   EXPECT_EQ(group.stats()["unroutable"], 1);
+}
+
+TEST_F(SidecarPort, WakeEndsAWaitEarly) {
+  open_app();
+  std::thread t([&] {
+    usleep(50000);
+    waiter_->wake();
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  waiter_->wait(5000);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  t.join();
+  EXPECT_LT(took, std::chrono::seconds(2));
+  Packet* buf[kBurst];
+  const uint64_t calls = wire_->stats()["rx_calls"];
+  EXPECT_EQ(wire_->rx_burst(buf), 0u);  // a wake-up is not traffic: no receive syscall
+  EXPECT_EQ(wire_->stats()["rx_calls"], calls);
 }
 
 }  // namespace

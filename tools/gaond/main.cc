@@ -201,6 +201,7 @@ int main(int argc, char** argv) {
   for (auto& h : hosts) host_ptrs.push_back(h.get());
   auto waiter = gaon::sidecar::Waiter::open(wire_ptrs, host_ptrs);
   if (!waiter) return fail(waiter.error());
+  if (!busy_poll) engine.set_waker([&] { (*waiter)->wake(); });  // control changes: at once
   std::atomic<bool> stop{false};
   std::thread datapath([&] {
     if (cpu >= 0) {
