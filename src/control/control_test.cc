@@ -452,5 +452,37 @@ TEST_F(ControlServer, AClientThatStopsReadingIsDroppedAndOthersAreServed) {
   EXPECT_TRUE(other.call("list"));
 }
 
+TEST_F(ControlServer, PipelinedRequestsKeepTheirSocketForTheAttach) {
+  Client c = connect();
+  const uint32_t id = (*c.call("create", {{"type", "echo"}}))["instance"];
+  const int s = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  // "list" and "attach" in one write, the socket riding with it: the list must not eat it.
+  const std::string both = frame({{"v", 1}, {"op", "list"}, {"id", 1}}) +
+                           frame({{"v", 1}, {"op", "attach"}, {"id", 2}, {"instance", id}});
+  iovec iov{const_cast<char*>(both.data()), both.size()};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+  m.msg_control = ctl;
+  m.msg_controllen = sizeof(ctl);
+  cmsghdr* h = CMSG_FIRSTHDR(&m);
+  h->cmsg_level = SOL_SOCKET;
+  h->cmsg_type = SCM_RIGHTS;
+  h->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(h), &s, sizeof(int));
+  ASSERT_EQ(sendmsg(c.fd(), &m, 0), ssize_t(both.size()));
+  auto r1 = c.read_reply();
+  auto r2 = c.read_reply();
+  ASSERT_TRUE(r1 && r2);
+  EXPECT_EQ((*r1)["ok"], true);
+  EXPECT_EQ((*r2)["ok"], true) << r2->dump();
+  close(s);
+}
+
 }  // namespace
 }  // namespace gaon::control

@@ -245,13 +245,16 @@ void Server::Impl::read_client(Conn& c) {
     } else {
       reply = handle(c, *r);
     }
-    // Descriptors not taken by this request are not kept for a later one.
+    c.out += frame(reply);
+    if (c.out.size() > opt.max_backlog) return;  // flush() drops it
+  }
+  // Descriptors no attach took are not kept, unless a request is still arriving (the
+  // descriptor travels with its request's first byte).
+  if (c.reader.buffered() == 0) {
     while (!c.fds.empty()) {
       close(c.fds.front());
       c.fds.pop_front();
     }
-    c.out += frame(reply);
-    if (c.out.size() > opt.max_backlog) return;  // flush() drops it
   }
 }
 
@@ -296,7 +299,7 @@ void Server::Impl::drop(int fd) {
 nlohmann::json Server::Impl::handle(Conn& c, const Request& r) {
   Result<nlohmann::json> res = make_error("unknown op '{}' (try \"types\")", r.op);
   int fd = -1;
-  if (!c.fds.empty()) {
+  if (r.op == "attach" && !c.fds.empty()) {  // the oldest descriptor not yet taken
     fd = c.fds.front();
     c.fds.pop_front();
   }
