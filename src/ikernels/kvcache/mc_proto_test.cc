@@ -211,7 +211,9 @@ TEST_P(RequestTable, Classifies) {
   EXPECT_EQ(r.noreply, c.noreply);
   if (c.kind == Kind::write) {  // an exptime matters only for a write
     EXPECT_EQ(r.has_exptime, c.exptime.has_value());
-    if (c.exptime) EXPECT_EQ(r.exptime, *c.exptime);
+    if (c.exptime) {
+      EXPECT_EQ(r.exptime, *c.exptime);
+    }
   }
 }
 
