@@ -245,9 +245,8 @@ void Server::Impl::read_client(Conn& c) {
     } else {
       reply = handle(c, *r);
     }
-    c.out += frame(reply);
-    if (c.out.size() > opt.max_backlog) return;  // flush() drops it
-  }
+    c.out += frame(reply);  // every complete request is answered now; flush() drops a
+  }                         // client whose unread replies pass the backlog limit
   // Descriptors no attach took are not kept, unless a request is still arriving (the
   // descriptor travels with its request's first byte).
   if (c.reader.buffered() == 0) {
