@@ -5,6 +5,9 @@
 // Clients send to LISTEN_IP:PORT; the ikernel instance attached to that address answers
 // what it can; the rest goes to the application at APP_IP:PORT from a per-client socket,
 // and the application's replies come back through the instance's egress hook.
+// Repeat --wire/--host for several services. With a control socket (--control; on by
+// default as root) applications create instances and attach them to their own sockets
+// (libgaon, gaon-run, gaonctl; see docs/control.md), and --ikernel becomes optional.
 // SIGUSR1 prints stats; SIGINT/SIGTERM stop it cleanly (stats are printed at exit).
 #include <pthread.h>
 #include <sched.h>
