@@ -21,6 +21,7 @@
 #include "gaon/libgaon.h"
 #include "gaon/libgaon.hpp"
 #include "gaon/mem_port.h"
+#include "procs.h"
 
 namespace gaon::control {
 namespace {
@@ -132,18 +133,6 @@ class ControlServer : public ::testing::Test {
       while (uint32_t k = port->collect(out))
         for (uint32_t i = 0; i < k; ++i) engine_->pool().free(out[i]);
   }
-  // Runs `fn` in a child process as `uid`; returns its exit status (0 = every check passed).
-  static int as_user(uint32_t uid, const std::function<int()>& fn) {
-    const pid_t pid = fork();
-    if (pid == 0) {
-      if (setgid(65534) != 0 || setuid(uid) != 0) _exit(99);
-      _exit(fn());
-    }
-    int st = 0;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 98;
-  }
-
   static inline int counter_ = 0;
   uint16_t service_port_ = 7001;
   std::string path_;
@@ -295,92 +284,81 @@ TEST_F(ControlServer, AttachBySocketByAddressAndConflicts) {
   }
 }
 
+// Other users are real processes (exec'd as another uid with setpriv, never a fork of
+// this multi-threaded test): Alice's echo example attaches its own socket through libgaon;
+// Bob uses gaonctl.
 TEST_F(ControlServer, TenantsAreIsolated) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to act as two other users (CI runs as root)";
-  constexpr uint32_t kAlice = 64001, kBob = 64002;
-  // Alice creates an instance that persists and attaches her application's socket.
-  std::atomic<uint32_t> alice_id{0};
-  const int pipe_ok = [&] {
-    int p[2];
-    if (pipe(p) != 0) return -1;
-    const int st = as_user(kAlice, [&] {
-      auto c = Client::connect(path_);
-      if (!c) return 1;
-      auto made = c->call("create", {{"type", "echo"}, {"persist", true}});
-      if (!made) return 2;
-      const uint32_t id = (*made)["instance"];
-      const int s = socket(AF_INET, SOCK_DGRAM, 0);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      a.sin_port = htons(7101);
-      if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return 3;
-      if (!c->call("attach", {{"instance", id}}, s)) return 4;
-      // Attaching by address is the operator's.
-      if (c->call("attach", {{"instance", id}, {"flow", "udp:127.0.0.1:7102"}})) return 5;
-      if (write(p[1], &id, sizeof(id)) != sizeof(id)) return 6;
-      return 0;
-    });
-    uint32_t id = 0;
-    if (read(p[0], &id, sizeof(id)) == sizeof(id)) alice_id = id;
-    close(p[0]);
-    close(p[1]);
-    return st;
-  }();
-  ASSERT_EQ(pipe_ok, 0);
-  const uint32_t id = alice_id;
-  ASSERT_NE(id, 0u);
-  // Bob can neither see, read, call, attach to, detach from nor destroy it.
-  const int bob = as_user(kBob, [&] {
-    auto c = Client::connect(path_);
-    if (!c) return 1;
-    if (c->call("list")->size() != 0) return 2;
-    auto stats = c->call("stats");
-    if (!stats || (*stats)["instances"].size() != 0) return 3;
-    for (auto [op, args] : std::vector<std::pair<std::string, json>>{
-             {"stats", {{"instance", id}}},
-             {"call", {{"instance", id}, {"name", "stats"}}},
-             {"destroy", {{"instance", id}}},
-             {"detach", {{"instance", id}, {"flow", "udp:127.0.0.1:7101"}}},
-             {"attach", {{"instance", id}, {"flow", "udp:127.0.0.1:7103"}}}}) {
-      auto r = c->call(op, args);
-      if (r || r.error().find("permission denied") == std::string::npos) return 4;
-    }
-    // Bob's own instance cannot take Alice's flow.
-    auto mine = c->call("create", {{"type", "echo"}, {"persist", true}});
-    if (!mine) return 5;
-    const int s = socket(AF_INET, SOCK_DGRAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(7104);
-    if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return 6;
-    if (!c->call("attach", {{"instance", (*mine)["instance"]}}, s)) return 7;
-    // Per-owner limits: 2 instances, 16 MiB of state.
-    if (c->call("create", {{"type", "kvcache"}, {"params", {"capacity=40M"}}, {"quota", "64M"}}))
-      return 8;
-    if (!c->call("create", {{"type", "echo"}, {"persist", true}})) return 9;
-    auto third = c->call("create", {{"type", "echo"}});
-    if (third || third.error().find("per-owner limit") == std::string::npos) return 10;
-    return 0;
-  });
-  EXPECT_EQ(bob, 0);
-  // Each instance sees only its own flow's packets (counters prove it).
-  send_to_port(7101, 10);
-  send_to_port(7104, 3);
+  auto as = [](const char* uid, std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"/usr/bin/setpriv", std::string("--reuid=") + uid, "--regid=65534",
+                               "--clear-groups"});
+    return test::Child::start(argv);
+  };
+  auto bob = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {std::string(GAON_BIN_DIR) + "/gaonctl", "--control", path_});
+    test::Child c = as("64002", args);
+    for (int i = 0; i < 500 && c.running(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const int st = c.stop(std::chrono::milliseconds(100));
+    return std::pair<int, std::string>{st, c.output() + c.errors()};
+  };
+  const uint16_t pa = test::free_port(), pb = test::free_port();
+  const std::string fa = fmt::format("udp:127.0.0.1:{}", pa),
+                    fb = fmt::format("udp:127.0.0.1:{}", pb);
+  test::Child alice =
+      as("64001", {std::string(GAON_BIN_DIR) + "/gaon-example-echo", std::to_string(pa), path_});
+  for (int i = 0; i < 200 && alice.output().find("answers") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_NE(alice.output().find("answers"), std::string::npos) << alice.errors();
   Client root = connect();
   auto all = root.call("list");
-  ASSERT_TRUE(all);
-  uint64_t alice_rx = 0, bob_rx = 0;
-  for (const auto& i : *all) {
-    const uint64_t rx = i["counters"]["rx"];
-    (i["owner"] == kAlice ? alice_rx : bob_rx) += rx;
+  ASSERT_TRUE(all && all->size() == 1u);
+  const std::string id = (*all)[0]["instance"].dump();
+  EXPECT_EQ((*all)[0]["owner"], 64001);
+  EXPECT_EQ((*all)[0]["flows"], json({fa}));
+  // Bob sees nothing of it and can do nothing to it.
+  EXPECT_EQ(bob({"--json", "list"}), (std::pair<int, std::string>{0, "[]\n"}));
+  auto [st, out] = bob({"--json", "stats"});
+  ASSERT_EQ(st, 0) << out;
+  EXPECT_EQ(json::parse(out)["instances"].size(), 0u);
+  for (auto args : std::vector<std::vector<std::string>>{{"stats", id},
+                                                         {"call", id, "stats"},
+                                                         {"destroy", id},
+                                                         {"detach", id, "--flow", fa},
+                                                         {"attach", id, "--flow", fb}}) {
+    auto [s2, o2] = bob(args);
+    EXPECT_EQ(s2, 1) << args[0];
+    EXPECT_NE(o2.find("permission denied"), std::string::npos) << args[0] << ": " << o2;
   }
+  // Bob's own instances: no attaching by address, and per-owner limits (2, 16 MiB here).
+  auto [s3, o3] = bob({"create", "kvcache", "-p", "capacity=40M", "--quota", "64M"});
+  EXPECT_EQ(s3, 1);
+  EXPECT_NE(o3.find("per-owner limit"), std::string::npos) << o3;
+  auto [s4, mine] = bob({"create", "echo"});
+  ASSERT_EQ(s4, 0) << mine;
+  mine.erase(mine.find_last_not_of('\n') + 1);
+  auto [s5, o5] = bob({"attach", mine, "--flow", fa});
+  EXPECT_EQ(s5, 1);
+  EXPECT_NE(o5.find("for root"), std::string::npos) << o5;
+  EXPECT_EQ(bob({"create", "echo"}).first, 0);
+  auto [s6, o6] = bob({"create", "echo"});
+  EXPECT_EQ(s6, 1);
+  EXPECT_NE(o6.find("per-owner limit"), std::string::npos) << o6;
+  // Alice's instance sees only its own flow's packets; the operator attaches one of Bob's.
+  ASSERT_TRUE(root.call("attach", {{"instance", std::stoul(mine)}, {"flow", fb}}));
+  send_to_port(pa, 10);
+  send_to_port(pb, 3);
+  uint64_t alice_rx = 0, bob_rx = 0;
+  auto listed = root.call("list");
+  ASSERT_TRUE(listed);
+  for (const auto& i : *listed)
+    (i["owner"] == 64001 ? alice_rx : bob_rx) += i["counters"]["rx"].get<uint64_t>();
   EXPECT_EQ(alice_rx, 10u);
   EXPECT_EQ(bob_rx, 3u);
-  // Root (the operator) may do anything, including to Alice's instance.
-  EXPECT_TRUE(root.call("call", {{"instance", id}, {"name", "stats"}}));
-  EXPECT_TRUE(root.call("destroy", {{"instance", id}}));
+  // Root may do anything to anyone's instance.
+  EXPECT_TRUE(root.call("call", {{"instance", std::stoul(id)}, {"name", "stats"}}));
+  EXPECT_TRUE(root.call("destroy", {{"instance", std::stoul(id)}}));
+  alice.stop();
 }
 
 TEST_F(ControlServer, LibgaonCreatesAttachesCallsAndDestroys) {
