@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -53,7 +54,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!w.client->send_raw(f + body)) std::abort();
     ++sent;
     auto r = w.client->read_reply();
-    if (!r || !(*r)["ok"].is_boolean()) std::abort();
+    if (!r || !(*r)["ok"].is_boolean()) {
+      fprintf(stderr, "control_server_fuzz: %s\n", r ? r->dump().c_str() : r.error().c_str());
+      std::abort();
+    }
     if (!(*r)["ok"].get<bool>()) {
       const auto& e = (*r)["error"];
       if (!e.is_string() || e.get<std::string>().find('\n') != std::string::npos ||
