@@ -6,7 +6,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,21 +21,55 @@
 
 namespace gaon::test {
 
+namespace {
+
+bool bindable(int type, uint16_t port) {
+  const int fd = socket(AF_INET, type, 0);
+  if (fd < 0) return false;
+  const int one = 1;
+  if (type == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
+// The ports the kernel hands out to unbound sockets (connect, bind to port 0).
+std::pair<unsigned, unsigned> ephemeral_range() {
+  unsigned lo = 32768, hi = 60999;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> lo >> hi;
+  return {lo, hi};
+}
+
+}  // namespace
+
 uint16_t free_port() {
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    int u = socket(AF_INET, SOCK_DGRAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    bind(u, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    getsockname(u, reinterpret_cast<sockaddr*>(&a), &len);
-    const uint16_t port = ntohs(a.sin_port);
-    int t = socket(AF_INET, SOCK_STREAM, 0);
-    const bool tcp_ok = bind(t, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-    close(t);
-    close(u);
-    if (tcp_ok) return port;
+  // Ports come from below the ephemeral range, so no client socket of a concurrently
+  // running test is handed one between our check and the server's bind, and each port
+  // is reserved with a lock file held until this process exits, so two calls (in this
+  // process or in another test running beside it) never return the same one.
+  const auto [eph_lo, eph_hi] = ephemeral_range();
+  unsigned lo = 20000, hi = eph_lo;  // [lo, hi)
+  if (hi < lo + 1000) lo = eph_hi + 1, hi = 65536;
+  if (hi < lo + 1000) lo = 10000, hi = 65536;
+  static const char* dir = "/tmp/gaon-test-ports";
+  mkdir(dir, 01777);
+  chmod(dir, 01777);
+  static unsigned next = lo + static_cast<unsigned>(getpid()) * 7919u % (hi - lo);
+  for (unsigned tries = 0; tries < hi - lo; ++tries) {
+    const auto port = static_cast<uint16_t>(next);
+    next = next + 1 < hi ? next + 1 : lo;
+    const std::string lock = std::string(dir) + "/" + std::to_string(port);
+    const int fd = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      close(fd);
+      continue;  // another test holds it
+    }
+    if (bindable(SOCK_DGRAM, port) && bindable(SOCK_STREAM, port)) return port;  // fd kept
+    if (fd >= 0) close(fd);
   }
   throw std::runtime_error("no free port");
 }

@@ -11,7 +11,9 @@
 
 namespace gaon::test {
 
-// A free UDP+TCP port on 127.0.0.1 (bound and released; good enough for tests).
+// A free UDP+TCP port on 127.0.0.1, below the ephemeral range and reserved (a lock file
+// under /tmp/gaon-test-ports) until this process exits: never handed out twice, even to
+// tests running at the same time.
 uint16_t free_port();
 
 // A child process, killed (SIGTERM, then SIGKILL) when this goes away.
