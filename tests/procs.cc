@@ -74,6 +74,17 @@ uint16_t free_port() {
   throw std::runtime_error("no free port");
 }
 
+int bind_udp(uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) return fd;
+  if (fd >= 0) close(fd);
+  return -1;
+}
+
 Child Child::start(const std::vector<std::string>& argv) {
   Child c;
   char out_tmpl[] = "/tmp/gaon-child-out-XXXXXX";
@@ -153,8 +164,29 @@ static std::string slurp(const std::string& path) {
 std::string Child::output() const { return slurp(out_path_); }
 std::string Child::errors() const { return slurp(err_path_); }
 
-std::optional<Child> start_memcached(uint16_t port) {
-  if (access("/usr/bin/memcached", X_OK) != 0) return std::nullopt;
+bool Child::wait_for(const std::string& text, bool on_stderr, std::chrono::milliseconds wait) {
+  const auto until = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    const bool alive = running();  // before reading, so what it wrote last is seen
+    if ((on_stderr ? errors() : output()).find(text) != std::string::npos) return true;
+    if (!alive || std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+Ran run(const std::vector<std::string>& argv, std::chrono::milliseconds wait) {
+  Child c = Child::start(argv);
+  const auto until = std::chrono::steady_clock::now() + wait;
+  while (c.running() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  Ran r;
+  r.status = c.stop(std::chrono::milliseconds(100));
+  r.out = c.output();
+  r.err = c.errors();
+  return r;
+}
+
+std::vector<std::string> memcached_argv(uint16_t port) {
   std::vector<std::string> argv = {"/usr/bin/memcached",
                                    "-U",
                                    std::to_string(port),
@@ -167,7 +199,12 @@ std::optional<Child> start_memcached(uint16_t port) {
                                    "-m",
                                    "64"};
   if (geteuid() == 0) argv.insert(argv.end(), {"-u", "nobody"});
-  Child c = Child::start(argv);
+  return argv;
+}
+
+std::optional<Child> start_memcached(uint16_t port) {
+  if (access("/usr/bin/memcached", X_OK) != 0) return std::nullopt;
+  Child c = Child::start(memcached_argv(port));
   if (!wait_udp_ready(port)) return std::nullopt;
   return c;
 }

@@ -16,6 +16,9 @@ namespace gaon::test {
 // tests running at the same time.
 uint16_t free_port();
 
+// A UDP socket bound to 127.0.0.1:port (0: any free port); -1 when the bind fails.
+int bind_udp(uint16_t port);
+
 // A child process, killed (SIGTERM, then SIGKILL) when this goes away.
 class Child {
  public:
@@ -33,6 +36,12 @@ class Child {
   void signal(int sig);
   std::string output() const;  // everything it wrote to stdout so far
   std::string errors() const;  // and to stderr
+  // Waits until `text` shows up in its stdout (`on_stderr`: stderr); false after `wait`
+  // or when it exits without having written it.
+  bool wait_for(const std::string& text, bool on_stderr,
+                std::chrono::milliseconds wait = std::chrono::milliseconds(5000));
+  bool wait_output(const std::string& text) { return wait_for(text, false); }
+  bool wait_errors(const std::string& text) { return wait_for(text, true); }
 
  private:
   pid_t pid_ = -1;
@@ -40,8 +49,18 @@ class Child {
   std::string out_path_, err_path_;
 };
 
-// memcached from Debian's package, on 127.0.0.1:port (UDP and TCP), one thread.
-// nullopt when /usr/bin/memcached is missing.
+// Runs argv to its end (killed after `wait`): exit status (as Child::stop) and output.
+struct Ran {
+  int status = -1;
+  std::string out, err;
+};
+Ran run(const std::vector<std::string>& argv,
+        std::chrono::milliseconds wait = std::chrono::milliseconds(5000));
+
+// memcached from Debian's package, on 127.0.0.1:port (UDP and TCP), one thread, 64 MB
+// (as user nobody when root): its command line, and a started one (waited for until it
+// answers; nullopt when /usr/bin/memcached is missing).
+std::vector<std::string> memcached_argv(uint16_t port);
 std::optional<Child> start_memcached(uint16_t port);
 
 // A UDP socket talking memcached's frame protocol to one address.

@@ -289,27 +289,25 @@ TEST_F(ControlServer, AttachBySocketByAddressAndConflicts) {
 // Bob uses gaonctl.
 TEST_F(ControlServer, TenantsAreIsolated) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to act as two other users (CI runs as root)";
-  auto as = [](const char* uid, std::vector<std::string> argv) {
+  auto as_user = [](const char* uid, std::vector<std::string> argv) {
     argv.insert(argv.begin(), {"/usr/bin/setpriv", std::string("--reuid=") + uid, "--regid=65534",
                                "--clear-groups"});
-    return test::Child::start(argv);
+    return argv;
+  };
+  auto as = [&](const char* uid, std::vector<std::string> argv) {
+    return test::Child::start(as_user(uid, std::move(argv)));
   };
   auto bob = [&](std::vector<std::string> args) {
     args.insert(args.begin(), {std::string(GAON_BIN_DIR) + "/gaonctl", "--control", path_});
-    test::Child c = as("64002", args);
-    for (int i = 0; i < 500 && c.running(); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    const int st = c.stop(std::chrono::milliseconds(100));
-    return std::pair<int, std::string>{st, c.output() + c.errors()};
+    const auto r = test::run(as_user("64002", std::move(args)));
+    return std::pair<int, std::string>{r.status, r.out + r.err};
   };
   const uint16_t pa = test::free_port(), pb = test::free_port();
   const std::string fa = fmt::format("udp:127.0.0.1:{}", pa),
                     fb = fmt::format("udp:127.0.0.1:{}", pb);
   test::Child alice =
       as("64001", {std::string(GAON_BIN_DIR) + "/gaon-example-echo", std::to_string(pa), path_});
-  for (int i = 0; i < 200 && alice.output().find("answers") == std::string::npos; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  ASSERT_NE(alice.output().find("answers"), std::string::npos) << alice.errors();
+  ASSERT_TRUE(alice.wait_output("answers")) << alice.errors();
   Client root = connect();
   auto all = root.call("list");
   ASSERT_TRUE(all && all->size() == 1u);
@@ -370,12 +368,8 @@ TEST_F(ControlServer, LibgaonCreatesAttachesCallsAndDestroys) {
   gaon_ik* ik = nullptr;
   ASSERT_EQ(gaon_ik_create(c, "kvcache", params, 1, nullptr, &ik), GAON_OK) << gaon_last_error(c);
   EXPECT_GT(gaon_ik_id(ik), 0u);
-  const int app = socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(service_port_);
-  ASSERT_EQ(bind(app, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int app = test::bind_udp(service_port_);
+  ASSERT_GE(app, 0) << strerror(errno);
   ASSERT_EQ(gaon_ik_attach(ik, app), GAON_OK) << gaon_last_error(c);
   char* json_text = nullptr;
   ASSERT_EQ(gaon_ik_call(ik, "stats", nullptr, 0, &json_text), GAON_OK) << gaon_last_error(c);

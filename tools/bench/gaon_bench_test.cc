@@ -15,13 +15,10 @@ using namespace std::chrono_literals;
 nlohmann::json run_bench(std::vector<std::string> args, int* status = nullptr) {
   std::vector<std::string> argv = {std::string(GAON_BIN_DIR) + "/gaon-bench"};
   argv.insert(argv.end(), args.begin(), args.end());
-  Child c = Child::start(argv);
-  for (int i = 0; i < 3000 && c.running(); ++i) std::this_thread::sleep_for(10ms);
-  const int st = c.stop(100ms);
+  const auto [st, out, err] = run(argv, 30s);
   if (status) *status = st;
-  const std::string out = c.output();
   auto j = nlohmann::json::parse(out, nullptr, false);
-  if (j.is_discarded()) return {{"stderr", c.errors()}, {"stdout", out}};
+  if (j.is_discarded()) return {{"stderr", err}, {"stdout", out}};
   return j;
 }
 
@@ -86,10 +83,8 @@ TEST(BenchToolArgs, BadArgumentsGetAOneLineReason) {
   for (const auto& c : cases) {
     std::vector<std::string> argv = {std::string(GAON_BIN_DIR) + "/gaon-bench"};
     argv.insert(argv.end(), c.args.begin(), c.args.end());
-    Child p = Child::start(argv);
-    for (int i = 0; i < 300 && p.running(); ++i) std::this_thread::sleep_for(10ms);
-    EXPECT_EQ(p.stop(100ms), 2) << c.want;
-    const std::string err = p.errors();
+    const auto [st, out, err] = run(argv, 3s);
+    EXPECT_EQ(st, 2) << c.want;
     EXPECT_NE(err.find(c.want), std::string::npos) << c.want << " -> " << err;
     EXPECT_LE(std::count(err.begin(), err.end(), '\n'), 2) << err;
   }
