@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "gaon/control_server.h"
 #include "gaon/engine.h"
 #include "gaon/params.h"
+#include "gaon/shaped_port.h"
 #include "gaon/sidecar.h"
 
 namespace {
@@ -64,7 +66,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> params;
   std::string quota_text = "256M";
   uint32_t weight = 1;
-  uint64_t rate_bps = 0;
+  uint64_t rate_bps = 0, wire_rate_bps = 0;
   double nat_idle_s = 60;
   int cpu = -1;
   bool busy_poll = false, json_stats = false, list = false;
@@ -84,6 +86,9 @@ int main(int argc, char** argv) {
   app.add_option("--weight", weight, "the instance's share of the wire (DRR weight, 1..1000)")
       ->capture_default_str();
   app.add_option("--rate-bps", rate_bps, "rate limit of the instance's replies, bits/s (0: none)");
+  app.add_option("--wire-rate-bps", wire_rate_bps,
+                 "emulate a wire of this many bits/s shared by all services (0: as fast as "
+                 "the sockets go); the arbiter's weights then decide who gets it");
   app.add_option("--nat-idle-timeout", nat_idle_s,
                  "seconds before an idle client's NAT entry "
                  "is closed")
@@ -159,7 +164,13 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "gaond: wire {} (clients), host {} (application)\n", wire_specs[i],
                host_specs[i]);
   }
-  engine.set_ports(&wire_group, &host_group);
+  std::optional<gaon::ShapedPort> shaped_wire;
+  if (wire_rate_bps) {
+    shaped_wire.emplace(wire_group, wire_rate_bps);
+    fmt::print(stderr, "gaond: the wire is shaped to {} bit/s\n", wire_rate_bps);
+  }
+  gaon::Port& wire_port = shaped_wire ? static_cast<gaon::Port&>(*shaped_wire) : wire_group;
+  engine.set_ports(&wire_port, &host_group);
   std::vector<gaon::FlowKey> initial_flows;
   uint32_t initial_id = 0;
   if (!type.empty()) {
@@ -240,7 +251,7 @@ int main(int argc, char** argv) {
   fmt::print(stderr, "gaond: ready\n");
 
   auto print_stats = [&] {
-    const auto j = full_stats(engine, wire_group, host_group, **waiter);
+    const auto j = full_stats(engine, wire_port, host_group, **waiter);
     if (json_stats) {
       fmt::print("{}\n", j.dump(2));
       std::fflush(stdout);
