@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 namespace gaon::control {
@@ -137,6 +138,9 @@ static Result<void> send_all(int fd, std::string_view bytes, int pass_fd) {
 Result<void> Client::send_raw(std::string_view bytes) { return send_all(fd_, bytes, -1); }
 
 Result<nlohmann::json> Client::read_reply() {
+  // A signal (a timer, SIGCHLD, ...) interrupting the wait is no reason to give up: wait
+  // out what is left of the 30 s.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (;;) {
     if (auto e = reader_.next()) {
       if (e->kind == FrameReader::Event::too_large)
@@ -145,8 +149,12 @@ Result<nlohmann::json> Client::read_reply() {
       if (j.is_discarded() || !j.is_object()) return make_error("gaond sent a malformed reply");
       return j;
     }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, 30000) != 1) return make_error("gaond did not answer within 30 s");
+    const int ready = poll(&p, 1, int(std::max<int64_t>(left.count(), 0)));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready != 1) return make_error("gaond did not answer within 30 s");
     char buf[16384];
     const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
     if (n == 0) return make_error("gaond closed the connection");

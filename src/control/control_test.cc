@@ -4,7 +4,10 @@
 #include "gaon/control.h"
 
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,6 +58,58 @@ TEST(ControlProtocol, FramesSurviveAnySplitAndOversizeIsSkipped) {
     ASSERT_EQ(got.size(), 2u) << chunk;
     EXPECT_EQ(json::parse(got[1])["op"], "list");
   }
+}
+
+// A client waiting for a slow reply while signals keep arriving (libFuzzer's timer did
+// this to the fuzz target) waits on; an interrupted poll is not "gaond did not answer".
+TEST(ControlClient, SignalsDuringTheWaitDoNotLoseTheReply) {
+  const std::string path = "/tmp/gaon-slow-" + std::to_string(getpid()) + ".sock";
+  unlink(path.c_str());
+  const int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof(a.sun_path), "%s", path.c_str());
+  ASSERT_EQ(bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(listen(l, 1), 0);
+  // A slow server: reads the request, answers 200 ms later. Signals go to the test thread.
+  sigset_t alrm;
+  sigemptyset(&alrm);
+  sigaddset(&alrm, SIGALRM);
+  std::thread server([&] {
+    pthread_sigmask(SIG_BLOCK, &alrm, nullptr);
+    const int c = accept(l, nullptr, nullptr);
+    FrameReader r;
+    std::optional<FrameReader::Event> e;
+    char buf[4096];
+    while (!(e = r.next())) {
+      const ssize_t n = recv(c, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      r.append({buf, size_t(n)});
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const auto req = json::parse(e ? e->body : "{}", nullptr, false);
+    const std::string reply = frame(
+        {{"v", 1}, {"id", req.value("id", json())}, {"ok", true}, {"result", {{"slow", true}}}});
+    (void)!send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+    close(c);
+  });
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {};
+  struct sigaction old {};
+  sigaction(SIGALRM, &sa, &old);  // no SA_RESTART: every tick interrupts the wait
+  itimerval every_5ms{{0, 5000}, {0, 5000}};
+  setitimer(ITIMER_REAL, &every_5ms, nullptr);
+  auto c = Client::connect(path);
+  ASSERT_TRUE(c) << c.error();
+  auto r = c->call("types");
+  itimerval off{};
+  setitimer(ITIMER_REAL, &off, nullptr);
+  sigaction(SIGALRM, &old, nullptr);
+  server.join();
+  close(l);
+  unlink(path.c_str());
+  ASSERT_TRUE(r) << r.error();
+  EXPECT_EQ((*r)["slow"], true);
 }
 
 TEST(ControlProtocol, BadRequestsGetOneLineReasons) {
