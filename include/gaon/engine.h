@@ -56,6 +56,16 @@ struct EngineCounters {
   Counter csum_partial;
 };
 
+// Told of every flow the engine gains or loses (control thread, after the change): how a
+// port that steers traffic outside the engine (an XDP program) keeps its own table in step.
+class FlowObserver {
+ public:
+  virtual ~FlowObserver() = default;
+  // A failure undoes the add_flow that caused it (its error is add_flow's).
+  virtual Result<void> flow_added(const FlowKey& key) = 0;
+  virtual void flow_removed(const FlowKey& key) = 0;
+};
+
 class Engine {
  public:
   static Result<std::unique_ptr<Engine>> create(const EngineConfig& cfg);
@@ -68,6 +78,9 @@ class Engine {
     wire_ = wire;
     host_ = host;
   }
+
+  // Set before traffic starts; not owned.
+  void set_flow_observer(FlowObserver* o) { observer_ = o; }
 
   // ---- control (any thread) ----
   // Takes the instance and gives it an id (its slot); fails when no slot is free.
@@ -121,6 +134,7 @@ class Engine {
 
   EngineConfig cfg_;
   std::function<void()> waker_;
+  FlowObserver* observer_ = nullptr;
   std::unique_ptr<BufferPool> pool_;
   std::unique_ptr<FlowTable> flows_;
   std::unique_ptr<Arbiter> arbiter_;

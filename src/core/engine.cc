@@ -323,8 +323,12 @@ Result<uint32_t> Engine::add_instance(std::unique_ptr<Instance> inst) {
 
 Result<std::unique_ptr<Instance>> Engine::remove_instance(uint32_t id) {
   Result<std::unique_ptr<Instance>> r = make_error("no instance {}", id);
+  std::vector<FlowKey> gone;
   execute([&] {
     if (instance(id) == nullptr) return;
+    if (observer_ != nullptr)
+      for (const FlowEntry& e : flows_->entries())
+        if (e.instance == id) gone.push_back(e.key);
     flows_->remove_instance(id);
     std::vector<Packet*> queued(arbiter_->queue_depth());
     const uint32_t n = arbiter_->flush(id, queued);
@@ -332,6 +336,7 @@ Result<std::unique_ptr<Instance>> Engine::remove_instance(uint32_t id) {
     counters_.wire_drops.add(n);
     r = std::move(slots_[id]);
   });
+  for (const FlowKey& k : gone) observer_->flow_removed(k);
   return r;
 }
 
@@ -340,6 +345,12 @@ Result<uint32_t> Engine::add_flow(const FlowKey& key, uint32_t id) {
   execute([&] {
     if (instance(id) != nullptr) r = flows_->add(key, id);
   });
+  if (r && observer_ != nullptr) {
+    if (auto o = observer_->flow_added(key); !o) {
+      execute([&] { flows_->remove(key); });
+      return Error{o.error()};
+    }
+  }
   return r;
 }
 
@@ -347,6 +358,7 @@ Result<void> Engine::remove_flow(const FlowKey& key) {
   bool removed = false;
   execute([&] { removed = flows_->remove(key); });
   if (!removed) return make_error("flow {} is not attached", key.to_string());
+  if (observer_ != nullptr) observer_->flow_removed(key);
   return ok();
 }
 

@@ -5,7 +5,13 @@
 // Clients send to LISTEN_IP:PORT; the ikernel instance attached to that address answers
 // what it can; the rest goes to the application at APP_IP:PORT from a per-client socket,
 // and the application's replies come back through the instance's egress hook.
-// Repeat --wire/--host for several services. With a control socket (--control; on by
+// Repeat --wire/--host for several services. Bump in the wire (root):
+//
+//   gaond --wire afxdp:WIRE_IF --host afxdp:HOST_IF [--ikernel NAME --flow udp:IP:PORT]
+//
+// gaond sits between two interfaces; clients and the application keep their addresses.
+// An XDP program hands gaond only attached flows and forwards the rest in the kernel
+// (include/gaon/afxdp.h). With a control socket (--control; on by
 // default as root) applications create instances and attach them to their own sockets
 // (libgaon, gaon-run, gaonctl; see docs/control.md), and --ikernel becomes optional.
 // SIGUSR1 prints stats; SIGINT/SIGTERM stop it cleanly (stats are printed at exit).
@@ -17,6 +23,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -25,6 +32,7 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include "gaon/afxdp.h"
 #include "gaon/control_server.h"
 #include "gaon/engine.h"
 #include "gaon/params.h"
@@ -40,7 +48,7 @@ int fail(const std::string& msg) {
 
 // Engine stats plus, for each instance, its type's own `stats` operation and the ports.
 nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& host,
-                          const gaon::sidecar::Waiter& waiter) {
+                          const std::function<void(nlohmann::json&)>& more) {
   nlohmann::json j = engine.stats();
   for (auto& inst : j["instances"]) {
     const uint32_t id = inst["id"];
@@ -52,7 +60,7 @@ nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& ho
   engine.execute([&] {
     j["wire"]["port_stats"] = wire.stats();
     j["host"]["port_stats"] = host.stats();
-    j["idle_waits"] = waiter.waits();
+    more(j);
   });
   return j;
 }
@@ -60,8 +68,10 @@ nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& ho
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"gaond: the gaon datapath (sidecar mode: UDP sockets in front of an application)"};
-  std::vector<std::string> wire_specs, host_specs;
+  CLI::App app{
+      "gaond: the gaon datapath, as a sidecar (UDP sockets in front of an application) or a "
+      "bump in the wire (AF_XDP between two interfaces)"};
+  std::vector<std::string> wire_specs, host_specs, flow_specs;
   std::string type;
   std::vector<std::string> params;
   std::string quota_text = "256M";
@@ -75,9 +85,12 @@ int main(int argc, char** argv) {
   std::string max_state_text = "1G";
   app.add_flag("--list", list, "list the ikernel types and exit");
   app.add_option("--wire", wire_specs,
-                 "udp:IP:PORT clients send to (a service address; repeat with --host for "
-                 "several services)");
-  app.add_option("--host", host_specs, "udp:IP:PORT the application listens on (one per --wire)");
+                 "where clients are: udp:IP:PORT, the service address they send to (sidecar; "
+                 "repeat with --host for several services), or afxdp:IFACE[@QUEUE], the "
+                 "interface facing them (a bump in the wire)");
+  app.add_option("--host", host_specs,
+                 "where the application is: udp:IP:PORT it listens on (one per --wire), or "
+                 "afxdp:IFACE[@QUEUE], the interface facing it");
   app.add_option("-k,--ikernel", type,
                  "ikernel type to attach to every service address (optional with --control)");
   app.add_option("-p,--param", params, "ikernel parameter key=value (repeatable)");
@@ -86,6 +99,9 @@ int main(int argc, char** argv) {
   app.add_option("--weight", weight, "the instance's share of the wire (DRR weight, 1..1000)")
       ->capture_default_str();
   app.add_option("--rate-bps", rate_bps, "rate limit of the instance's replies, bits/s (0: none)");
+  app.add_option("--flow", flow_specs,
+                 "udp:IP:PORT the --ikernel instance is attached to (repeatable; default in "
+                 "sidecar mode: every --wire address)");
   app.add_option("--wire-rate-bps", wire_rate_bps,
                  "emulate a wire of this many bits/s shared by all services (0: as fast as "
                  "the sockets go); the arbiter's weights then decide who gets it");
@@ -122,8 +138,29 @@ int main(int argc, char** argv) {
     return fail("--ikernel is required without a control socket (see --list, --control)");
   auto max_state = gaon::parse_param_value(gaon::ParamType::size, max_state_text);
   if (!max_state) return fail("--max-state-per-owner " + max_state.error());
+  // afxdp:IFACE pairs make a bump in the wire; udp:IP:PORT pairs, sidecar services.
+  const bool bump = wire_specs[0].starts_with("afxdp:") || host_specs[0].starts_with("afxdp:");
+  std::optional<gaon::afxdp::Spec> bump_wire, bump_host;
+  std::vector<gaon::FlowKey> ikernel_flows;
+  for (const auto& f : flow_specs) {
+    auto k = gaon::FlowKey::parse(f);
+    if (!k) return fail("--flow " + k.error());
+    ikernel_flows.push_back(*k);
+  }
+  if (bump) {
+    if (wire_specs.size() != 1) return fail("a bump in the wire takes one --wire/--host pair");
+    auto w = gaon::afxdp::parse_spec(wire_specs[0]);
+    if (!w) return fail("--wire " + w.error());
+    auto h = gaon::afxdp::parse_spec(host_specs[0]);
+    if (!h) return fail("--host " + h.error());
+    bump_wire = *w;
+    bump_host = *h;
+    if (!type.empty() && ikernel_flows.empty())
+      return fail("--ikernel in a bump in the wire needs --flow udp:IP:PORT (what to attach)");
+    if (wire_rate_bps) return fail("--wire-rate-bps is for sidecar services (udp:IP:PORT)");
+  }
   std::vector<gaon::control::Service> services;
-  for (size_t i = 0; i < wire_specs.size(); ++i) {
+  for (size_t i = 0; i < wire_specs.size() && !bump; ++i) {
     auto w = gaon::sidecar::parse_udp_address(wire_specs[i]);
     if (!w) return fail("--wire " + w.error());
     auto h = gaon::sidecar::parse_udp_address(host_specs[i]);
@@ -140,37 +177,73 @@ int main(int argc, char** argv) {
     return fail(fmt::format("--cpu {}: this machine has {} CPUs", cpu,
                             std::thread::hardware_concurrency()));
 
-  auto eng = gaon::Engine::create({});
+  auto eng = gaon::Engine::create({.pool_frames = bump ? 16384u : 8192u});
   if (!eng) return fail(eng.error());
   gaon::Engine& engine = **eng;
-  // One ServicePort + AppPort per service, grouped into the engine's two ports.
+  gaon::Port* wire_port = nullptr;
+  gaon::Port* host_port = nullptr;
+  std::function<void(int)> idle_wait;
+  std::function<void()> wake;
+  std::function<void(nlohmann::json&)> more_stats;
+  // Sidecar: one ServicePort + AppPort per service, grouped into the engine's two ports.
   std::vector<std::unique_ptr<gaon::sidecar::ServicePort>> wires;
   std::vector<std::unique_ptr<gaon::sidecar::AppPort>> hosts;
   gaon::sidecar::PortGroup wire_group("wire", gaon::sidecar::PortGroup::Route::by_source,
                                       engine.pool());
   gaon::sidecar::PortGroup host_group("host", gaon::sidecar::PortGroup::Route::by_destination,
                                       engine.pool());
-  for (size_t i = 0; i < services.size(); ++i) {
-    auto w = gaon::sidecar::ServicePort::open(services[i].wire, engine.pool());
-    if (!w) return fail(w.error());
-    auto h = gaon::sidecar::AppPort::open(
-        services[i].host, services[i].wire, engine.pool(),
-        {.max_clients = 4096, .idle_timeout_ns = uint64_t(nat_idle_s * 1e9)});
-    if (!h) return fail(h.error());
-    wire_group.add(**w, services[i].wire);
-    host_group.add(**h, services[i].wire);
-    wires.push_back(std::move(*w));
-    hosts.push_back(std::move(*h));
-    fmt::print(stderr, "gaond: wire {} (clients), host {} (application)\n", wire_specs[i],
-               host_specs[i]);
-  }
+  std::unique_ptr<gaon::sidecar::Waiter> waiter;
   std::optional<gaon::ShapedPort> shaped_wire;
-  if (wire_rate_bps) {
-    shaped_wire.emplace(wire_group, wire_rate_bps);
-    fmt::print(stderr, "gaond: the wire is shaped to {} bit/s\n", wire_rate_bps);
+  // Bump: AF_XDP sockets on both interfaces and the XDP steering program.
+  std::unique_ptr<gaon::afxdp::Bump> xdp;
+  if (bump) {
+    auto b = gaon::afxdp::Bump::open(*bump_wire, *bump_host, engine.pool());
+    if (!b) return fail(b.error());
+    xdp = std::move(*b);
+    engine.set_flow_observer(xdp.get());
+    wire_port = &xdp->wire();
+    host_port = &xdp->host();
+    idle_wait = [&](int ms) { xdp->wait(ms); };
+    wake = [&] { xdp->wake(); };
+    more_stats = [&](nlohmann::json& j) { j["bump"] = xdp->stats(); };
+    fmt::print(stderr, "gaond: bump in the wire: {} (clients) | {} (application)\n", wire_specs[0],
+               host_specs[0]);
+    fmt::print(stderr, "gaond: {}\n", xdp->describe());
+  } else {
+    for (size_t i = 0; i < services.size(); ++i) {
+      auto w = gaon::sidecar::ServicePort::open(services[i].wire, engine.pool());
+      if (!w) return fail(w.error());
+      auto h = gaon::sidecar::AppPort::open(
+          services[i].host, services[i].wire, engine.pool(),
+          {.max_clients = 4096, .idle_timeout_ns = uint64_t(nat_idle_s * 1e9)});
+      if (!h) return fail(h.error());
+      wire_group.add(**w, services[i].wire);
+      host_group.add(**h, services[i].wire);
+      wires.push_back(std::move(*w));
+      hosts.push_back(std::move(*h));
+      fmt::print(stderr, "gaond: wire {} (clients), host {} (application)\n", wire_specs[i],
+                 host_specs[i]);
+    }
+    std::vector<gaon::sidecar::ServicePort*> wire_ptrs;
+    std::vector<gaon::sidecar::AppPort*> host_ptrs;
+    for (auto& w : wires) wire_ptrs.push_back(w.get());
+    for (auto& h : hosts) host_ptrs.push_back(h.get());
+    auto wt = gaon::sidecar::Waiter::open(wire_ptrs, host_ptrs);
+    if (!wt) return fail(wt.error());
+    waiter = std::move(*wt);
+    if (wire_rate_bps) {
+      shaped_wire.emplace(wire_group, wire_rate_bps);
+      fmt::print(stderr, "gaond: the wire is shaped to {} bit/s\n", wire_rate_bps);
+    }
+    wire_port = shaped_wire ? static_cast<gaon::Port*>(&*shaped_wire) : &wire_group;
+    host_port = &host_group;
+    idle_wait = [&](int ms) { waiter->wait(ms); };
+    wake = [&] { waiter->wake(); };
+    more_stats = [&](nlohmann::json& j) { j["idle_waits"] = waiter->waits(); };
+    if (ikernel_flows.empty())
+      for (const auto& w : wire_specs) ikernel_flows.push_back(*gaon::FlowKey::parse(w));
   }
-  gaon::Port& wire_port = shaped_wire ? static_cast<gaon::Port&>(*shaped_wire) : wire_group;
-  engine.set_ports(&wire_port, &host_group);
+  engine.set_ports(wire_port, host_port);
   std::vector<gaon::FlowKey> initial_flows;
   uint32_t initial_id = 0;
   if (!type.empty()) {
@@ -184,9 +257,9 @@ int main(int argc, char** argv) {
     const std::vector<std::string> described = (*inst)->params();
     auto id = engine.add_instance(std::move(*inst));
     if (!id) return fail(id.error());
-    for (const auto& w : wire_specs) {
-      initial_flows.push_back(*gaon::FlowKey::parse(w));
-      if (auto r = engine.add_flow(initial_flows.back(), *id); !r) return fail(r.error());
+    for (const auto& k : ikernel_flows) {
+      initial_flows.push_back(k);
+      if (auto r = engine.add_flow(k, *id); !r) return fail(r.error());
     }
     initial_id = *id;
     fmt::print(stderr, "gaond: ikernel {} (instance {}), state quota {} bytes, weight {}{}\n", type,
@@ -207,14 +280,8 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   // Idle: wait for either port to become readable, 10 ms at most (so stop and control
-  // requests are seen promptly).
-  std::vector<gaon::sidecar::ServicePort*> wire_ptrs;
-  std::vector<gaon::sidecar::AppPort*> host_ptrs;
-  for (auto& w : wires) wire_ptrs.push_back(w.get());
-  for (auto& h : hosts) host_ptrs.push_back(h.get());
-  auto waiter = gaon::sidecar::Waiter::open(wire_ptrs, host_ptrs);
-  if (!waiter) return fail(waiter.error());
-  if (!busy_poll) engine.set_waker([&] { (*waiter)->wake(); });  // control changes: at once
+  // requests are seen promptly); control changes wake it at once.
+  if (!busy_poll) engine.set_waker(wake);
   std::atomic<bool> stop{false};
   std::thread datapath([&] {
     if (cpu >= 0) {
@@ -227,7 +294,7 @@ int main(int argc, char** argv) {
       engine.run(stop);
     else  // an event loop: block as soon as there is nothing more to do
       engine.run(
-          stop, [&] { (*waiter)->wait(10); }, 1);
+          stop, [&] { idle_wait(10); }, 1);
   });
   std::unique_ptr<gaon::control::Server> control;
   if (control_path != "none") {
@@ -251,7 +318,7 @@ int main(int argc, char** argv) {
   fmt::print(stderr, "gaond: ready\n");
 
   auto print_stats = [&] {
-    const auto j = full_stats(engine, wire_port, host_group, **waiter);
+    const auto j = full_stats(engine, *wire_port, *host_port, more_stats);
     if (json_stats) {
       fmt::print("{}\n", j.dump(2));
       std::fflush(stdout);

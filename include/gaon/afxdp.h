@@ -1,0 +1,107 @@
+// AF_XDP bump-in-the-wire: gaond between a wire interface (clients) and a host interface
+// (the application), both keeping their addresses.
+//
+//   Bump::open(wire, host, pool)  loads gaon's XDP steering program (src/bpf/steer.bpf.c)
+//     onto both interfaces (native XDP, generic if the driver has none), and opens one
+//     AF_XDP socket per interface over a single UMEM: the engine's buffer pool, so a frame
+//     received on one side is transmitted on the other without a copy in gaond.
+//   The program sends gaond only the frames of attached flows (Bump is the engine's
+//     FlowObserver and keeps the program's flow map in step with the engine's flows) and
+//     forwards everything else to the other interface in the kernel (devmap). When gaond
+//     is gone, its sockets leave the program's XSKMAP and every frame is forwarded:
+//     fail-open. The program stays attached when gaond exits (that is what keeps the
+//     traffic flowing); `ip link set dev IF xdp off` removes it.
+//   XskPort: rx takes descriptors from the rx ring into the pool's Packets (no copy) and
+//     keeps the fill ring full; tx puts frames on the tx ring, kicks the kernel whenever
+//     transmits are outstanding (copy mode sends ~32 per kick) and frees frames when the
+//     completion ring returns them. Syscalls are per burst, never per packet.
+// Zero-copy when the driver offers it, copy mode otherwise; the modes are in stats().
+// IPv4 flows only for now (the steering program passes IPv6 to the other side).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "gaon/engine.h"
+#include "gaon/pool.h"
+#include "gaon/port.h"
+#include "gaon/result.h"
+
+namespace gaon::afxdp {
+
+// "afxdp:IFACE" or "afxdp:IFACE@QUEUE".
+struct Spec {
+  std::string ifname;
+  uint32_t queue = 0;
+};
+Result<Spec> parse_spec(std::string_view text);
+
+class Bump;
+
+class XskPort final : public Port {
+ public:
+  ~XskPort() override;
+  uint32_t rx_burst(std::span<Packet*> out) override;
+  uint32_t tx_burst(std::span<Packet*> pkts) override;
+  bool rx_drained() const override { return drained_; }
+  std::string name() const override;
+  nlohmann::json stats() const override;
+  int fd() const;
+
+ private:
+  friend class Bump;
+  struct Rings;
+  XskPort(Bump& bump, std::string ifname, uint32_t queue);
+  void refill();
+  void complete();
+  void kick_tx();
+
+  Bump& bump_;
+  std::string ifname_;
+  uint32_t queue_;
+  std::unique_ptr<Rings> r_;
+  bool drained_ = false;
+  uint32_t outstanding_ = 0;  // frames on the tx ring not yet completed
+  uint64_t rx_ = 0, tx_ = 0, rx_kicks_ = 0, tx_kicks_ = 0, fill_short_ = 0, tx_full_ = 0;
+};
+
+class Bump final : public FlowObserver {
+ public:
+  struct Options {
+    uint32_t ring_size = 2048;  // rx, tx, fill and completion rings, per socket
+    std::string bpf_object;     // path of steer.bpf.o; empty: next to the executable or built in
+  };
+  static Result<std::unique_ptr<Bump>> open(const Spec& wire, const Spec& host, BufferPool& pool,
+                                            const Options& opt);
+  static Result<std::unique_ptr<Bump>> open(const Spec& wire, const Spec& host, BufferPool& pool) {
+    return open(wire, host, pool, Options{});
+  }
+  ~Bump() override;
+
+  Port& wire() { return *wire_; }
+  Port& host() { return *host_; }
+
+  // FlowObserver: the program's flow map (local IPv4 address and port of each flow).
+  Result<void> flow_added(const FlowKey& key) override;
+  void flow_removed(const FlowKey& key) override;
+
+  // Blocks up to timeout_ms until a socket has frames (or wake() is called).
+  void wait(int timeout_ms);
+  void wake();
+
+  // Modes (zero-copy or copy, native or generic XDP), the program's counters, the ports.
+  nlohmann::json stats() const;
+  std::string describe() const;  // one line for the log
+
+ private:
+  friend class XskPort;
+  struct Impl;
+  Bump();
+  std::unique_ptr<Impl> impl_;
+  BufferPool* pool_ = nullptr;
+  std::unique_ptr<XskPort> wire_, host_;
+};
+
+}  // namespace gaon::afxdp

@@ -1,0 +1,388 @@
+#include "gaon/afxdp.h"
+
+#include <arpa/inet.h>
+#include <linux/if_link.h>
+#include <linux/if_xdp.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <xdp/xsk.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <map>
+
+#include <fmt/core.h>
+
+#include "gaon/net.h"
+
+// The steering program's object file, embedded at build time (CMake: steer_bpf_obj.cc).
+extern const unsigned char gaon_steer_bpf_obj[];
+extern const unsigned long gaon_steer_bpf_obj_len;
+
+namespace gaon::afxdp {
+
+Result<Spec> parse_spec(std::string_view text) {
+  if (!text.starts_with("afxdp:")) return make_error("'{}': expected afxdp:IFACE[@QUEUE]", text);
+  std::string_view rest = text.substr(6);
+  Spec s;
+  const size_t at = rest.find('@');
+  std::string_view name = rest.substr(0, at);
+  if (name.empty() || name.size() >= IFNAMSIZ)
+    return make_error("'{}': expected afxdp:IFACE[@QUEUE] (an interface name)", text);
+  s.ifname = std::string(name);
+  if (at != std::string_view::npos) {
+    std::string_view q = rest.substr(at + 1);
+    auto [p, ec] = std::from_chars(q.data(), q.data() + q.size(), s.queue);
+    if (ec != std::errc() || p != q.data() + q.size() || q.empty())
+      return make_error("'{}': the queue after @ must be a number", text);
+  }
+  return s;
+}
+
+namespace {
+
+// Mirrors struct gaon_flow / gaon_port in steer.bpf.c.
+struct BpfFlow {
+  uint32_t ip;
+  uint16_t port;
+  uint8_t proto;
+  uint8_t pad;
+};
+struct BpfPort {
+  uint32_t role;
+  uint32_t peer;
+};
+constexpr uint32_t kStats = 4;
+const char* const kStatNames[kStats] = {"steered", "forwarded", "fail_open", "not_ours"};
+
+BpfFlow bpf_flow(const FlowKey& k) {
+  BpfFlow f{};
+  std::memcpy(&f.ip, k.local_ip, 4);
+  f.port = htons(k.local_port);
+  f.proto = k.proto;
+  return f;
+}
+
+}  // namespace
+
+struct Bump::Impl {
+  bpf_object* obj = nullptr;
+  int prog_fd = -1, ports_fd = -1, xsks_fd = -1, peers_fd = -1, flows_fd = -1, stats_fd = -1;
+  int ifindex[2] = {0, 0};
+  bool generic = false;   // XDP in generic (skb) mode: the driver has no native XDP
+  bool zerocopy = false;  // both sockets bound zero-copy
+  xsk_umem* umem = nullptr;
+  int wake_fd = -1;
+  std::map<std::vector<uint8_t>, int> flow_refs;  // several engine flows may share a key
+  uint32_t ring = 2048;
+};
+
+struct XskPort::Rings {
+  xsk_socket* xsk = nullptr;
+  xsk_ring_cons rx{}, comp{};
+  xsk_ring_prod tx{}, fill{};
+};
+
+XskPort::XskPort(Bump& bump, std::string ifname, uint32_t queue)
+    : bump_(bump), ifname_(std::move(ifname)), queue_(queue), r_(std::make_unique<Rings>()) {}
+
+XskPort::~XskPort() {
+  if (r_ && r_->xsk) xsk_socket__delete(r_->xsk);
+}
+
+int XskPort::fd() const { return xsk_socket__fd(r_->xsk); }
+std::string XskPort::name() const { return fmt::format("afxdp:{}@{}", ifname_, queue_); }
+
+// Keeps the fill ring full with free pool frames (the kernel receives into them).
+void XskPort::refill() {
+  BufferPool& pool = *bump_.pool_;
+  uint32_t want = xsk_prod_nb_free(&r_->fill, bump_.impl_->ring);
+  if (want > 2 * kBurst) want = 2 * kBurst;  // bounded work per call
+  if (want > pool.available()) {
+    want = pool.available();
+    ++fill_short_;
+  }
+  if (want == 0) return;
+  uint32_t idx = 0;
+  const uint32_t n = xsk_ring_prod__reserve(&r_->fill, want, &idx);
+  for (uint32_t i = 0; i < n; ++i) {
+    Packet* p = pool.alloc();
+    *xsk_ring_prod__fill_addr(&r_->fill, idx + i) = uint64_t{p->index} * kFrameSize;
+  }
+  xsk_ring_prod__submit(&r_->fill, n);
+}
+
+// Frees the frames the kernel has finished sending.
+void XskPort::complete() {
+  if (outstanding_ == 0) return;
+  uint32_t idx = 0;
+  const uint32_t n = xsk_ring_cons__peek(&r_->comp, 4 * kBurst, &idx);
+  BufferPool& pool = *bump_.pool_;
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint64_t addr = *xsk_ring_cons__comp_addr(&r_->comp, idx + i);
+    pool.free(&pool.at(uint32_t(addr / kFrameSize)));
+  }
+  xsk_ring_cons__release(&r_->comp, n);
+  outstanding_ -= n;
+}
+
+void XskPort::kick_tx() {
+  if (outstanding_ == 0) return;
+  if (!bump_.impl_->zerocopy || xsk_ring_prod__needs_wakeup(&r_->tx)) {
+    ++tx_kicks_;
+    // EAGAIN/EBUSY: the kernel is still sending the last batch; the next poll kicks again.
+    (void)sendto(fd(), nullptr, 0, MSG_DONTWAIT, nullptr, 0);
+  }
+}
+
+uint32_t XskPort::rx_burst(std::span<Packet*> out) {
+  complete();
+  kick_tx();  // transmits still outstanding go on even when nothing else happens
+  refill();
+  uint32_t idx = 0;
+  const uint32_t n = xsk_ring_cons__peek(&r_->rx, uint32_t(out.size()), &idx);
+  BufferPool& pool = *bump_.pool_;
+  for (uint32_t i = 0; i < n; ++i) {
+    const xdp_desc* d = xsk_ring_cons__rx_desc(&r_->rx, idx + i);
+    Packet* p = &pool.at(uint32_t(d->addr / kFrameSize));
+    p->reset();
+    p->data_off = uint16_t(d->addr % kFrameSize);
+    p->len = uint16_t(d->len);
+    out[i] = p;
+  }
+  xsk_ring_cons__release(&r_->rx, n);
+  rx_ += n;
+  drained_ = n < out.size();
+  if (n == 0 && xsk_ring_prod__needs_wakeup(&r_->fill)) {
+    ++rx_kicks_;
+    (void)recvfrom(fd(), nullptr, 0, MSG_DONTWAIT, nullptr, nullptr);
+  }
+  return n;
+}
+
+uint32_t XskPort::tx_burst(std::span<Packet*> pkts) {
+  complete();
+  uint32_t idx = 0;
+  const uint32_t n = xsk_ring_prod__reserve(&r_->tx, uint32_t(pkts.size()), &idx);
+  if (n < pkts.size()) ++tx_full_;
+  for (uint32_t i = 0; i < n; ++i) {
+    xdp_desc* d = xsk_ring_prod__tx_desc(&r_->tx, idx + i);
+    d->addr = uint64_t{pkts[i]->index} * kFrameSize + pkts[i]->data_off;
+    d->len = pkts[i]->len;
+  }
+  xsk_ring_prod__submit(&r_->tx, n);
+  outstanding_ += n;
+  tx_ += n;
+  kick_tx();
+  return n;
+}
+
+nlohmann::json XskPort::stats() const {
+  return {{"rx", rx_},
+          {"tx", tx_},
+          {"rx_kicks", rx_kicks_},
+          {"tx_kicks", tx_kicks_},
+          {"fill_short", fill_short_},
+          {"tx_ring_full", tx_full_},
+          {"tx_outstanding", outstanding_}};
+}
+
+// ---------------------------------------------------------------- Bump
+
+Bump::Bump() : impl_(std::make_unique<Impl>()) {}
+
+Bump::~Bump() {
+  // Sockets first (the kernel drops them from the XSKMAP: the program forwards
+  // everything), then the UMEM. The program stays attached: fail-open.
+  wire_.reset();
+  host_.reset();
+  if (impl_->umem) xsk_umem__delete(impl_->umem);
+  if (impl_->obj) bpf_object__close(impl_->obj);
+  if (impl_->wake_fd >= 0) close(impl_->wake_fd);
+}
+
+Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, BufferPool& pool,
+                                         const Options& opt) {
+  std::unique_ptr<Bump> b(new Bump());
+  Impl& im = *b->impl_;
+  b->pool_ = &pool;
+  im.ring = opt.ring_size;
+  const Spec* specs[2] = {&wire, &host};
+  for (int i = 0; i < 2; ++i) {
+    im.ifindex[i] = int(if_nametoindex(specs[i]->ifname.c_str()));
+    if (im.ifindex[i] == 0)
+      return make_error("{}: no such interface ({})", specs[i]->ifname, std::strerror(errno));
+  }
+  if (im.ifindex[0] == im.ifindex[1])
+    return make_error("the wire and host interfaces are the same");
+  libbpf_set_print(nullptr);  // errors are reported by what fails, not libbpf's chatter
+  if (opt.bpf_object.empty()) {
+    bpf_object_open_opts oo{};
+    oo.sz = sizeof(oo);
+    oo.object_name = "gaon_steer";
+    im.obj = bpf_object__open_mem(gaon_steer_bpf_obj, gaon_steer_bpf_obj_len, &oo);
+  } else {
+    im.obj = bpf_object__open_file(opt.bpf_object.c_str(), nullptr);
+  }
+  if (im.obj == nullptr) return make_error("the XDP program: {}", std::strerror(errno));
+  if (int e = bpf_object__load(im.obj); e != 0)
+    return make_error("loading the XDP program: {} (root, or CAP_BPF and CAP_NET_ADMIN?)",
+                      std::strerror(-e));
+  auto map_fd = [&](const char* name) { return bpf_object__find_map_fd_by_name(im.obj, name); };
+  im.ports_fd = map_fd("gaon_ports");
+  im.xsks_fd = map_fd("gaon_xsks");
+  im.peers_fd = map_fd("gaon_peers");
+  im.flows_fd = map_fd("gaon_flows");
+  im.stats_fd = map_fd("gaon_stats");
+  bpf_program* prog = bpf_object__find_program_by_name(im.obj, "gaon_steer");
+  im.prog_fd = prog ? bpf_program__fd(prog) : -1;
+  if (im.prog_fd < 0 || im.ports_fd < 0 || im.xsks_fd < 0 || im.peers_fd < 0 || im.flows_fd < 0 ||
+      im.stats_fd < 0)
+    return make_error("the XDP program's object lacks its program or maps");
+  for (uint32_t slot = 0; slot < 2; ++slot) {
+    const BpfPort p{slot, 1 - slot};
+    const uint32_t ifx = uint32_t(im.ifindex[slot]);
+    if (bpf_map_update_elem(im.ports_fd, &ifx, &p, BPF_ANY) != 0 ||
+        bpf_map_update_elem(im.peers_fd, &slot, &ifx, BPF_ANY) != 0)
+      return make_error("filling the XDP program's maps: {}", std::strerror(errno));
+  }
+  // Attach to both interfaces, replacing any program there (an earlier gaond's). Native
+  // mode when the driver has it, generic otherwise; both interfaces in the same mode.
+  auto attach = [&](uint32_t mode) -> int {
+    for (int i = 0; i < 2; ++i) {
+      bpf_xdp_detach(im.ifindex[i], XDP_FLAGS_DRV_MODE, nullptr);
+      bpf_xdp_detach(im.ifindex[i], XDP_FLAGS_SKB_MODE, nullptr);
+      if (int e = bpf_xdp_attach(im.ifindex[i], im.prog_fd, mode, nullptr); e != 0) return e;
+    }
+    return 0;
+  };
+  if (int e = attach(XDP_FLAGS_DRV_MODE); e != 0) {
+    im.generic = true;
+    if (int e2 = attach(XDP_FLAGS_SKB_MODE); e2 != 0)
+      return make_error("attaching the XDP program to {} and {}: {} (native), {} (generic)",
+                        wire.ifname, host.ifname, std::strerror(-e), std::strerror(-e2));
+  }
+  // One UMEM over the whole pool, shared by both sockets.
+  xsk_umem_config uc{};
+  uc.fill_size = uc.comp_size = im.ring;
+  uc.frame_size = kFrameSize;
+  uc.frame_headroom = 0;  // the kernel puts data XDP_PACKET_HEADROOM (= kHeadroom) in
+  b->wire_.reset(new XskPort(*b, wire.ifname, wire.queue));
+  b->host_.reset(new XskPort(*b, host.ifname, host.queue));
+  if (int e = xsk_umem__create(&im.umem, pool.region(), pool.region_bytes(), &b->wire_->r_->fill,
+                               &b->wire_->r_->comp, &uc);
+      e != 0)
+    return make_error("AF_XDP UMEM over {} bytes: {}", pool.region_bytes(), std::strerror(-e));
+  XskPort* ports[2] = {b->wire_.get(), b->host_.get()};
+  for (uint16_t copy_flag : {uint16_t(XDP_ZEROCOPY), uint16_t(XDP_COPY)}) {
+    bool ok = true;
+    std::string why;
+    for (uint32_t slot = 0; slot < 2 && ok; ++slot) {
+      XskPort::Rings& r = *ports[slot]->r_;
+      xsk_socket_config sc{};
+      sc.rx_size = sc.tx_size = im.ring;
+      sc.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
+      sc.xdp_flags = im.generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
+      sc.bind_flags = uint16_t(copy_flag | XDP_USE_NEED_WAKEUP);
+      if (int e = xsk_socket__create_shared(&r.xsk, specs[slot]->ifname.c_str(), specs[slot]->queue,
+                                            im.umem, &r.rx, &r.tx, &r.fill, &r.comp, &sc);
+          e != 0) {
+        ok = false;
+        why = fmt::format("AF_XDP socket on {} queue {}: {}", specs[slot]->ifname,
+                          specs[slot]->queue, std::strerror(-e));
+        r.xsk = nullptr;
+      }
+    }
+    if (ok) {
+      im.zerocopy = copy_flag == XDP_ZEROCOPY;
+      break;
+    }
+    for (XskPort* p : ports)
+      if (p->r_->xsk) {
+        xsk_socket__delete(p->r_->xsk);
+        p->r_->xsk = nullptr;
+      }
+    if (copy_flag == XDP_COPY) return make_error("{}", why);
+  }
+  for (uint32_t slot = 0; slot < 2; ++slot) {
+    ports[slot]->refill();
+    const int fd = ports[slot]->fd();
+    if (bpf_map_update_elem(im.xsks_fd, &slot, &fd, BPF_ANY) != 0)
+      return make_error("registering the AF_XDP socket with the program: {}", std::strerror(errno));
+  }
+  im.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  return b;
+}
+
+Result<void> Bump::flow_added(const FlowKey& key) {
+  if (key.family != 4) return make_error("AF_XDP steering handles IPv4 flows only (for now)");
+  const BpfFlow f = bpf_flow(key);
+  std::vector<uint8_t> k(reinterpret_cast<const uint8_t*>(&f),
+                         reinterpret_cast<const uint8_t*>(&f) + sizeof(f));
+  int& refs = impl_->flow_refs[k];
+  if (refs == 0) {
+    const uint32_t one = 1;
+    if (bpf_map_update_elem(impl_->flows_fd, &f, &one, BPF_ANY) != 0) {
+      impl_->flow_refs.erase(k);
+      return make_error("the XDP flow map: {}", std::strerror(errno));
+    }
+  }
+  ++refs;
+  return ok();
+}
+
+void Bump::flow_removed(const FlowKey& key) {
+  const BpfFlow f = bpf_flow(key);
+  std::vector<uint8_t> k(reinterpret_cast<const uint8_t*>(&f),
+                         reinterpret_cast<const uint8_t*>(&f) + sizeof(f));
+  auto it = impl_->flow_refs.find(k);
+  if (it == impl_->flow_refs.end()) return;
+  if (--it->second == 0) {
+    bpf_map_delete_elem(impl_->flows_fd, &f);
+    impl_->flow_refs.erase(it);
+  }
+}
+
+void Bump::wait(int timeout_ms) {
+  pollfd p[3] = {{wire_->fd(), POLLIN, 0}, {host_->fd(), POLLIN, 0}, {impl_->wake_fd, POLLIN, 0}};
+  if (poll(p, 3, timeout_ms) > 0 && (p[2].revents & POLLIN)) {
+    uint64_t v;
+    (void)!read(impl_->wake_fd, &v, sizeof(v));
+  }
+}
+
+void Bump::wake() {
+  const uint64_t one = 1;
+  (void)!write(impl_->wake_fd, &one, sizeof(one));
+}
+
+std::string Bump::describe() const {
+  return fmt::format("AF_XDP {} ({}), {} XDP on {} and {}",
+                     impl_->zerocopy ? "zero-copy" : "copy mode",
+                     impl_->zerocopy ? "the driver supports it" : "no zero-copy on this driver",
+                     impl_->generic ? "generic" : "native", wire_->name(), host_->name());
+}
+
+nlohmann::json Bump::stats() const {
+  nlohmann::json j = {{"afxdp_mode", impl_->zerocopy ? "zero-copy" : "copy"},
+                      {"xdp_mode", impl_->generic ? "generic" : "native"},
+                      {"steered_flows", impl_->flow_refs.size()}};
+  const int cpus = libbpf_num_possible_cpus();
+  std::vector<uint64_t> per(size_t(cpus > 0 ? cpus : 1));
+  for (uint32_t i = 0; i < kStats; ++i) {
+    uint64_t sum = 0;
+    if (bpf_map_lookup_elem(impl_->stats_fd, &i, per.data()) == 0)
+      for (uint64_t v : per) sum += v;
+    j["xdp"][kStatNames[i]] = sum;
+  }
+  return j;
+}
+
+}  // namespace gaon::afxdp
