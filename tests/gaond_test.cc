@@ -88,6 +88,20 @@ TEST(Gaond, BadArgumentsGetAOneLineReasonAndExitNonZero) {
       {{"--wire", "udp:127.0.0.1:5000", "--host", "udp:127.0.0.1:9", "--ikernel", "echo",
         "--max-state-per-owner", "lots"},
        "--max-state-per-owner"},
+      {{"--wire", "afxdp:", "--host", "afxdp:h0", "--ikernel", "echo", "--flow", "udp:1.2.3.4:5"},
+       "expected afxdp:IFACE[@QUEUE]"},
+      {{"--wire", "afxdp:w0@x", "--host", "afxdp:h0", "--ikernel", "echo", "--flow",
+        "udp:1.2.3.4:5"},
+       "the queue after @ must be a number"},
+      {{"--wire", "afxdp:w0", "--host", "afxdp:h0", "--ikernel", "echo"}, "needs --flow"},
+      {{"--wire", "afxdp:w0", "--host", "afxdp:h0", "--ikernel", "echo", "--flow", "udp:1.2.3"},
+       "--flow"},
+      {{"--wire", "afxdp:nosuchif0", "--host", "afxdp:nosuchif1", "--ikernel", "echo", "--flow",
+        "udp:1.2.3.4:5"},
+       "nosuchif0: no such interface"},
+      {{"--wire", "afxdp:w0", "--wire", "afxdp:w1", "--host", "afxdp:h0", "--host", "afxdp:h1",
+        "--ikernel", "echo", "--flow", "udp:1.2.3.4:5"},
+       "one --wire/--host pair"},
   };
   for (const auto& c : cases) {
     std::vector<std::string> argv = {gaond(), "--control", "none"};

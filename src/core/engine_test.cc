@@ -296,6 +296,36 @@ TEST_F(EngineTest, InstancesSeeOnlyTheirOwnFlows) {
   EXPECT_EQ(collect(host_).size(), 52u);
 }
 
+// What steers traffic outside the engine (the AF_XDP bump's XDP program) is told of every
+// flow change, and can refuse one.
+TEST_F(EngineTest, TheFlowObserverSeesEveryChangeAndCanRefuse) {
+  struct Recorder : FlowObserver {
+    std::vector<std::string> log;
+    bool refuse = false;
+    Result<void> flow_added(const FlowKey& k) override {
+      if (refuse) return make_error("no room");
+      log.push_back("+" + k.to_string());
+      return ok();
+    }
+    void flow_removed(const FlowKey& k) override { log.push_back("-" + k.to_string()); }
+  } rec;
+  engine_->set_flow_observer(&rec);
+  const uint32_t a = create("echo");
+  attach(a, "udp:10.0.0.2:7");
+  attach(a, "udp:10.0.0.2:8");
+  ASSERT_TRUE(engine_->remove_flow(*FlowKey::parse("udp:10.0.0.2:7")));
+  rec.refuse = true;
+  auto refused = engine_->add_flow(*FlowKey::parse("udp:10.0.0.2:9"), a);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error(), "no room");
+  EXPECT_EQ(engine_->flows().size(), 1u);  // the refused flow was taken back
+  rec.refuse = false;
+  ASSERT_TRUE(engine_->remove_instance(a));  // takes its last flow with it
+  EXPECT_EQ(rec.log, (std::vector<std::string>{"+udp:10.0.0.2:7", "+udp:10.0.0.2:8",
+                                               "-udp:10.0.0.2:7", "-udp:10.0.0.2:8"}));
+  engine_->set_flow_observer(nullptr);
+}
+
 TEST_F(EngineTest, AFlowHeldByOneInstanceCannotBeTakenByAnother) {
   const uint32_t a = create("echo");
   const uint32_t b = create("echo");
