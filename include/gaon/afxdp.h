@@ -25,6 +25,7 @@
 #include <string_view>
 
 #include "gaon/engine.h"
+#include "gaon/fd_waiter.h"
 #include "gaon/pool.h"
 #include "gaon/port.h"
 #include "gaon/result.h"
@@ -88,8 +89,8 @@ class Bump final : public FlowObserver {
   void flow_removed(const FlowKey& key) override;
 
   // Blocks up to timeout_ms until a socket has frames (or wake() is called).
-  void wait(int timeout_ms);
-  void wake();
+  void wait(int timeout_ms) { waiter_.wait(timeout_ms); }
+  void wake() { waiter_.wake(); }
 
   // Modes (zero-copy or copy, native or generic XDP), the program's counters, the ports.
   nlohmann::json stats() const;
@@ -102,6 +103,7 @@ class Bump final : public FlowObserver {
   std::unique_ptr<Impl> impl_;
   BufferPool* pool_ = nullptr;
   std::unique_ptr<XskPort> wire_, host_;
+  FdWaiter waiter_;
 };
 
 }  // namespace gaon::afxdp

@@ -5,7 +5,6 @@
 #include <linux/if_xdp.h>
 #include <net/if.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -79,7 +78,6 @@ struct Bump::Impl {
   bool generic = false;   // XDP in generic (skb) mode: the driver has no native XDP
   bool zerocopy = false;  // both sockets bound zero-copy
   xsk_umem* umem = nullptr;
-  int wake_fd = -1;
   std::map<std::vector<uint8_t>, int> flow_refs;  // several engine flows may share a key
   uint32_t ring = 2048;
 };
@@ -205,7 +203,6 @@ Bump::~Bump() {
   host_.reset();
   if (impl_->umem) xsk_umem__delete(impl_->umem);
   if (impl_->obj) bpf_object__close(impl_->obj);
-  if (impl_->wake_fd >= 0) close(impl_->wake_fd);
 }
 
 Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, BufferPool& pool,
@@ -317,7 +314,8 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
     if (bpf_map_update_elem(im.xsks_fd, &slot, &fd, BPF_ANY) != 0)
       return make_error("registering the AF_XDP socket with the program: {}", std::strerror(errno));
   }
-  im.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  b->waiter_.watch(b->wire_->fd());
+  b->waiter_.watch(b->host_->fd());
   return b;
 }
 
@@ -348,19 +346,6 @@ void Bump::flow_removed(const FlowKey& key) {
     bpf_map_delete_elem(impl_->flows_fd, &f);
     impl_->flow_refs.erase(it);
   }
-}
-
-void Bump::wait(int timeout_ms) {
-  pollfd p[3] = {{wire_->fd(), POLLIN, 0}, {host_->fd(), POLLIN, 0}, {impl_->wake_fd, POLLIN, 0}};
-  if (poll(p, 3, timeout_ms) > 0 && (p[2].revents & POLLIN)) {
-    uint64_t v;
-    (void)!read(impl_->wake_fd, &v, sizeof(v));
-  }
-}
-
-void Bump::wake() {
-  const uint64_t one = 1;
-  (void)!write(impl_->wake_fd, &one, sizeof(one));
 }
 
 std::string Bump::describe() const {

@@ -11,7 +11,8 @@
 //
 // gaond sits between two interfaces; clients and the application keep their addresses.
 // An XDP program hands gaond only attached flows and forwards the rest in the kernel
-// (include/gaon/afxdp.h). With a control socket (--control; on by
+// (include/gaon/afxdp.h); afpacket:IFACE is the fallback without AF_XDP (every frame
+// through gaond; include/gaon/afpacket.h). With a control socket (--control; on by
 // default as root) applications create instances and attach them to their own sockets
 // (libgaon, gaon-run, gaonctl; see docs/control.md), and --ikernel becomes optional.
 // SIGUSR1 prints stats; SIGINT/SIGTERM stop it cleanly (stats are printed at exit).
@@ -32,6 +33,7 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include "gaon/afpacket.h"
 #include "gaon/afxdp.h"
 #include "gaon/control_server.h"
 #include "gaon/engine.h"
@@ -86,11 +88,11 @@ int main(int argc, char** argv) {
   app.add_flag("--list", list, "list the ikernel types and exit");
   app.add_option("--wire", wire_specs,
                  "where clients are: udp:IP:PORT, the service address they send to (sidecar; "
-                 "repeat with --host for several services), or afxdp:IFACE[@QUEUE], the "
-                 "interface facing them (a bump in the wire)");
+                 "repeat with --host for several services), or afxdp:IFACE[@QUEUE] / "
+                 "afpacket:IFACE, the interface facing them (a bump in the wire)");
   app.add_option("--host", host_specs,
                  "where the application is: udp:IP:PORT it listens on (one per --wire), or "
-                 "afxdp:IFACE[@QUEUE], the interface facing it");
+                 "afxdp:IFACE[@QUEUE] / afpacket:IFACE, the interface facing it");
   app.add_option("-k,--ikernel", type,
                  "ikernel type to attach to every service address (optional with --control)");
   app.add_option("-p,--param", params, "ikernel parameter key=value (repeatable)");
@@ -139,8 +141,12 @@ int main(int argc, char** argv) {
   auto max_state = gaon::parse_param_value(gaon::ParamType::size, max_state_text);
   if (!max_state) return fail("--max-state-per-owner " + max_state.error());
   // afxdp:IFACE pairs make a bump in the wire; udp:IP:PORT pairs, sidecar services.
-  const bool bump = wire_specs[0].starts_with("afxdp:") || host_specs[0].starts_with("afxdp:");
+  const bool xdp_bump = wire_specs[0].starts_with("afxdp:") || host_specs[0].starts_with("afxdp:");
+  const bool packet_bump =
+      wire_specs[0].starts_with("afpacket:") || host_specs[0].starts_with("afpacket:");
+  const bool bump = xdp_bump || packet_bump;
   std::optional<gaon::afxdp::Spec> bump_wire, bump_host;
+  std::string packet_wire, packet_host;
   std::vector<gaon::FlowKey> ikernel_flows;
   for (const auto& f : flow_specs) {
     auto k = gaon::FlowKey::parse(f);
@@ -149,12 +155,24 @@ int main(int argc, char** argv) {
   }
   if (bump) {
     if (wire_specs.size() != 1) return fail("a bump in the wire takes one --wire/--host pair");
-    auto w = gaon::afxdp::parse_spec(wire_specs[0]);
-    if (!w) return fail("--wire " + w.error());
-    auto h = gaon::afxdp::parse_spec(host_specs[0]);
-    if (!h) return fail("--host " + h.error());
-    bump_wire = *w;
-    bump_host = *h;
+    if (wire_specs[0].substr(0, 6) != host_specs[0].substr(0, 6))
+      return fail("--wire and --host must be the same kind (afxdp: or afpacket:)");
+    if (xdp_bump) {
+      auto w = gaon::afxdp::parse_spec(wire_specs[0]);
+      if (!w) return fail("--wire " + w.error());
+      auto h = gaon::afxdp::parse_spec(host_specs[0]);
+      if (!h) return fail("--host " + h.error());
+      bump_wire = *w;
+      bump_host = *h;
+    } else {
+      auto w = gaon::afpacket::parse_spec(wire_specs[0]);
+      if (!w) return fail("--wire " + w.error());
+      auto h = gaon::afpacket::parse_spec(host_specs[0]);
+      if (!h) return fail("--host " + h.error());
+      if (*w == *h) return fail("--wire and --host are the same interface");
+      packet_wire = *w;
+      packet_host = *h;
+    }
     if (!type.empty() && ikernel_flows.empty())
       return fail("--ikernel in a bump in the wire needs --flow udp:IP:PORT (what to attach)");
     if (wire_rate_bps) return fail("--wire-rate-bps is for sidecar services (udp:IP:PORT)");
@@ -196,7 +214,28 @@ int main(int argc, char** argv) {
   std::optional<gaon::ShapedPort> shaped_wire;
   // Bump: AF_XDP sockets on both interfaces and the XDP steering program.
   std::unique_ptr<gaon::afxdp::Bump> xdp;
-  if (bump) {
+  // Bump with AF_PACKET: two packet sockets, everything through the engine.
+  std::unique_ptr<gaon::afpacket::AfPacketPort> pkt_wire, pkt_host;
+  gaon::FdWaiter fd_waiter;
+  if (packet_bump) {
+    auto w = gaon::afpacket::AfPacketPort::open(packet_wire, engine.pool());
+    if (!w) return fail(w.error());
+    auto h = gaon::afpacket::AfPacketPort::open(packet_host, engine.pool());
+    if (!h) return fail(h.error());
+    pkt_wire = std::move(*w);
+    pkt_host = std::move(*h);
+    fd_waiter.watch(pkt_wire->fd());
+    fd_waiter.watch(pkt_host->fd());
+    wire_port = pkt_wire.get();
+    host_port = pkt_host.get();
+    idle_wait = [&](int ms) { fd_waiter.wait(ms); };
+    wake = [&] { fd_waiter.wake(); };
+    more_stats = [&](nlohmann::json& j) { j["idle_waits"] = fd_waiter.waits(); };
+    fmt::print(stderr,
+               "gaond: bump in the wire (AF_PACKET: every frame through gaond, no fail-open): "
+               "{} (clients) | {} (application)\n",
+               wire_specs[0], host_specs[0]);
+  } else if (xdp_bump) {
     auto b = gaon::afxdp::Bump::open(*bump_wire, *bump_host, engine.pool());
     if (!b) return fail(b.error());
     xdp = std::move(*b);
