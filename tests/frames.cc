@@ -62,9 +62,10 @@ Bytes build_frame(const FrameSpec& s) {
     seg.resize(20);
     put16(seg, 0, s.sport);
     put16(seg, 2, s.dport);
-    seg[4] = 0, seg[5] = 0, seg[6] = 0x10, seg[7] = 0x00;  // seq
+    put16(seg, 4, uint16_t(s.tcp_seq >> 16));
+    put16(seg, 6, uint16_t(s.tcp_seq));
     seg[12] = 5 << 4;
-    seg[13] = 0x18;  // PSH ACK
+    seg[13] = s.tcp_flags;
     put16(seg, 14, 65535);
   }
   seg.insert(seg.end(), s.payload.begin(), s.payload.end());

@@ -27,6 +27,8 @@ struct FrameSpec {
   uint8_t proto = 17;  // 17 UDP, 6 TCP, anything else: raw payload after IP
   uint16_t sport = 40000;
   uint16_t dport = 7;
+  uint32_t tcp_seq = 0x1000;
+  uint8_t tcp_flags = 0x18;  // PSH ACK (SYN 0x02, FIN 0x01, RST 0x04)
   Bytes payload;
   Bytes ip_options;  // IPv4 only, multiple of 4
   uint8_t ttl = 64;

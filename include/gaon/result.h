@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 
@@ -54,5 +55,20 @@ class [[nodiscard]] Result<void> {
 };
 
 inline Result<void> ok() { return {}; }
+
+// User input quoted in an error message: bytes that are not printable ASCII become \xNN
+// and long input is cut (…), so a message stays one readable line.
+inline std::string printable(std::string_view in, size_t max = 80) {
+  std::string out;
+  for (size_t i = 0; i < in.size() && i < max; ++i) {
+    const unsigned char c = static_cast<unsigned char>(in[i]);
+    if (c >= 0x20 && c < 0x7f)
+      out += char(c);
+    else
+      out += fmt::format("\\x{:02x}", c);
+  }
+  if (in.size() > max) out += "...";
+  return out;
+}
 
 }  // namespace gaon

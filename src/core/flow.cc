@@ -19,22 +19,24 @@ static Result<void> parse_endpoint(std::string_view text, uint8_t& family, uint8
   if (!text.empty() && text.front() == '[') {
     const auto close = text.find(']');
     if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
-      return make_error("{} '{}': expected [IPV6]:PORT", what, text);
+      return make_error("{} '{}': expected [IPV6]:PORT", what, printable(text));
     host = text.substr(1, close - 1);
     port_text = text.substr(close + 2);
   } else {
     const auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) return make_error("{} '{}': expected IP:PORT", what, text);
+    if (colon == std::string_view::npos)
+      return make_error("{} '{}': expected IP:PORT", what, printable(text));
     host = text.substr(0, colon);
     port_text = text.substr(colon + 1);
     if (host.find(':') != std::string_view::npos)
-      return make_error("{} '{}': an IPv6 address goes in brackets: [IP]:PORT", what, text);
+      return make_error("{} '{}': an IPv6 address goes in brackets: [IP]:PORT", what,
+                        printable(text));
   }
   unsigned p = 0;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), p);
   if (ec != std::errc() || end != port_text.data() + port_text.size() || p > 65535 ||
       port_text.empty())
-    return make_error("{} '{}': bad port '{}'", what, text, port_text);
+    return make_error("{} '{}': bad port '{}'", what, printable(text), printable(port_text));
   const std::string h(host);
   uint8_t fam = 0;
   uint8_t buf[16] = {};
@@ -44,9 +46,9 @@ static Result<void> parse_endpoint(std::string_view text, uint8_t& family, uint8
   else if (bracketed && inet_pton(AF_INET6, h.c_str(), buf) == 1)
     fam = 6;
   else
-    return make_error("{} '{}': bad IP address '{}'", what, text, host);
+    return make_error("{} '{}': bad IP address '{}'", what, printable(text), printable(host));
   if (family != 0 && family != fam)
-    return make_error("{} '{}': address family differs from the local side", what, text);
+    return make_error("{} '{}': address family differs from the local side", what, printable(text));
   family = fam;
   std::memcpy(ip, buf, 16);
   port = static_cast<uint16_t>(p);
@@ -57,20 +59,21 @@ Result<FlowKey> FlowKey::parse(std::string_view text) {
   FlowKey k;
   const auto colon = text.find(':');
   if (colon == std::string_view::npos)
-    return make_error("flow '{}': expected PROTO:IP:PORT[,REMOTE_IP:REMOTE_PORT]", text);
+    return make_error("flow '{}': expected PROTO:IP:PORT[,REMOTE_IP:REMOTE_PORT]", printable(text));
   const auto proto = text.substr(0, colon);
   if (proto == "udp")
     k.proto = net::kProtoUdp;
   else if (proto == "tcp")
     k.proto = net::kProtoTcp;
   else
-    return make_error("flow '{}': protocol must be udp or tcp, not '{}'", text, proto);
+    return make_error("flow '{}': protocol must be udp or tcp, not '{}'", printable(text),
+                      printable(proto));
   std::string_view rest = text.substr(colon + 1);
   std::string_view remote;
   if (const auto comma = rest.find(','); comma != std::string_view::npos) {
     remote = rest.substr(comma + 1);
     rest = rest.substr(0, comma);
-    if (remote.empty()) return make_error("flow '{}': nothing after the comma", text);
+    if (remote.empty()) return make_error("flow '{}': nothing after the comma", printable(text));
   }
   if (auto r = parse_endpoint(rest, k.family, k.local_ip, k.local_port, "flow"); !r)
     return Error{r.error()};

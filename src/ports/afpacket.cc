@@ -20,10 +20,11 @@
 namespace gaon::afpacket {
 
 Result<std::string> parse_spec(std::string_view text) {
-  if (!text.starts_with("afpacket:")) return make_error("'{}': expected afpacket:IFACE", text);
+  if (!text.starts_with("afpacket:"))
+    return make_error("'{}': expected afpacket:IFACE", printable(text));
   std::string_view name = text.substr(9);
   if (name.empty() || name.size() >= IFNAMSIZ || name.find_first_of("@/ :") != name.npos)
-    return make_error("'{}': expected afpacket:IFACE (an interface name)", text);
+    return make_error("'{}': expected afpacket:IFACE (an interface name)", printable(text));
   return std::string(name);
 }
 

@@ -28,19 +28,20 @@ extern const unsigned long gaon_steer_bpf_obj_len;
 namespace gaon::afxdp {
 
 Result<Spec> parse_spec(std::string_view text) {
-  if (!text.starts_with("afxdp:")) return make_error("'{}': expected afxdp:IFACE[@QUEUE]", text);
+  if (!text.starts_with("afxdp:"))
+    return make_error("'{}': expected afxdp:IFACE[@QUEUE]", printable(text));
   std::string_view rest = text.substr(6);
   Spec s;
   const size_t at = rest.find('@');
   std::string_view name = rest.substr(0, at);
   if (name.empty() || name.size() >= IFNAMSIZ)
-    return make_error("'{}': expected afxdp:IFACE[@QUEUE] (an interface name)", text);
+    return make_error("'{}': expected afxdp:IFACE[@QUEUE] (an interface name)", printable(text));
   s.ifname = std::string(name);
   if (at != std::string_view::npos) {
     std::string_view q = rest.substr(at + 1);
     auto [p, ec] = std::from_chars(q.data(), q.data() + q.size(), s.queue);
     if (ec != std::errc() || p != q.data() + q.size() || q.empty())
-      return make_error("'{}': the queue after @ must be a number", text);
+      return make_error("'{}': the queue after @ must be a number", printable(text));
   }
   return s;
 }

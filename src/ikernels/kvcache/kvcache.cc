@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -53,6 +54,8 @@ std::vector<ParamSpec> KvCache::param_specs() {
       {"pending", ParamType::u64, "4096", "requests awaiting a reply that are tracked", 16,
        1 << 22},
       {"versions", ParamType::u64, "65536", "version buckets", 16, 1 << 26},
+      {"tcp_connections", ParamType::u64, "256",
+       "client TCP connections scanned for writes at once", 1, 1 << 20},
       {"udp_checksum", ParamType::boolean, "false",
        "compute UDP checksums of replies (false: 0, none, on IPv4)"},
       {"unsafe_no_invalidation", ParamType::boolean, "false",
@@ -75,6 +78,7 @@ Result<void> KvCache::configure(const Params& p) {
   write_timeout_ns_ = p.u64("write_timeout_ms") * 1000000ull;
   npend_ = pow2_at_least(p.u64("pending"));
   nver_ = pow2_at_least(p.u64("versions"));
+  ntcp_ = pow2_at_least(p.u64("tcp_connections"));
   udp_checksum_ = p.flag("udp_checksum");
   no_invalidation_ = p.flag("unsafe_no_invalidation");
   slot_size_ = (sizeof(Slot) + max_key_ + max_value_ + 7) & ~uint64_t{7};
@@ -92,7 +96,7 @@ Result<void> KvCache::configure(const Params& p) {
 
 size_t KvCache::state_bytes() const {
   return sizeof(Header) + nsets_ * sizeof(SetMeta) + nsets_ * kWays * slot_size_ +
-         nver_ * sizeof(VerBucket) + npend_ * sizeof(Pending) + 5 * 64;
+         nver_ * sizeof(VerBucket) + npend_ * sizeof(Pending) + ntcp_ * sizeof(TcpConn) + 6 * 64;
 }
 
 Result<void> KvCache::init(StateRegion& region) {
@@ -101,7 +105,10 @@ Result<void> KvCache::init(StateRegion& region) {
   slots_ = region.carve<uint8_t>(nsets_ * kWays * slot_size_, 64);
   vers_ = region.carve<VerBucket>(nver_, 64);
   pend_ = region.carve<Pending>(npend_, 64);
-  if (!hdr_ || !sets_ || !slots_ || !vers_ || !pend_) return make_error("state region too small");
+  tcp_ = region.carve<TcpConn>(ntcp_, 64);
+  if (!hdr_ || !sets_ || !slots_ || !vers_ || !pend_ || !tcp_)
+    return make_error("state region too small");
+  for (uint64_t i = 0; i < ntcp_; ++i) new (&tcp_[i]) TcpConn{};
   hdr_->generation = 1;
   return ok();
 }
@@ -387,7 +394,133 @@ void KvCache::prefetch(Context&, std::span<Packet*> burst) {
   }
 }
 
+// Everything cached goes; replies already in flight are not learned (the generation), nor
+// those to requests that pass before memcached has done what caused this (outstanding
+// until acknowledged or write_timeout_ms).
+void KvCache::flush_all(uint64_t now) {
+  ++hdr_->generation;
+  hdr_->c.items = 0;
+  hdr_->c.bytes_used = 0;
+  if (now - hdr_->last_flush_ns >= write_timeout_ns_) hdr_->flush_outstanding = 0;
+  ++hdr_->flush_outstanding;
+  hdr_->last_flush_ns = now;
+}
+
+// ---------------------------------------------------------------- TCP: write invalidation
+
+KvCache::TcpConn* KvCache::tcp_find(uint64_t key, bool create, uint64_t now) {
+  // 4 places to look, from the key's own; a new connection takes a free one or the least
+  // recently used (whose later segments then count as untracked).
+  TcpConn* victim = nullptr;
+  for (uint64_t i = 0; i < std::min<uint64_t>(4, ntcp_); ++i) {
+    TcpConn* t = &tcp_[(key + i) & (ntcp_ - 1)];
+    if (t->key == key) return t;
+    if (!create) continue;
+    if (t->key == 0) {
+      if (victim == nullptr || victim->key != 0) victim = t;
+    } else if (victim == nullptr || (victim->key != 0 && t->last_ns < victim->last_ns)) {
+      victim = t;
+    }
+  }
+  if (!create) return nullptr;
+  if (victim->key != 0) ++hdr_->c.tcp_evicted;
+  victim->key = key;
+  victim->last_ns = now;
+  victim->scan.reset();
+  return victim;
+}
+
+void KvCache::tcp_command(const Request& r, uint64_t now) {
+  Counters& c = hdr_->c;
+  ++c.tcp_commands;
+  if (no_invalidation_) return;
+  switch (r.kind) {
+    case Kind::write:
+      ++c.writes;
+      ++c.tcp_writes;
+      for (size_t i = 0; i < r.nkeys; ++i) write_seen(key_hash(r.keys[i]), r, now);
+      break;
+    case Kind::unknown:
+      ++c.unknown_commands;
+      [[fallthrough]];
+    case Kind::flush:
+      if (r.kind == Kind::flush) ++c.flushes;
+      flush_all(now);
+      if (r.kind == Kind::flush && r.flush_delay > 0) {
+        const uint64_t at = now + uint64_t(std::max<int64_t>(r.flush_delay - 1, 0)) * kSecond;
+        if (hdr_->flush_until_ns <= now || at < hdr_->flush_until_ns) hdr_->flush_until_ns = at;
+      }
+      break;
+    case Kind::get:
+    case Kind::read:
+      break;
+  }
+}
+
+Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
+  Counters& c = hdr_->c;
+  const uint8_t* th = p.l4();
+  const uint32_t seq = net::load32(th + 4);
+  const uint8_t flags = th[13];
+  constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kAck = 0x10;
+  const std::span<const uint8_t> data(p.payload(), p.hdr.payload_len);
+  const uint64_t now = ctx.now_ns();
+  ++c.tcp_segments;
+  // The connection: the client's address and port (the server side is the attached flow).
+  uint8_t who[20] = {};
+  const uint8_t* ip = p.l3();
+  if (p.hdr.l3_proto == L3::ipv4)
+    std::memcpy(who, ip + 12, 4);
+  else
+    std::memcpy(who, ip + 8, 16);
+  std::memcpy(who + 16, th, 4);  // both ports
+  const uint64_t key = XXH3_64bits(who, sizeof(who)) | 1;
+  if ((flags & kSyn) && !(flags & kAck)) {  // a new connection: follow it from here
+    TcpConn* t = tcp_find(key, true, now);
+    t->next_seq = seq + 1;
+    if (!data.empty()) {  // data on a SYN (TCP Fast Open): not followed, be safe
+      ++c.tcp_untracked;
+      if (!no_invalidation_) flush_all(now), ++c.tcp_flushes;
+      t->key = 0;
+    }
+    return Verdict::to_host;
+  }
+  TcpConn* t = tcp_find(key, false, now);
+  if (t == nullptr) {
+    if (!data.empty()) {  // a connection we did not see open: its framing is unknown
+      ++c.tcp_untracked;
+      if (!no_invalidation_) flush_all(now), ++c.tcp_flushes;
+    }
+    return Verdict::to_host;
+  }
+  t->last_ns = now;
+  if (!data.empty()) {
+    const int32_t ahead = int32_t(seq - t->next_seq);
+    const uint32_t len = uint32_t(data.size());
+    std::span<const uint8_t> fresh;
+    if (ahead > 0) {  // a gap: a segment was lost or comes later
+      ++c.tcp_gaps;
+      if (!no_invalidation_) flush_all(now), ++c.tcp_flushes;
+      t->key = 0;
+      return Verdict::to_host;
+    }
+    if (int32_t(seq + len - t->next_seq) > 0) fresh = data.subspan(uint32_t(-ahead));
+    if (!fresh.empty()) {
+      t->next_seq += uint32_t(fresh.size());
+      const bool ok = t->scan.feed(fresh, [&](const Request& r) { tcp_command(r, now); });
+      if (!ok) {  // tcp_command saw it as unknown: everything was invalidated
+        ++c.tcp_lost;
+        t->key = 0;
+        return Verdict::to_host;
+      }
+    }
+  }
+  if (flags & (kFin | kRst)) t->key = 0;
+  return Verdict::to_host;
+}
+
 Verdict KvCache::on_packet(Context& ctx, Packet& p) {
+  if (p.parsed && p.hdr.l4_proto == L4::tcp) return on_tcp(ctx, p);
   if (!p.is_udp()) return Verdict::to_host;
   Counters& c = hdr_->c;
   ++c.requests;
@@ -448,12 +581,7 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
     case Kind::flush: {
       if (r.kind == Kind::flush) ++c.flushes;
       if (no_invalidation_) return Verdict::to_host;
-      ++hdr_->generation;
-      c.items = 0;
-      c.bytes_used = 0;
-      if (now - hdr_->last_flush_ns >= write_timeout_ns_) hdr_->flush_outstanding = 0;
-      ++hdr_->flush_outstanding;
-      hdr_->last_flush_ns = now;
+      flush_all(now);
       if (r.kind == Kind::flush && r.flush_delay > 0) {
         const uint64_t at = now + uint64_t(std::max<int64_t>(r.flush_delay - 1, 0)) * kSecond;
         if (hdr_->flush_until_ns <= now || at < hdr_->flush_until_ns) hdr_->flush_until_ns = at;
@@ -590,6 +718,15 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
                           {"not_learned", c.not_learned},
                           {"replies_too_big", c.replies_too_big},
                           {"emit_failed", c.emit_failed},
+                          {"tcp",
+                           {{"segments", c.tcp_segments},
+                            {"commands", c.tcp_commands},
+                            {"writes", c.tcp_writes},
+                            {"untracked", c.tcp_untracked},
+                            {"gaps", c.tcp_gaps},
+                            {"lost", c.tcp_lost},
+                            {"evicted", c.tcp_evicted},
+                            {"flushes", c.tcp_flushes}}},
                           {"geometry",
                            {{"sets", nsets_},
                             {"ways", kWays},
@@ -598,7 +735,8 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
                             {"max_key", max_key_},
                             {"max_value", max_value_},
                             {"pending", npend_},
-                            {"versions", nver_}}}};
+                            {"versions", nver_},
+                            {"tcp_connections", ntcp_}}}};
   }
   if (op == "get") {
     const std::string& key = args[0];

@@ -1,7 +1,9 @@
 // kvcache — transparent memcached cache: serves GET hits on the wire, learns from replies.
 //
 // Attach it to memcached's UDP socket (sidecar: gaond's listen address). Requests use
-// memcached's UDP frame header followed by the ASCII or the binary protocol.
+// memcached's UDP frame header followed by the ASCII or the binary protocol. Attach it to
+// memcached's TCP socket too (a bump in the wire; gaon-run --tcp) and it also sees the
+// writes clients send over TCP.
 //
 // What it does with each request (see mc_proto.h for the classification):
 //   get    ASCII get/gets (also multi-key), binary GET/GETQ/GETK/GETKQ. When every key
@@ -17,6 +19,17 @@
 //   flush  flush_all / FLUSH: the whole instance is invalidated (O(1): a generation).
 //   other  requests that cannot change data pass; anything it does not understand is
 //          treated as a flush (it never guesses). Malformed requests pass untouched.
+//
+// TCP: each client→memcached connection is followed from its SYN (tcp_connections of
+// them; the least recently used goes when more come) and its byte stream scanned in order
+// (mc_stream.h): commands split across segments are found, data blocks are skipped. A
+// write's keys are invalidated (and their buckets marked outstanding for write_timeout_ms,
+// since the acknowledgement on TCP is not followed) before the segment completing its
+// command passes on to memcached. Whenever the scanner cannot be sure — a connection it
+// did not see open (older than the attachment, or evicted), a gap (a lost or reordered
+// segment), a line it cannot frame — it invalidates the whole instance for that segment:
+// it never guesses. Retransmitted bytes it already scanned pass. TCP itself always passes
+// unchanged, in both directions.
 //
 // Consistency: after memcached has acknowledged a write, the old value is never served.
 // Each key hashes to a version bucket. A write bumps the bucket's version when it passes
@@ -41,6 +54,7 @@
 //   write_timeout_ms=1000 how long an unacknowledged write blocks learning its keys
 //   pending=4096          requests awaiting a reply that are tracked
 //   versions=65536        version buckets
+//   tcp_connections=256   client TCP connections scanned at once (about 2.2 KiB each)
 //   udp_checksum=false    compute UDP checksums of replies (false: 0 = none, IPv4 only)
 //   unsafe_no_invalidation=false  TESTING ONLY: ignore writes and flushes, so stale
 //                         values are served; exists to prove the consistency checker
@@ -51,7 +65,9 @@
 //   clear            drop everything
 // Counters: requests, hits, misses, hit_keys, miss_keys, fills, rejected_fills (by
 // reason), invalidations, writes, flushes, evictions, items, bytes_used, passed (by
-// request issue), unknown_commands, pending_evicted, unmatched_replies, not_learned.
+// request issue), unknown_commands, pending_evicted, unmatched_replies, not_learned;
+// tcp: segments, commands, writes, untracked (segments of connections not followed:
+// each invalidated everything), gaps, lost (unframeable streams), evicted, flushes.
 #pragma once
 
 #include <array>
@@ -61,6 +77,7 @@
 
 #include "gaon/ikernel.h"
 #include "mc_proto.h"
+#include "mc_stream.h"
 
 namespace gaon::ikernels {
 
@@ -94,6 +111,9 @@ class KvCache : public PerPacketIKernel<KvCache> {
     uint64_t requests, hits, misses, hit_keys, miss_keys, fills, invalidations, writes, flushes,
         evictions, items, bytes_used, unknown_commands, pending_evicted, unmatched_replies,
         not_learned, replies_too_big, emit_failed;
+    // TCP (write invalidation on memcached's TCP socket)
+    uint64_t tcp_segments, tcp_commands, tcp_writes, tcp_untracked, tcp_gaps, tcp_lost, tcp_evicted,
+        tcp_flushes;
     std::array<uint64_t, r_count> rejected;
     std::array<uint64_t, size_t(kv::ReqIssue::count_)> passed;
   };
@@ -145,6 +165,14 @@ class KvCache : public PerPacketIKernel<KvCache> {
     char key[kv::kMemcachedMaxKey];
   };
 
+  // One client→memcached TCP connection being scanned for writes.
+  struct TcpConn {
+    uint64_t key;  // 0 = free
+    uint64_t last_ns;
+    uint32_t next_seq;
+    kv::StreamScanner scan;
+  };
+
   // table
   Slot* slot(size_t i) { return reinterpret_cast<Slot*>(slots_ + i * slot_size_); }
   Slot* find(uint64_t h, std::string_view key, uint64_t now);
@@ -161,11 +189,15 @@ class KvCache : public PerPacketIKernel<KvCache> {
   Pending* track(uint64_t client, uint16_t req_id, uint64_t now, PendKind kind);
   Pending* match(uint64_t client, uint16_t req_id, uint64_t now);
   void learn(const kv::Response& resp, Pending& pe, uint64_t now);
+  void flush_all(uint64_t now);
+  Verdict on_tcp(Context& ctx, Packet& p);
+  void tcp_command(const kv::Request& r, uint64_t now);
+  TcpConn* tcp_find(uint64_t key, bool create, uint64_t now);
   static uint64_t client_of(const Packet& p, bool ingress);
 
   // configuration
   uint64_t capacity_ = 0, max_key_ = 0, max_value_ = 0, max_ttl_ns_ = 0, write_timeout_ns_ = 0;
-  uint64_t npend_ = 0, nver_ = 0, nsets_ = 0, slot_size_ = 0;
+  uint64_t npend_ = 0, nver_ = 0, nsets_ = 0, slot_size_ = 0, ntcp_ = 0;
   bool udp_checksum_ = false;
   bool no_invalidation_ = false;
   int64_t wall_minus_mono_s_ = 0;  // for absolute exptimes
@@ -175,6 +207,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
   uint8_t* slots_ = nullptr;
   VerBucket* vers_ = nullptr;
   Pending* pend_ = nullptr;
+  TcpConn* tcp_ = nullptr;
 };
 
 }  // namespace gaon::ikernels

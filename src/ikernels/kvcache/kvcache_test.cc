@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <algorithm>
 
 #include "frames.h"
@@ -402,6 +404,138 @@ TEST(KvCacheConfig, ErrorsAreClear) {
   auto bad = Instance::create({.type = "kvcache", .params = {"max_value=2000"}}, reg);
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().find("out of range"), std::string::npos) << bad.error();
+}
+
+// ---------------------------------------------------------------- TCP write invalidation
+
+class KvCacheTcpTest : public KvCacheTest {
+ protected:
+  void SetUp() override {
+    KvCacheTest::SetUp();
+    ASSERT_TRUE(engine_->add_flow(*FlowKey::parse("tcp:10.0.0.2:11211"), id_));
+  }
+  // A segment from the client's port `sport` with sequence number `seq`.
+  Seen segment(const std::string& data, uint32_t seq, uint8_t flags = 0x18,
+               uint16_t sport = 50000) {
+    test::FrameSpec f;
+    f.proto = 6;
+    f.sport = sport;
+    f.dport = 11211;
+    f.tcp_seq = seq;
+    f.tcp_flags = flags;
+    f.payload = test::text(data);
+    return run(wire_, test::build_frame(f));
+  }
+  Seen syn(uint32_t isn, uint16_t sport = 50000) { return segment("", isn, 0x02, sport); }
+  bool hit(const std::string& key, uint16_t req_id) {
+    auto s = request(dgram("get " + key + "\r\n", req_id));
+    return s.wire.size() == 1 && s.host.empty();
+  }
+  void fill_foo(uint16_t req_id) {
+    now_ += 2'000'000'000;  // past write_timeout_ms: TCP writes are never acknowledged to us
+    fill("get foo\r\n", kFoo, req_id);
+    ASSERT_TRUE(hit("foo", req_id + 1));
+  }
+  nlohmann::json tcp() { return stats()["tcp"]; }
+};
+
+TEST_F(KvCacheTcpTest, AWriteSplitAcrossSegmentsInvalidatesBeforeItsLastSegmentPasses) {
+  fill_foo(1);
+  syn(1000);
+  uint32_t seq = 1001;
+  for (std::string part : {"dele", "te f", "oo\r"}) {
+    auto s = segment(part, seq);
+    EXPECT_EQ(s.host, std::vector<std::string>{part});  // TCP passes unchanged
+    seq += uint32_t(part.size());
+    EXPECT_TRUE(hit("foo", uint16_t(seq))) << "after '" << part << "'";
+  }
+  auto last = segment("\n", seq);
+  EXPECT_EQ(last.host, std::vector<std::string>{"\n"});
+  EXPECT_FALSE(hit("foo", 100));  // invalidated before "\n" reached memcached
+  EXPECT_EQ(tcp()["writes"], 1);
+  EXPECT_EQ(tcp()["flushes"], 0);
+  // Until the write could have been applied (no acknowledgement is followed on TCP), a
+  // reply to a GET that passed after it is not learned.
+  reply(dgram(kFoo, 100));
+  EXPECT_FALSE(hit("foo", 101));
+  EXPECT_GE(stats()["rejected_by_reason"]["outstanding_write"], 1);
+}
+
+TEST_F(KvCacheTcpTest, DataBlocksAndBinaryValuesAreSkippedNotRead) {
+  fill_foo(1);
+  syn(7);
+  // A set of another key whose data looks like "delete foo": foo stays cached.
+  const std::string set = "set bar 0 0 12\r\ndelete foo\r\n\r\n";
+  segment(set, 8);
+  EXPECT_TRUE(hit("foo", 10));
+  // A binary SET of foo whose value arrives later: invalidated once its key is in.
+  const std::string bin = test::mc_binreq(0x01, "foo", std::string(8, '\0'), "new-value");
+  const uint32_t at = 8 + uint32_t(set.size());
+  segment(bin.substr(0, 30), at);  // header + extras + "foo" (24 + 8 + 3 = 35): not yet
+  EXPECT_TRUE(hit("foo", 11));
+  segment(bin.substr(30, 6), at + 30);
+  EXPECT_FALSE(hit("foo", 12));
+  segment(bin.substr(36), at + 36);
+  EXPECT_EQ(tcp()["commands"], 2);
+  EXPECT_EQ(tcp()["writes"], 2);
+}
+
+TEST_F(KvCacheTcpTest, WhenItCannotBeSureItInvalidatesEverything) {
+  struct Case {
+    const char* what;
+    std::function<void()> act;
+    const char* counter;
+  } cases[] = {
+      {"a connection it did not see open", [&] { segment("get x\r\n", 5000, 0x18, 50001); },
+       "untracked"},
+      {"a gap (a lost or reordered segment)",
+       [&] {
+         syn(100, 50002);
+         segment("get x\r\n", 200, 0x18, 50002);
+       },
+       "gaps"},
+      {"a line it cannot frame",
+       [&] {
+         syn(100, 50003);
+         segment("set x 0 0\r\n", 101, 0x18, 50003);
+       },
+       "lost"},
+  };
+  uint16_t id = 1;
+  for (const auto& c : cases) {
+    fill_foo(id);
+    id += 2;
+    const uint64_t before = tcp()[c.counter];
+    c.act();
+    EXPECT_EQ(tcp()[c.counter], before + 1) << c.what;
+    EXPECT_FALSE(hit("foo", id++)) << c.what;
+    EXPECT_EQ(stats()["items"], 0) << c.what;
+  }
+  // A connection that lost track stays untrusted: its next segment invalidates again.
+  fill_foo(id);
+  id += 2;
+  segment("get y\r\n", 110, 0x18, 50003);
+  EXPECT_FALSE(hit("foo", id++));
+}
+
+TEST_F(KvCacheTcpTest, RetransmittedBytesPassWithoutAnotherInvalidation) {
+  syn(0xfffffff0);  // sequence numbers wrap around on the way
+  const std::string del = "delete foo\r\n";
+  segment(del, 0xfffffff1);
+  fill_foo(1);
+  segment(del, 0xfffffff1);  // the same bytes again: memcached will not see them twice
+  EXPECT_TRUE(hit("foo", 5));
+  segment("delete foo\r\nget foo\r\n", 0xfffffff1);  // partly old, partly new: only the new
+  EXPECT_TRUE(hit("foo", 6));
+  EXPECT_EQ(tcp()["commands"], 2);
+  segment("delete foo\r\n", 0xfffffff1 + uint32_t(del.size()) + 9);
+  EXPECT_FALSE(hit("foo", 7));
+  EXPECT_EQ(tcp()["gaps"], 0);
+  // FIN ends it: the connection is no longer followed.
+  segment("", 0xfffffff1 + 2 * uint32_t(del.size()) + 9, 0x11);
+  fill_foo(10);
+  segment("get z\r\n", 0xfffffff1 + 2 * uint32_t(del.size()) + 10);
+  EXPECT_EQ(tcp()["untracked"], 1);
 }
 
 }  // namespace

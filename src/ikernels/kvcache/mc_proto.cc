@@ -129,29 +129,19 @@ struct Cmd {
   }
 };
 
-// Parses one ASCII command at the start of `in`; returns the bytes it spans (0: the rest
-// of the datagram is not a complete command).
-size_t ascii_command(sv in, Cmd& c) {
-  const size_t nl = in.find('\n');
-  if (nl == sv::npos) {
-    c.issue = ReqIssue::no_line_end;
-    c.kind = Kind::unknown;
-    return 0;
-  }
-  sv line = in.substr(0, nl);
-  bool unusual = false;
-  if (!line.empty() && line.back() == '\r')
-    line.remove_suffix(1);
-  else
-    unusual = true;  // memcached accepts a bare "\n"
-  size_t used = nl + 1;
+// Classifies one ASCII command line (without its line end). `data`: whether a data block
+// follows it (storage commands and ms) and its length (its own "\r\n" not counted). False
+// when memcached will refuse the line in a way that leaves what follows unknown.
+bool ascii_head(sv line, bool unusual, Cmd& c, bool& has_data, uint64_t& data_len) {
+  has_data = false;
+  data_len = 0;
   Tokens tk;
   tokenize(line, tk);
   unusual |= tk.unusual;
   if (tk.n == 0) {
     c.kind = Kind::read;  // an empty line: memcached answers ERROR
     c.issue = ReqIssue::unusual_form;
-    return used;
+    return true;
   }
   const sv cmd = tk.t[0];
   auto noreply_last = [&] { return tk.n > 1 && tk.t[tk.n - 1] == "noreply"; };
@@ -172,17 +162,17 @@ size_t ascii_command(sv in, Cmd& c) {
       }
     }
     if (unusual && c.issue == ReqIssue::none) c.issue = ReqIssue::unusual_form;
-    return used;
+    return true;
   }
   if (cmd == "gat" || cmd == "gats") {  // gat <exptime> <key>*: changes the keys' TTL
     c.kind = Kind::write;
     if (tk.n < 3 || tk.overflow || tk.n - 2 > kMaxKeys || !parse_i64(tk.t[1], c.exptime)) {
       c.kind = Kind::unknown;
-      return used;
+      return true;
     }
     c.has_exptime = true;
     for (size_t i = 2; i < tk.n; ++i) c.add_key(tk.t[i]);
-    return used;
+    return true;
   }
   const bool storage = cmd == "set" || cmd == "add" || cmd == "replace" || cmd == "append" ||
                        cmd == "prepend" || cmd == "cas";
@@ -193,49 +183,46 @@ size_t ascii_command(sv in, Cmd& c) {
     uint64_t bytes = 0;
     if (tk.n < 2) {
       c.kind = Kind::read;  // memcached: ERROR, nothing stored
-      return used;
+      return true;
     }
     c.add_key(tk.t[1]);
     if (tk.n < need || !parse_u64(tk.t[4], bytes)) {
       // memcached refuses it (CLIENT_ERROR) and may then take the data line for a
       // command of its own: trust nothing that follows.
       c.kind = Kind::unknown;
-      return 0;
+      return false;
     }
     if (cmd != "append" && cmd != "prepend") {
       c.has_exptime = parse_i64(tk.t[3], c.exptime);
       if (!c.has_exptime) {
         c.kind = Kind::unknown;
-        return 0;
+        return false;
       }
     }
     c.noreply = noreply_last();
-    if (bytes > in.size() - used || in.size() - used - bytes < 2) {
-      c.kind = Kind::unknown;  // the data block is cut short
-      return 0;
-    }
-    used += bytes + 2;
-    return used;
+    has_data = true;
+    data_len = bytes;
+    return true;
   }
   if (cmd == "delete" || cmd == "incr" || cmd == "decr" || cmd == "touch") {
     c.kind = Kind::write;
     if (tk.n < 2) {
       c.kind = Kind::read;
-      return used;
+      return true;
     }
     c.add_key(tk.t[1]);
     c.noreply = noreply_last();
     if (cmd == "touch") {
-      if (tk.n < 3 || !parse_i64(tk.t[2], c.exptime)) return used;  // refused: no change
+      if (tk.n < 3 || !parse_i64(tk.t[2], c.exptime)) return true;  // refused: no change
       c.has_exptime = true;
     }
-    return used;
+    return true;
   }
   if (cmd == "flush_all") {
     c.kind = Kind::flush;
     c.noreply = noreply_last();
     if (tk.n >= 2 && tk.t[1] != "noreply" && !parse_i64(tk.t[1], c.flush_delay)) c.flush_delay = 0;
-    return used;
+    return true;
   }
   if (cmd == "mg" || cmd == "ms" || cmd == "md" || cmd == "ma") {
     // Meta commands: the key is the second token. A base64 key ("b" flag) is not the key
@@ -243,14 +230,14 @@ size_t ascii_command(sv in, Cmd& c) {
     c.kind = Kind::write;
     if (tk.n < 2 || tk.overflow) {
       c.kind = Kind::unknown;
-      return 0;
+      return false;
     }
     size_t first_flag = 2;
     uint64_t datalen = 0;
     if (cmd == "ms") {
       if (tk.n < 3 || !parse_u64(tk.t[2], datalen)) {
         c.kind = Kind::unknown;
-        return 0;
+        return false;
       }
       first_flag = 3;
     }
@@ -258,7 +245,7 @@ size_t ascii_command(sv in, Cmd& c) {
       const sv f = tk.t[i];
       if (f == "b") {
         c.kind = Kind::unknown;
-        return 0;
+        return false;
       }
       if (f == "q") c.noreply = true;
       if (f.size() > 1 && f[0] == 'T') {
@@ -270,21 +257,45 @@ size_t ascii_command(sv in, Cmd& c) {
       }
     }
     c.add_key(tk.t[1]);
-    if (cmd == "ms") {
-      if (datalen > in.size() - used || in.size() - used - datalen < 2) {
-        c.kind = Kind::unknown;
-        return 0;
-      }
-      used += datalen + 2;
-    }
-    return used;
+    has_data = cmd == "ms";
+    data_len = datalen;
+    return true;
   }
   if (cmd == "mn" || cmd == "me" || cmd == "stats" || cmd == "version" || cmd == "verbosity" ||
       cmd == "quit") {
     c.kind = Kind::read;
-    return used;
+    return true;
   }
   c.kind = Kind::unknown;
+  return true;
+}
+
+// Parses one ASCII command at the start of `in`; returns the bytes it spans (0: the rest
+// of the datagram is not a complete command).
+size_t ascii_command(sv in, Cmd& c) {
+  const size_t nl = in.find('\n');
+  if (nl == sv::npos) {
+    c.issue = ReqIssue::no_line_end;
+    c.kind = Kind::unknown;
+    return 0;
+  }
+  sv line = in.substr(0, nl);
+  bool unusual = false;
+  if (!line.empty() && line.back() == '\r')
+    line.remove_suffix(1);
+  else
+    unusual = true;  // memcached accepts a bare "\n"
+  size_t used = nl + 1;
+  bool has_data = false;
+  uint64_t data = 0;
+  if (!ascii_head(line, unusual, c, has_data, data)) return 0;
+  if (has_data) {
+    if (data > in.size() - used || in.size() - used - data < 2) {
+      c.kind = Kind::unknown;  // the data block is cut short
+      return 0;
+    }
+    used += data + 2;
+  }
   return used;
 }
 
@@ -420,7 +431,51 @@ bool ascii_single_get(std::span<const uint8_t> body, Request& r) {
   return true;
 }
 
+void to_request(const Cmd& c, Request& r) {
+  r.kind = c.kind;
+  r.issue = c.issue;
+  r.noreply = c.noreply;
+  r.cas = c.cas;
+  r.opcode = c.opcode;
+  r.opaque = c.opaque;
+  r.has_exptime = c.has_exptime;
+  r.exptime = c.exptime;
+  r.flush_delay = c.flush_delay;
+  r.nkeys = static_cast<uint8_t>(c.nkeys);
+  r.keys = c.keys;
+}
+
 }  // namespace
+
+bool parse_ascii_line(std::string_view line, Request& r, bool& has_data, uint64_t& data_len) {
+  r = Request{};
+  Cmd c;
+  bool unusual = false;
+  if (!line.empty() && line.back() == '\r')
+    line.remove_suffix(1);
+  else
+    unusual = true;
+  const bool framed = ascii_head(line, unusual, c, has_data, data_len);
+  to_request(c, r);
+  return framed;
+}
+
+void parse_binary_head(std::span<const uint8_t> head, Request& r) {
+  r = Request{};
+  r.proto = Proto::binary;
+  uint8_t tmp[kBinMaxHead];
+  if (head.size() < kBinHeader || head.size() > sizeof(tmp) ||
+      head.size() != kBinHeader + head[4] + net::load16(head.data() + 2)) {
+    r.kind = Kind::unknown;
+    r.issue = ReqIssue::bad_binary;
+    return;
+  }
+  std::memcpy(tmp, head.data(), head.size());
+  net::store32(tmp + 8, uint32_t(head.size() - kBinHeader));  // the value is not here
+  Cmd c;
+  binary_command({tmp, head.size()}, c);
+  to_request(c, r);
+}
 
 void parse_request(std::span<const uint8_t> payload, Request& r) {
   r = Request{};
@@ -452,17 +507,7 @@ void parse_request(std::span<const uint8_t> payload, Request& r) {
             : ascii_command(sv(reinterpret_cast<const char*>(body.data()), body.size()), c);
     ++ncmd;
     if (ncmd == 1) {
-      r.kind = c.kind;
-      r.issue = c.issue;
-      r.noreply = c.noreply;
-      r.cas = c.cas;
-      r.opcode = c.opcode;
-      r.opaque = c.opaque;
-      r.has_exptime = c.has_exptime;
-      r.exptime = c.exptime;
-      r.flush_delay = c.flush_delay;
-      r.nkeys = static_cast<uint8_t>(c.nkeys);
-      r.keys = c.keys;
+      to_request(c, r);
     } else {
       // Several commands in one datagram: never served; their writes are combined. A
       // write that sets an exptime among others is treated as unknown (the cache keeps

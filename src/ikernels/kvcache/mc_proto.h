@@ -115,6 +115,18 @@ struct Request {
 // cannot understand is Kind::unknown (or a get with an issue).
 void parse_request(std::span<const uint8_t> payload, Request& r);
 
+// ---- requests in a TCP byte stream, one command at a time (kvcache's write invalidation)
+// A binary request's header, extras and key, as far as a stream scanner keeps them.
+inline constexpr size_t kBinMaxHead = kBinHeader + 255 + kMemcachedMaxKey;
+// One ASCII command line (ending in "\r" or not; its "\n" taken off) → what it does;
+// `has_data`/`data_len`: whether a data block follows it (storage commands, ms) and its
+// length, its own "\r\n" not counted. False when memcached will refuse the line in a way
+// that leaves the meaning of what follows unknown.
+bool parse_ascii_line(std::string_view line, Request& r, bool& has_data, uint64_t& data_len);
+// A binary request's header + extras + key (exactly that long, at most kBinMaxHead; its
+// value left out) → what it does. Anything else is Kind::unknown.
+void parse_binary_head(std::span<const uint8_t> head, Request& r);
+
 // ---- responses (memcached → client)
 
 struct Value {

@@ -1,0 +1,47 @@
+// Fuzz target: kvcache's TCP stream scanner (src/ikernels/kvcache/mc_stream.h). The first
+// byte seeds the sizes of the pieces the rest is fed in. Invariants: no crash, no read
+// outside the input; the commands found, and whether the stream is lost, do not depend on
+// how the stream is split (a command split across segments is the same command).
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "kvcache/mc_stream.h"
+
+namespace {
+
+std::vector<std::string> scan(const uint8_t* data, size_t size, uint8_t seed, bool* ok) {
+  gaon::kv::StreamScanner sc;
+  std::vector<std::string> out;
+  auto on = [&](const gaon::kv::Request& r) {
+    std::string s(1, char('0' + int(r.kind)));
+    for (size_t i = 0; i < r.nkeys; ++i) s += "|" + std::string(r.keys[i]);
+    out.push_back(s);
+  };
+  size_t off = 0;
+  uint32_t x = seed;
+  *ok = true;
+  while (off < size) {
+    size_t n = size - off;
+    if (seed != 0) {
+      x = x * 1103515245u + 12345u;
+      n = std::min<size_t>(n, 1 + (x >> 16) % 64);
+    }
+    *ok = sc.feed({data + off, n}, on);
+    off += n;
+  }
+  return out;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const uint8_t seed = data[0] | 1;
+  bool whole_ok = false, split_ok = false;
+  const auto whole = scan(data + 1, size - 1, 0, &whole_ok);
+  const auto split = scan(data + 1, size - 1, seed, &split_ok);
+  if (whole != split || whole_ok != split_ok) std::abort();
+  return 0;
+}

@@ -1,0 +1,130 @@
+// StreamScanner: finds memcached commands in one client→memcached TCP byte stream fed in
+// pieces (segments, in order), however the commands are split: ASCII command lines (data
+// blocks of storage commands skipped, never read as commands) and binary requests (header,
+// extras and key kept; the value skipped). For each command it calls `on(const Request&)`
+// as soon as the command's line or head is complete — before the segment that completes
+// it goes on to memcached. It allocates nothing: a line is kept in a fixed buffer, and a
+// line longer than memcached accepts (or a request it cannot frame) loses the stream.
+// Once lost it stays lost (feed returns false): the caller must not trust it again.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string_view>
+
+#include "kvcache/mc_proto.h"
+
+namespace gaon::kv {
+
+class StreamScanner {
+ public:
+  static constexpr size_t kMaxLine = 2048;  // memcached's own limit for a command line
+
+  // Feeds the next in-order bytes; false when the stream is (or already was) lost. `on`
+  // sees every command, of whatever kind (an unframeable one as Kind::unknown, just
+  // before the scanner gives up).
+  template <class On>
+  bool feed(std::span<const uint8_t> in, On&& on) {
+    while (!in.empty() && mode_ != Mode::lost) {
+      switch (mode_) {
+        case Mode::start:
+          have_ = 0;
+          if (in[0] == bin::kReq) {
+            mode_ = Mode::bin_head;
+            need_ = kBinHeader;
+          } else {
+            mode_ = Mode::line;
+          }
+          break;
+        case Mode::line: {
+          const uint8_t* nl = static_cast<const uint8_t*>(std::memchr(in.data(), '\n', in.size()));
+          const size_t take = nl ? size_t(nl - in.data()) + 1 : in.size();
+          if (have_ + take > kMaxLine) {
+            lose(on);
+            break;
+          }
+          std::memcpy(buf_ + have_, in.data(), take);
+          have_ += uint32_t(take);
+          in = in.subspan(take);
+          if (nl == nullptr) break;
+          Request r;
+          bool has_data = false;
+          uint64_t data_len = 0;
+          const bool framed =
+              parse_ascii_line(std::string_view(reinterpret_cast<const char*>(buf_), have_ - 1), r,
+                               has_data, data_len);
+          ++commands_;
+          on(static_cast<const Request&>(r));
+          if (!framed) {
+            mode_ = Mode::lost;
+          } else if (has_data) {
+            skip_ = data_len + 2;
+            mode_ = Mode::skip;
+          } else {
+            mode_ = Mode::start;
+          }
+          break;
+        }
+        case Mode::bin_head: {
+          const size_t take = std::min<size_t>(need_ - have_, in.size());
+          std::memcpy(buf_ + have_, in.data(), take);
+          have_ += uint32_t(take);
+          in = in.subspan(take);
+          if (have_ < need_) break;
+          if (need_ == kBinHeader) {  // the header is complete: how much more to keep
+            const uint32_t extlen = buf_[4];
+            const uint32_t keylen = uint32_t(buf_[2]) << 8 | buf_[3];
+            const uint32_t body = uint32_t(buf_[8]) << 24 | uint32_t(buf_[9]) << 16 |
+                                  uint32_t(buf_[10]) << 8 | buf_[11];
+            if (body < extlen + keylen || kBinHeader + extlen + keylen > kBinMaxHead) {
+              lose(on);
+              break;
+            }
+            need_ = uint32_t(kBinHeader) + extlen + keylen;
+            value_ = body - extlen - keylen;
+            if (have_ < need_) break;
+          }
+          Request r;
+          parse_binary_head({buf_, need_}, r);
+          ++commands_;
+          on(static_cast<const Request&>(r));
+          skip_ = value_;
+          mode_ = skip_ ? Mode::skip : Mode::start;
+          break;
+        }
+        case Mode::skip: {
+          const size_t n = size_t(std::min<uint64_t>(skip_, in.size()));
+          skip_ -= n;
+          in = in.subspan(n);
+          if (skip_ == 0) mode_ = Mode::start;
+          break;
+        }
+        case Mode::lost:
+          break;
+      }
+    }
+    return mode_ != Mode::lost;
+  }
+
+  bool lost() const { return mode_ == Mode::lost; }
+  uint64_t commands() const { return commands_; }
+  void reset() { *this = StreamScanner(); }
+
+ private:
+  enum class Mode : uint8_t { start, line, bin_head, skip, lost };
+  template <class On>
+  void lose(On&& on) {
+    Request r;
+    r.kind = Kind::unknown;
+    on(static_cast<const Request&>(r));
+    mode_ = Mode::lost;
+  }
+  Mode mode_ = Mode::start;
+  uint32_t have_ = 0, need_ = 0, value_ = 0;
+  uint64_t skip_ = 0;
+  uint64_t commands_ = 0;
+  uint8_t buf_[kMaxLine > kBinMaxHead ? kMaxLine : kBinMaxHead];
+};
+
+}  // namespace gaon::kv
