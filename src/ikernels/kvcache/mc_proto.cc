@@ -460,21 +460,19 @@ bool parse_ascii_line(std::string_view line, Request& r, bool& has_data, uint64_
   return framed;
 }
 
-void parse_binary_head(std::span<const uint8_t> head, Request& r) {
+void parse_binary_head(std::span<uint8_t> head, Request& r) {
   r = Request{};
   r.proto = Proto::binary;
-  uint8_t tmp[kBinMaxHead];
-  if (head.size() < kBinHeader || head.size() > sizeof(tmp) ||
+  if (head.size() < kBinHeader || head.size() > kBinMaxHead ||
       head.size() != kBinHeader + head[4] + net::load16(head.data() + 2)) {
     r.kind = Kind::unknown;
     r.issue = ReqIssue::bad_binary;
     return;
   }
-  std::memcpy(tmp, head.data(), head.size());
-  net::store32(tmp + 8, uint32_t(head.size() - kBinHeader));  // the value is not here
+  net::store32(head.data() + 8, uint32_t(head.size() - kBinHeader));  // the value is not here
   Cmd c;
-  binary_command({tmp, head.size()}, c);
-  to_request(c, r);
+  binary_command(head, c);
+  to_request(c, r);  // its key is a view into `head`
 }
 
 void parse_request(std::span<const uint8_t> payload, Request& r) {

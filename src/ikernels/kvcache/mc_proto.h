@@ -124,8 +124,9 @@ inline constexpr size_t kBinMaxHead = kBinHeader + 255 + kMemcachedMaxKey;
 // that leaves the meaning of what follows unknown.
 bool parse_ascii_line(std::string_view line, Request& r, bool& has_data, uint64_t& data_len);
 // A binary request's header + extras + key (exactly that long, at most kBinMaxHead; its
-// value left out) → what it does. Anything else is Kind::unknown.
-void parse_binary_head(std::span<const uint8_t> head, Request& r);
+// value left out) → what it does; its key is a view into `head`, whose body length field
+// is rewritten to leave the value out. Anything else is Kind::unknown.
+void parse_binary_head(std::span<uint8_t> head, Request& r);
 
 // ---- responses (memcached → client)
 
