@@ -22,6 +22,7 @@
 
 #include <fmt/core.h>
 
+#include "checker.h"
 #include "frames.h"
 #include "gaon/control.h"
 #include "procs.h"
@@ -292,6 +293,140 @@ TEST_F(BumpTest, KillingGaondMidTrafficFailsOpen) {
   start_gaond();
   create_echo_on(port);
   EXPECT_EQ(cl.ask(port, "again"), "again");
+}
+
+// memcached in gaon-server, started through gaon-run with kvcache on its UDP and TCP
+// sockets; clients in gaon-client keep using memcached's own address.
+class BumpMemcachedTest : public BumpTest {
+ protected:
+  void SetUp() override {
+    if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
+    BumpTest::SetUp();
+    if (HasFatalFailure() || IsSkipped()) return;
+    port_ = free_port();
+    std::vector<std::string> argv = {"/usr/bin/ip", "netns", "exec", "gaon-server",
+                                     std::string(GAON_BIN_DIR) + "/gaon-run", "--control", sock_,
+                                     "--ikernel", "kvcache", "--param", "capacity=16M",
+                                     // TCP writes' acknowledgements are not followed: a
+                                     // written key is not learned for this long
+                                     "--param", "write_timeout_ms=20", "--tcp"};
+    if (unsafe()) argv.insert(argv.end(), {"--param", "unsafe_no_invalidation=true"});
+    argv.push_back("--");
+    for (const auto& a : memcached_argv(port_, kServerIp)) argv.push_back(a);
+    mc_ = Child::start(argv);
+    ASSERT_TRUE(mc_.wait_errors("attached to the program's TCP socket too")) << mc_.errors();
+  }
+  void TearDown() override {
+    mc_.stop();
+    BumpTest::TearDown();
+  }
+  nlohmann::json kv_stats() {
+    auto l = ctl_->call("list");
+    EXPECT_TRUE(l && l->size() == 1) << (l ? l->dump() : l.error());
+    if (!l || l->empty()) return {};
+    auto s = ctl_->call("call", {{"instance", (*l)[0]["instance"]}, {"name", "stats"}});
+    EXPECT_TRUE(s) << s.error();
+    return s ? *s : nlohmann::json{};
+  }
+  virtual bool unsafe() const { return false; }
+  uint16_t port_ = 0;
+  Child mc_;
+};
+
+// A UDP memcached client in namespace `ns` talking to memcached's address.
+std::optional<std::string> mc_ask(int fd, uint16_t port, const std::string& body, uint16_t id) {
+  const std::string d = mc_dgram(body, id);
+  const sockaddr_in to = addr(kServerIp, port);
+  sendto(fd, d.data(), d.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to));
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, 2000) <= 0) return std::nullopt;
+  char buf[2048];
+  const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+  if (n < 0) return std::nullopt;
+  return std::string(buf, size_t(n));
+}
+
+TEST_F(BumpMemcachedTest, RepliesAreByteIdenticalAndATcpWriteSplitInPiecesInvalidates) {
+  const int client = socket_in("gaon-client", SOCK_DGRAM);
+  const int local = socket_in("gaon-server", SOCK_DGRAM);  // memcached's own answer, direct
+  const int tcp = socket_in("gaon-client", SOCK_STREAM);
+  const int one = 1;
+  setsockopt(tcp, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  const sockaddr_in srv = addr(kServerIp, port_);
+  ASSERT_EQ(connect(tcp, reinterpret_cast<const sockaddr*>(&srv), sizeof(srv)), 0);
+  auto tcp_cmd = [&](const std::string& cmd, size_t piece) {
+    for (size_t off = 0; off < cmd.size(); off += piece) {
+      send(tcp, cmd.data() + off, std::min(piece, cmd.size() - off), MSG_NOSIGNAL);
+      std::this_thread::sleep_for(2ms);  // each piece its own segment
+    }
+    std::string line;
+    char c;
+    while (line.size() < 100 && recv(tcp, &c, 1, 0) == 1) {
+      line += c;
+      if (line.ends_with("\r\n")) break;
+    }
+    return line;
+  };
+  ASSERT_EQ(tcp_cmd("set foo 7 0 3\r\nold\r\n", 64), "STORED\r\n");
+  std::this_thread::sleep_for(50ms);      // past write_timeout_ms: foo may be learned again
+  for (uint16_t id = 1; id <= 3; ++id) {  // a miss, then hits
+    const auto direct = mc_ask(local, port_, "get foo\r\n", id);
+    ASSERT_TRUE(direct);
+    EXPECT_EQ(mc_ask(client, port_, "get foo\r\n", id), direct) << id;
+  }
+  auto st = kv_stats();
+  EXPECT_EQ(st["hits"], 2) << st.dump();
+  // A write over TCP, 3 bytes per segment: no GET after its STORED sees the old value.
+  ASSERT_EQ(tcp_cmd("set foo 7 0 3\r\nnew\r\n", 3), "STORED\r\n");
+  EXPECT_EQ(mc_ask(client, port_, "get foo\r\n", 9),
+            mc_dgram("VALUE foo 7 3\r\nnew\r\nEND\r\n", 9));
+  st = kv_stats();
+  EXPECT_GE(st["tcp"]["writes"], 2) << st.dump();
+  EXPECT_EQ(st["tcp"]["untracked"], 0) << st.dump();
+  EXPECT_EQ(st["tcp"]["gaps"], 0) << st.dump();
+  close(client);
+  close(local);
+  close(tcp);
+}
+
+Workload tcp_write_workload() {
+  Workload w;
+  w.clients = 4;
+  w.keys = 20;
+  w.duration = 3000ms;
+  w.write_percent = 5;
+  w.writes_over_tcp = true;
+  w.tcp_piece = 5;  // "set hot1 0 0 5\r\n..." crosses in pieces of 5 bytes
+  w.make_socket = [](int type) { return socket_in("gaon-client", type); };
+  return w;
+}
+
+TEST_F(BumpMemcachedTest, NoGetReturnsAValueOlderThanAnAcknowledgedTcpWrite) {
+  Workload w = tcp_write_workload();
+  w.server = addr(kServerIp, port_);
+  const auto ops = run_workload(w);
+  size_t gets = 0, writes = 0;
+  for (const auto& op : ops) (op.kind == Op::get ? gets : writes)++;
+  EXPECT_GT(gets, 500u);
+  EXPECT_GT(writes, 50u);
+  EXPECT_EQ(count_stale(ops), 0u);
+  const auto st = kv_stats();
+  EXPECT_GT(st["hits"].get<uint64_t>(), 50u) << st.dump();  // the cache was really used
+  EXPECT_GE(st["tcp"]["writes"].get<uint64_t>(), writes) << st.dump();
+}
+
+// The negative control: the same run against a cache that ignores writes is caught.
+class BumpUnsafeMemcachedTest : public BumpMemcachedTest {
+ protected:
+  bool unsafe() const override { return true; }
+};
+
+TEST_F(BumpUnsafeMemcachedTest, TheCheckerCatchesACacheThatIgnoresTcpWrites) {
+  Workload w = tcp_write_workload();
+  w.server = addr(kServerIp, port_);
+  w.write_percent = 20;
+  w.keys = 6;
+  EXPECT_GT(count_stale(run_workload(w)), 0u);
 }
 
 // The AF_PACKET fallback: the same paths with every frame going through gaond.

@@ -16,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "checker.h"
 #include "frames.h"
 #include "procs.h"
 
@@ -99,106 +100,16 @@ TEST_F(Sidecar, RepliesThroughGaonAreByteIdenticalToMemcachedsOwn) {
   EXPECT_GT(st["fills"].get<uint64_t>(), 5u) << st.dump();
 }
 
-// One operation as a client saw it.
-struct Op {
-  enum Kind { get, set, del } kind;
-  int key;
-  std::string value;  // set: written; get: returned ("" = miss)
-  std::chrono::steady_clock::time_point start, end;
-};
-
-// Runs `clients` threads doing random GET/SET/DELETE on `keys` keys through port `port`
-// for `duration`; returns every completed operation.
 std::vector<Op> run_workload(uint16_t port, int clients, int keys,
                              std::chrono::milliseconds duration) {
-  std::mutex mu;
-  std::vector<Op> all;
-  std::vector<std::thread> threads;
-  const auto until = std::chrono::steady_clock::now() + duration;
-  for (int c = 0; c < clients; ++c) {
-    threads.emplace_back([&, c] {
-      McUdp s(port);
-      std::mt19937 rng(1234 + c);
-      std::vector<Op> mine;
-      uint16_t id = 0;
-      int seq = 0;
-      while (std::chrono::steady_clock::now() < until) {
-        Op op;
-        const int r = int(rng() % 100);
-        op.kind = r < 80 ? Op::get : r < 95 ? Op::set : Op::del;
-        op.key = int(rng() % keys);
-        const std::string key = "hot" + std::to_string(op.key);
-        std::string body;
-        if (op.kind == Op::get) body = "get " + key + "\r\n";
-        if (op.kind == Op::set) {
-          op.value = "c" + std::to_string(c) + "-" + std::to_string(++seq);
-          body =
-              "set " + key + " 0 0 " + std::to_string(op.value.size()) + "\r\n" + op.value + "\r\n";
-        }
-        if (op.kind == Op::del) body = "delete " + key + "\r\n";
-        ++id;
-        op.start = std::chrono::steady_clock::now();
-        s.send(body, id);
-        std::optional<std::string> reply;
-        while ((reply = s.recv(200ms))) {  // skip late replies to timed-out requests
-          if (reply->size() >= 2 &&
-              uint16_t(uint8_t((*reply)[0]) << 8 | uint8_t((*reply)[1])) == id)
-            break;
-        }
-        op.end = std::chrono::steady_clock::now();
-        if (!reply) continue;  // lost: unknown outcome, not recorded
-        const std::string text = reply->substr(8);
-        if (op.kind == Op::get) {
-          if (text.rfind("VALUE ", 0) == 0) {
-            const size_t a = text.find("\r\n") + 2;
-            op.value = text.substr(a, text.find("\r\n", a) - a);
-          } else if (text != "END\r\n") {
-            continue;
-          }
-        } else if (op.kind == Op::set && text != "STORED\r\n") {
-          continue;
-        } else if (op.kind == Op::del && text != "DELETED\r\n" && text != "NOT_FOUND\r\n") {
-          continue;
-        }
-        mine.push_back(op);
-      }
-      std::lock_guard lk(mu);
-      all.insert(all.end(), mine.begin(), mine.end());
-    });
-  }
-  for (auto& t : threads) t.join();
-  return all;
-}
-
-// A GET returned value V (written by W). It is stale if some write or delete W' of the
-// same key started after W was acknowledged and was itself acknowledged before the GET
-// started: W' certainly replaced V before the GET began. Returns the stale GETs.
-size_t count_stale(const std::vector<Op>& ops) {
-  using T = std::chrono::steady_clock::time_point;
-  std::map<std::string, const Op*> writer;  // value -> its set
-  // Per key: writes and deletes sorted by acknowledgement time, with the running maximum
-  // of their start times, so "the latest start among writes acknowledged before t" is a
-  // binary search.
-  std::map<int, std::vector<std::pair<T, T>>> acked;  // (end, max start so far)
-  for (const Op& op : ops) {
-    if (op.kind == Op::set) writer[op.value] = &op;
-    if (op.kind != Op::get) acked[op.key].push_back({op.end, op.start});
-  }
-  for (auto& [k, v] : acked) {
-    std::sort(v.begin(), v.end());
-    for (size_t i = 1; i < v.size(); ++i) v[i].second = std::max(v[i].second, v[i - 1].second);
-  }
-  size_t stale = 0;
-  for (const Op& g : ops) {
-    if (g.kind != Op::get || g.value.empty()) continue;
-    auto w = writer.find(g.value);
-    if (w == writer.end()) continue;  // written by a set whose ack was lost
-    const auto& v = acked[g.key];
-    auto it = std::lower_bound(v.begin(), v.end(), std::pair<T, T>{g.start, T::min()});
-    if (it == v.begin()) continue;  // nothing acknowledged before the GET started
-    if (std::prev(it)->second > w->second->end) ++stale;
-  }
-  return stale;
+  Workload w;
+  w.server.sin_family = AF_INET;
+  w.server.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  w.server.sin_port = htons(port);
+  w.clients = clients;
+  w.keys = keys;
+  w.duration = duration;
+  return gaon::test::run_workload(w);
 }
 
 TEST_F(Sidecar, NoGetReturnsAValueOlderThanAnAcknowledgedWrite) {

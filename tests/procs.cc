@@ -186,14 +186,14 @@ Ran run(const std::vector<std::string>& argv, std::chrono::milliseconds wait) {
   return r;
 }
 
-std::vector<std::string> memcached_argv(uint16_t port) {
+std::vector<std::string> memcached_argv(uint16_t port, const std::string& ip) {
   std::vector<std::string> argv = {"/usr/bin/memcached",
                                    "-U",
                                    std::to_string(port),
                                    "-p",
                                    std::to_string(port),
                                    "-l",
-                                   "127.0.0.1",
+                                   ip,
                                    "-t",
                                    "1",
                                    "-m",

@@ -60,7 +60,7 @@ Ran run(const std::vector<std::string>& argv,
 // memcached from Debian's package, on 127.0.0.1:port (UDP and TCP), one thread, 64 MB
 // (as user nobody when root): its command line, and a started one (waited for until it
 // answers; nullopt when /usr/bin/memcached is missing).
-std::vector<std::string> memcached_argv(uint16_t port);
+std::vector<std::string> memcached_argv(uint16_t port, const std::string& ip = "127.0.0.1");
 std::optional<Child> start_memcached(uint16_t port);
 
 // A UDP socket talking memcached's frame protocol to one address.

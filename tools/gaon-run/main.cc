@@ -1,6 +1,7 @@
 // gaon-run: runs an unmodified program with an ikernel attached to the socket it binds.
 //
-//   gaon-run --ikernel kvcache --param capacity=64M [--match udp:11211] -- memcached -U 11211
+//   gaon-run --ikernel kvcache --param capacity=64M [--match udp:11211] [--tcp] -- memcached -U
+//   11211
 //
 // It loads libgaon-preload.so into the program (LD_PRELOAD); see preload.cc. If gaond cannot
 // be reached the program still runs, with a warning.
@@ -36,6 +37,10 @@ int main(int argc, char** argv) {
   app.add_option("-p,--param", params, "ikernel parameter key=value (repeatable)");
   app.add_option("--quota", quota, "state bytes for the instance")->capture_default_str();
   app.add_option("--match", match, "the socket to attach: udp:PORT (default: the first UDP bind)");
+  bool tcp = false;
+  app.add_flag("--tcp", tcp,
+               "also attach the program's TCP socket on the same port (kvcache: its writes "
+               "over TCP invalidate; a bump in the wire)");
   app.add_option("--control", control, "gaond's control socket (default /run/gaon/gaond.sock)");
   app.footer("Everything after -- is the program to run and its arguments.");
   // The program's own options must not be read as ours: split at the first "--".
@@ -90,6 +95,7 @@ int main(int argc, char** argv) {
     setenv("GAON_RUN_PARAMS", joined.c_str(), 1);
     setenv("GAON_RUN_QUOTA", std::to_string(std::get<uint64_t>(*q)).c_str(), 1);
     setenv("GAON_RUN_MATCH", match.c_str(), 1);
+    setenv("GAON_RUN_TCP", tcp ? "1" : "0", 1);
     if (!control.empty()) setenv("GAON_RUN_CONTROL", control.c_str(), 1);
   }
   std::vector<char*> args;
