@@ -389,6 +389,30 @@ TEST_F(BumpMemcachedTest, RepliesAreByteIdenticalAndATcpWriteSplitInPiecesInvali
   close(tcp);
 }
 
+TEST_F(BumpMemcachedTest, ARestartedGaondGetsTheInstanceBackFromGaonRun) {
+  const int client = socket_in("gaon-client", SOCK_DGRAM);
+  ctl_.reset();
+  EXPECT_EQ(gaond_.stop(), 0);
+  // Meanwhile the kernel forwards: memcached itself answers.
+  EXPECT_EQ(mc_ask(client, port_, "get nothing\r\n", 1), mc_dgram("END\r\n", 1));
+  start_gaond();
+  ASSERT_TRUE(mc_.wait_errors("attached again")) << mc_.errors();
+  ASSERT_TRUE(mc_.wait_errors("TCP socket too")) << mc_.errors();
+  auto l = ctl_->call("list");
+  ASSERT_TRUE(l) << l.error();
+  ASSERT_EQ(l->size(), 1u) << l->dump();
+  EXPECT_EQ((*l)[0]["flows"].size(), 2u) << l->dump();  // UDP and TCP, as before
+  // And it serves again: a miss, then a hit.
+  const std::string set = "set k 0 0 1\r\nv\r\n";
+  const int local = socket_in("gaon-server", SOCK_DGRAM);
+  ASSERT_TRUE(mc_ask(local, port_, set, 2));
+  for (uint16_t id = 3; id <= 4; ++id)
+    EXPECT_EQ(mc_ask(client, port_, "get k\r\n", id), mc_dgram("VALUE k 0 1\r\nv\r\nEND\r\n", id));
+  EXPECT_EQ(kv_stats()["hits"], 1);
+  close(client);
+  close(local);
+}
+
 Workload tcp_write_workload() {
   Workload w;
   w.clients = 4;

@@ -47,18 +47,21 @@ typedef struct gaon_ik_opts {
 
 GAON_EXPORT int gaon_connect(const char* path, gaon_conn** out);
 GAON_EXPORT void gaon_disconnect(gaon_conn* c);
+/* The control connection's descriptor, to watch with poll(): gaond never writes unasked,
+ * so it turning readable (or hung up) while no call is running means gaond went away. */
+GAON_EXPORT int gaon_fd(const gaon_conn* c);
 /* The reason for the last failed call on `c` ("" if none), or with c == NULL for the last
  * failed gaon_connect of this thread; valid until the next call. */
 GAON_EXPORT const char* gaon_last_error(const gaon_conn* c);
 
-GAON_EXPORT int gaon_ik_create(gaon_conn* c, const char* type, const char* const* params, size_t nparams,
-                   const gaon_ik_opts* opts, gaon_ik** out);
+GAON_EXPORT int gaon_ik_create(gaon_conn* c, const char* type, const char* const* params,
+                               size_t nparams, const gaon_ik_opts* opts, gaon_ik** out);
 GAON_EXPORT uint32_t gaon_ik_id(const gaon_ik* ik);
 GAON_EXPORT int gaon_ik_attach(gaon_ik* ik, int sockfd);
 GAON_EXPORT int gaon_ik_detach(gaon_ik* ik, const char* flow);
 /* Runs a state operation; on success *reply_json is a malloc'd JSON text (gaon_free it). */
 GAON_EXPORT int gaon_ik_call(gaon_ik* ik, const char* op, const char* const* args, size_t nargs,
-                 char** reply_json);
+                             char** reply_json);
 /* Destroys the instance and frees the handle (also on failure). */
 GAON_EXPORT int gaon_ik_destroy(gaon_ik* ik);
 GAON_EXPORT void gaon_free(void* p);

@@ -70,6 +70,8 @@ int gaon_connect(const char* path, gaon_conn** out) {
 
 void gaon_disconnect(gaon_conn* c) { delete c; }
 
+int gaon_fd(const gaon_conn* c) { return c ? c->client.fd() : -1; }
+
 const char* gaon_last_error(const gaon_conn* c) {
   return c ? c->error.c_str() : connect_error.c_str();
 }

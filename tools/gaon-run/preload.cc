@@ -7,17 +7,22 @@
 // before the UDP socket (memcached binds TCP first) or after. Anything that fails is a
 // warning on stderr and the program runs on as if gaon were not there (fail-open). The
 // control connection stays open for the program's life: the instance goes when the
-// program does.
+// program does. If gaond goes away (restarted, upgraded), a watcher thread notices the
+// connection close and, once gaond is back, makes the instance again and re-attaches the
+// same sockets (checked to still be what they were).
 #include <dlfcn.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gaon/libgaon.h"
@@ -31,7 +36,10 @@ bool done = false;  // attached (or given up): later UDP binds are left alone
 gaon_conn* conn = nullptr;
 gaon_ik* ik = nullptr;
 unsigned udp_port = 0;            // the attached UDP socket's port
+int udp_fd = -1;                  // and the socket
 int tcp_seen[8], n_tcp_seen = 0;  // TCP sockets bound before the UDP one
+int tcp_fds[8], n_tcp_fds = 0;    // TCP sockets attached
+bool watching = false;
 
 const char* env(const char* k) {
   const char* v = std::getenv(k);
@@ -58,7 +66,8 @@ bool matches(int fd) {
   return m == "udp:" + std::to_string(port);
 }
 
-void attach_tcp(int fd) {
+void attach_tcp(int fd, bool remember = true) {
+  if (remember && n_tcp_fds < 8) tcp_fds[n_tcp_fds++] = fd;
   if (gaon_ik_attach(ik, fd) != GAON_OK)
     std::fprintf(stderr, "gaon-run: warning: TCP socket: %s\n", gaon_last_error(conn));
   else
@@ -66,11 +75,18 @@ void attach_tcp(int fd) {
                  env("GAON_RUN_IKERNEL"), gaon_ik_id(ik));
 }
 
-void attach(int fd) {
+// Connects, creates the instance and attaches `fd`; false (with a warning) when any of it
+// fails, leaving nothing behind.
+bool make_instance(int fd, const char* again) {
   const char* control = env("GAON_RUN_CONTROL");
   if (gaon_connect(*control ? control : nullptr, &conn) != GAON_OK) {
-    std::fprintf(stderr, "gaon-run: warning: %s; running without gaon\n", gaon_last_error(nullptr));
-    return;
+    static std::string last;  // a waiting watcher reports each new reason once
+    if (!*again || last != gaon_last_error(nullptr))
+      std::fprintf(stderr, "gaon-run: warning: %s; running without gaon%s\n",
+                   gaon_last_error(nullptr), *again ? " for now" : "");
+    last = gaon_last_error(nullptr);
+    conn = nullptr;
+    return false;
   }
   std::vector<std::string> params;
   const std::string all = env("GAON_RUN_PARAMS");
@@ -89,16 +105,65 @@ void attach(int fd) {
     std::fprintf(stderr, "gaon-run: warning: %s; running without gaon\n", gaon_last_error(conn));
     gaon_disconnect(conn);  // takes a half-made instance with it
     conn = nullptr;
-    ik = nullptr;
-    return;
+    ik = nullptr;  // the handle is lost with the connection (a few bytes, once)
+    return false;
   }
-  std::fprintf(stderr, "gaon-run: %s instance %u attached to the program's socket\n",
-               env("GAON_RUN_IKERNEL"), gaon_ik_id(ik));
+  std::fprintf(stderr, "gaon-run: %s instance %u attached %sto the program's socket\n",
+               env("GAON_RUN_IKERNEL"), gaon_ik_id(ik), again);
+  return true;
+}
+
+// Waits for gaond to go away, then for it to come back, and attaches again.
+void watch() {
+  for (;;) {
+    int fd;
+    {
+      std::lock_guard lk(mu);
+      fd = gaon_fd(conn);
+    }
+    pollfd p{fd, POLLIN, 0};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    std::unique_lock lk(mu);
+    // Readable because a call on another thread got its reply (consumed by now)? Then
+    // gaond is still there: only end-of-file or an error means it went away.
+    char b;
+    const ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) continue;
+    gaon_disconnect(conn);
+    conn = nullptr;
+    ik = nullptr;
+    std::fprintf(stderr, "gaon-run: warning: gaond went away; attaching again when it is back\n");
+    for (;;) {
+      lk.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      lk.lock();
+      int type = 0;
+      if (bound_port(udp_fd, &type) != udp_port || type != SOCK_DGRAM) {
+        std::fprintf(stderr, "gaon-run: the program closed its socket; not attaching again\n");
+        return;
+      }
+      if (!make_instance(udp_fd, "again ")) continue;
+      for (int i = 0; i < n_tcp_fds; ++i)
+        if (bound_port(tcp_fds[i], &type) == udp_port && type == SOCK_STREAM)
+          attach_tcp(tcp_fds[i], false);
+      break;
+    }
+  }
+}
+
+void attach(int fd) {
+  if (!make_instance(fd, "")) return;
   int type = 0;
+  udp_fd = fd;
   udp_port = bound_port(fd, &type);
   for (int i = 0; i < n_tcp_seen; ++i)  // still a TCP socket on the same port?
     if (bound_port(tcp_seen[i], &type) == udp_port && type == SOCK_STREAM) attach_tcp(tcp_seen[i]);
   n_tcp_seen = 0;
+  if (!watching) {
+    watching = true;
+    std::thread(watch).detach();
+  }
 }
 
 }  // namespace
