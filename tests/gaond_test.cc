@@ -248,6 +248,33 @@ TEST(GaonRun, AnUnmodifiedMemcachedGetsItsHitsServedByKvcache) {
   EXPECT_EQ(d.stop(), 0);
 }
 
+// Started before gaond, the program runs without gaon and gets its instance once gaond
+// is there (gaon-run's watcher keeps trying).
+TEST(GaonRun, AProgramStartedBeforeGaondIsAttachedWhenGaondComes) {
+  if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
+  const uint16_t port = free_port(), app = free_port();
+  const std::string sock = "/tmp/gaond-later-" + std::to_string(getpid()) + ".sock";
+  std::vector<std::string> mc = {
+      std::string(GAON_BIN_DIR) + "/gaon-run", "--control", sock, "--ikernel", "kvcache", "--"};
+  for (const auto& arg : memcached_argv(app)) mc.push_back(arg);
+  Child m = Child::start(mc);
+  ASSERT_TRUE(m.wait_errors("running without gaon")) << m.errors();
+  ASSERT_TRUE(wait_udp_ready(app)) << m.errors();
+  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
+                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
+  ASSERT_TRUE(m.wait_errors("attached to the program's socket")) << m.errors();
+  ASSERT_EQ(tcp_command(app, "set foo 0 0 3\r\nbar\r\n", "\r\n"), "STORED\r\n");
+  McUdp via(port);
+  const auto want = std::vector<std::string>{mc_dgram("VALUE foo 0 3\r\nbar\r\nEND\r\n", 7)};
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(via.ask("get foo\r\n", 7, 1), want);  // miss, hit
+  auto [st, js] = gaonctl({"--control", sock, "--json", "list"});
+  ASSERT_EQ(st, 0) << js;
+  EXPECT_EQ(nlohmann::json::parse(js).size(), 1u) << js;
+  m.stop();
+  EXPECT_EQ(d.stop(), 0);
+}
+
 TEST(GaonRun, WithoutGaondTheProgramRunsNormally) {
   if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
   const uint16_t app = free_port();

@@ -7,8 +7,8 @@
 // before the UDP socket (memcached binds TCP first) or after. Anything that fails is a
 // warning on stderr and the program runs on as if gaon were not there (fail-open). The
 // control connection stays open for the program's life: the instance goes when the
-// program does. If gaond goes away (restarted, upgraded), a watcher thread notices the
-// connection close and, once gaond is back, makes the instance again and re-attaches the
+// program does. A watcher thread keeps it so: when gaond is not there yet, or goes away
+// (restarted, upgraded), it makes the instance again once gaond is back and attaches the
 // same sockets (checked to still be what they were).
 #include <dlfcn.h>
 #include <netinet/in.h>
@@ -39,7 +39,6 @@ unsigned udp_port = 0;            // the attached UDP socket's port
 int udp_fd = -1;                  // and the socket
 int tcp_seen[8], n_tcp_seen = 0;  // TCP sockets bound before the UDP one
 int tcp_fds[8], n_tcp_fds = 0;    // TCP sockets attached
-bool watching = false;
 
 const char* env(const char* k) {
   const char* v = std::getenv(k);
@@ -113,57 +112,70 @@ bool make_instance(int fd, const char* again) {
   return true;
 }
 
-// Waits for gaond to go away, then for it to come back, and attaches again.
+// Attaches the program's TCP sockets on the instance's port (after a new instance).
+void attach_tcp_all() {
+  int type = 0;
+  for (int i = 0; i < n_tcp_fds; ++i)
+    if (bound_port(tcp_fds[i], &type) == udp_port && type == SOCK_STREAM)
+      attach_tcp(tcp_fds[i], false);
+}
+
+// Keeps the instance there: when gaond is not (not yet started, or gone: restarted,
+// upgraded, crashed) it tries again, every 200 ms at first and every 2 s at most, and
+// makes the instance again on the same sockets when gaond is back.
 void watch() {
+  bool ever;
+  {
+    std::lock_guard lk(mu);
+    ever = conn != nullptr;
+  }
   for (;;) {
     int fd;
     {
       std::lock_guard lk(mu);
-      fd = gaon_fd(conn);
+      fd = gaon_fd(conn);  // -1 without a connection
     }
-    pollfd p{fd, POLLIN, 0};
-    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    if (fd >= 0) {
+      pollfd p{fd, POLLIN, 0};
+      while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+      }
+      std::lock_guard lk(mu);
+      // Readable because a call on another thread got its reply (consumed by now)? Then
+      // gaond is still there: only end-of-file or an error means it went away.
+      char b;
+      const ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) continue;
+      gaon_disconnect(conn);
+      conn = nullptr;
+      ik = nullptr;
+      std::fprintf(stderr, "gaon-run: warning: gaond went away; attaching again when it is back\n");
     }
-    std::unique_lock lk(mu);
-    // Readable because a call on another thread got its reply (consumed by now)? Then
-    // gaond is still there: only end-of-file or an error means it went away.
-    char b;
-    const ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) continue;
-    gaon_disconnect(conn);
-    conn = nullptr;
-    ik = nullptr;
-    std::fprintf(stderr, "gaon-run: warning: gaond went away; attaching again when it is back\n");
-    for (;;) {
-      lk.unlock();
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      lk.lock();
+    for (int wait_ms = 200;; wait_ms = std::min(2 * wait_ms, 2000)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+      std::lock_guard lk(mu);
       int type = 0;
       if (bound_port(udp_fd, &type) != udp_port || type != SOCK_DGRAM) {
         std::fprintf(stderr, "gaon-run: the program closed its socket; not attaching again\n");
         return;
       }
-      if (!make_instance(udp_fd, "again ")) continue;
-      for (int i = 0; i < n_tcp_fds; ++i)
-        if (bound_port(tcp_fds[i], &type) == udp_port && type == SOCK_STREAM)
-          attach_tcp(tcp_fds[i], false);
+      if (!make_instance(udp_fd, ever ? "again " : "")) continue;
+      ever = true;
+      attach_tcp_all();
       break;
     }
   }
 }
 
 void attach(int fd) {
-  if (!make_instance(fd, "")) return;
   int type = 0;
   udp_fd = fd;
   udp_port = bound_port(fd, &type);
-  for (int i = 0; i < n_tcp_seen; ++i)  // still a TCP socket on the same port?
-    if (bound_port(tcp_seen[i], &type) == udp_port && type == SOCK_STREAM) attach_tcp(tcp_seen[i]);
+  for (int i = 0; i < n_tcp_seen; ++i)  // TCP sockets bound before, on the same port
+    if (bound_port(tcp_seen[i], &type) == udp_port && type == SOCK_STREAM && n_tcp_fds < 8)
+      tcp_fds[n_tcp_fds++] = tcp_seen[i];
   n_tcp_seen = 0;
-  if (!watching) {
-    watching = true;
-    std::thread(watch).detach();
-  }
+  if (make_instance(fd, "")) attach_tcp_all();
+  std::thread(watch).detach();
 }
 
 }  // namespace
@@ -184,8 +196,10 @@ extern "C" __attribute__((visibility("default"))) int bind(int fd, const sockadd
     if (port != 0 && type == SOCK_STREAM) {
       if (!done && n_tcp_seen < 8)
         tcp_seen[n_tcp_seen++] = fd;  // attached with the instance, on the same port
-      else if (ik != nullptr && port == udp_port)
+      else if (done && port == udp_port && ik != nullptr)
         attach_tcp(fd);
+      else if (done && port == udp_port && n_tcp_fds < 8)
+        tcp_fds[n_tcp_fds++] = fd;  // for when gaond is there
     }
   }
   errno = saved;
