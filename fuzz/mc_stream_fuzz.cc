@@ -1,7 +1,8 @@
-// Fuzz target: kvcache's TCP stream scanner (src/ikernels/kvcache/mc_stream.h). The first
-// byte seeds the sizes of the pieces the rest is fed in. Invariants: no crash, no read
-// outside the input; the commands found, and whether the stream is lost, do not depend on
-// how the stream is split (a command split across segments is the same command).
+// Fuzz target: kvcache's TCP stream scanners (src/ikernels/kvcache/mc_stream.h), the
+// request scanner and the reply scanner, over the same bytes. The first byte seeds the
+// sizes of the pieces the rest is fed in. Invariants: no crash, no read outside the input;
+// what is found (commands; the number of complete replies), and whether the stream is
+// lost, do not depend on how the stream is split.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -34,6 +35,24 @@ std::vector<std::string> scan(const uint8_t* data, size_t size, uint8_t seed, bo
   return out;
 }
 
+size_t replies(const uint8_t* data, size_t size, uint8_t seed, bool* ok) {
+  gaon::kv::ReplyScanner sc;
+  size_t n_replies = 0;
+  size_t off = 0;
+  uint32_t x = seed;
+  *ok = true;
+  while (off < size) {
+    size_t n = size - off;
+    if (seed != 0) {
+      x = x * 1103515245u + 12345u;
+      n = std::min<size_t>(n, 1 + (x >> 16) % 64);
+    }
+    *ok = sc.feed({data + off, n}, [&] { ++n_replies; });
+    off += n;
+  }
+  return n_replies;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -43,5 +62,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto whole = scan(data + 1, size - 1, 0, &whole_ok);
   const auto split = scan(data + 1, size - 1, seed, &split_ok);
   if (whole != split || whole_ok != split_ok) std::abort();
+  const size_t r_whole = replies(data + 1, size - 1, 0, &whole_ok);
+  const size_t r_split = replies(data + 1, size - 1, seed, &split_ok);
+  if (r_whole != r_split || whole_ok != split_ok) std::abort();
   return 0;
 }

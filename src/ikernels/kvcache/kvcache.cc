@@ -427,12 +427,26 @@ KvCache::TcpConn* KvCache::tcp_find(uint64_t key, bool create, uint64_t now) {
   victim->key = key;
   victim->last_ns = now;
   victim->scan.reset();
+  victim->replies.reset();
   return victim;
 }
 
-void KvCache::tcp_command(const Request& r, uint64_t now) {
+void KvCache::tcp_command(TcpConn& t, const Request& r, uint64_t now) {
   Counters& c = hdr_->c;
   ++c.tcp_commands;
+  // What memcached's reply to it will mean: a single-key ASCII write's reply says the
+  // write is done. Replies of binary and meta commands are not followed (nor anything
+  // after one): their writes clear by write_timeout_ms.
+  if (t.acks && (r.proto == Proto::binary || r.meta || t.fifo_n == kTcpFifo)) {
+    t.acks = false;
+    ++c.tcp_acks_untracked;
+  }
+  const bool write1 = r.kind == Kind::write && r.nkeys == 1 && !no_invalidation_;
+  if (t.acks && !r.noreply) {
+    t.fifo[(t.fifo_head + t.fifo_n) % kTcpFifo] =
+        write1 ? key_hash(r.keys[0]) : 0;  // (a hash of 0: cleared by time)
+    ++t.fifo_n;
+  }
   if (no_invalidation_) return;
   switch (r.kind) {
     case Kind::write:
@@ -457,6 +471,72 @@ void KvCache::tcp_command(const Request& r, uint64_t now) {
   }
 }
 
+// The client's address and both ports: one key per connection, from either direction.
+static uint64_t tcp_key(const Packet& p, bool from_client) {
+  uint8_t who[20] = {};
+  const uint8_t* ip = p.data() + p.hdr.l3;
+  const uint8_t* th = p.data() + p.hdr.l4;
+  if (p.hdr.l3_proto == L3::ipv4)
+    std::memcpy(who, ip + (from_client ? 12 : 16), 4);
+  else
+    std::memcpy(who, ip + (from_client ? 8 : 24), 16);
+  std::memcpy(who + 16, th + (from_client ? 0 : 2), 2);  // the client's port
+  std::memcpy(who + 18, th + (from_client ? 2 : 0), 2);  // memcached's
+  return XXH3_64bits(who, sizeof(who)) | 1;
+}
+
+// memcached's replies on a followed connection: each complete reply answers the oldest
+// request waiting; a write's reply ends its outstanding state at once (as a UDP write's
+// acknowledgement does).
+Verdict KvCache::on_tcp_reply(Context& ctx, Packet& p) {
+  const uint8_t* th = p.l4();
+  const uint32_t seq = net::load32(th + 4);
+  const uint8_t flags = th[13];
+  constexpr uint8_t kSyn = 0x02, kRst = 0x04, kAck = 0x10;
+  TcpConn* t = tcp_find(tcp_key(p, false), false, 0);
+  if (t == nullptr) return Verdict::to_wire;
+  if ((flags & kSyn) && (flags & kAck)) {
+    t->next_rseq = seq + 1;
+    t->rsynced = true;
+    return Verdict::to_wire;
+  }
+  if (flags & kRst) {
+    t->key = 0;
+    return Verdict::to_wire;
+  }
+  const std::span<const uint8_t> data(p.payload(), p.hdr.payload_len);
+  if (!t->acks || data.empty()) return Verdict::to_wire;
+  Counters& c = hdr_->c;
+  const int32_t ahead = int32_t(seq - t->next_rseq);
+  if (!t->rsynced || ahead > 0) {  // replies we cannot place: stop matching them
+    t->acks = false;
+    ++c.tcp_acks_untracked;
+    return Verdict::to_wire;
+  }
+  if (int32_t(seq + uint32_t(data.size()) - t->next_rseq) <= 0) return Verdict::to_wire;
+  const auto fresh = data.subspan(uint32_t(-ahead));
+  t->next_rseq += uint32_t(fresh.size());
+  const uint64_t now = ctx.now_ns();
+  const bool ok = t->replies.feed(fresh, [&] {
+    if (t->fifo_n == 0) {  // a reply to nothing we saw: lost track
+      t->acks = false;
+      return;
+    }
+    const uint64_t h = t->fifo[t->fifo_head];
+    t->fifo_head = uint8_t((t->fifo_head + 1) % kTcpFifo);
+    --t->fifo_n;
+    if (h != 0 && t->acks) {
+      write_done(h, now);
+      ++c.tcp_acks;
+    }
+  });
+  if (!ok || !t->acks) {
+    if (t->acks) t->acks = false;
+    ++c.tcp_acks_untracked;
+  }
+  return Verdict::to_wire;
+}
+
 Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
   Counters& c = hdr_->c;
   const uint8_t* th = p.l4();
@@ -466,18 +546,13 @@ Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
   const std::span<const uint8_t> data(p.payload(), p.hdr.payload_len);
   const uint64_t now = ctx.now_ns();
   ++c.tcp_segments;
-  // The connection: the client's address and port (the server side is the attached flow).
-  uint8_t who[20] = {};
-  const uint8_t* ip = p.l3();
-  if (p.hdr.l3_proto == L3::ipv4)
-    std::memcpy(who, ip + 12, 4);
-  else
-    std::memcpy(who, ip + 8, 16);
-  std::memcpy(who + 16, th, 4);  // both ports
-  const uint64_t key = XXH3_64bits(who, sizeof(who)) | 1;
+  const uint64_t key = tcp_key(p, true);
   if ((flags & kSyn) && !(flags & kAck)) {  // a new connection: follow it from here
     TcpConn* t = tcp_find(key, true, now);
     t->next_seq = seq + 1;
+    t->rsynced = false;
+    t->acks = true;
+    t->fifo_head = t->fifo_n = 0;
     if (!data.empty()) {  // data on a SYN (TCP Fast Open): not followed, be safe
       ++c.tcp_untracked;
       if (!no_invalidation_) flush_all(now), ++c.tcp_flushes;
@@ -507,7 +582,7 @@ Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
     if (int32_t(seq + len - t->next_seq) > 0) fresh = data.subspan(uint32_t(-ahead));
     if (!fresh.empty()) {
       t->next_seq += uint32_t(fresh.size());
-      const bool ok = t->scan.feed(fresh, [&](const Request& r) { tcp_command(r, now); });
+      const bool ok = t->scan.feed(fresh, [&](const Request& r) { tcp_command(*t, r, now); });
       if (!ok) {  // tcp_command saw it as unknown: everything was invalidated
         ++c.tcp_lost;
         t->key = 0;
@@ -641,6 +716,7 @@ void KvCache::learn(const Response& resp, Pending& e, uint64_t now) {
 }
 
 Verdict KvCache::on_egress(Context& ctx, Packet& p) {
+  if (p.parsed && p.hdr.l4_proto == L4::tcp) return on_tcp_reply(ctx, p);
   if (!p.is_udp()) return Verdict::to_wire;
   const std::span<const uint8_t> payload(p.payload(), p.hdr.payload_len);
   UdpHeader uh;
@@ -726,7 +802,9 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
                             {"gaps", c.tcp_gaps},
                             {"lost", c.tcp_lost},
                             {"evicted", c.tcp_evicted},
-                            {"flushes", c.tcp_flushes}}},
+                            {"flushes", c.tcp_flushes},
+                            {"acks", c.tcp_acks},
+                            {"acks_untracked", c.tcp_acks_untracked}}},
                           {"geometry",
                            {{"sets", nsets_},
                             {"ways", kWays},

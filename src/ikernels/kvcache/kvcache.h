@@ -23,9 +23,11 @@
 // TCP: each client→memcached connection is followed from its SYN (tcp_connections of
 // them; the least recently used goes when more come) and its byte stream scanned in order
 // (mc_stream.h): commands split across segments are found, data blocks are skipped. A
-// write's keys are invalidated (and their buckets marked outstanding for write_timeout_ms,
-// since the acknowledgement on TCP is not followed) before the segment completing its
-// command passes on to memcached. Whenever the scanner cannot be sure — a connection it
+// write's keys are invalidated (their buckets outstanding) before the segment completing
+// its command passes on to memcached; memcached's reply on the same connection (ASCII
+// replies are counted in order and matched to the requests waiting) ends the outstanding
+// state, as a UDP acknowledgement does. Binary and meta commands are not matched: their
+// writes clear by write_timeout_ms. Whenever the scanner cannot be sure — a connection it
 // did not see open (older than the attachment, or evicted), a gap (a lost or reordered
 // segment), a line it cannot frame — it invalidates the whole instance for that segment:
 // it never guesses. Retransmitted bytes it already scanned pass. TCP itself always passes
@@ -67,7 +69,8 @@
 // reason), invalidations, writes, flushes, evictions, items, bytes_used, passed (by
 // request issue), unknown_commands, pending_evicted, unmatched_replies, not_learned;
 // tcp: segments, commands, writes, untracked (segments of connections not followed:
-// each invalidated everything), gaps, lost (unframeable streams), evicted, flushes.
+// each invalidated everything), gaps, lost (unframeable streams), evicted, flushes, acks
+// (write replies matched), acks_untracked (connections whose replies stopped being matched).
 #pragma once
 
 #include <array>
@@ -113,7 +116,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
         not_learned, replies_too_big, emit_failed;
     // TCP (write invalidation on memcached's TCP socket)
     uint64_t tcp_segments, tcp_commands, tcp_writes, tcp_untracked, tcp_gaps, tcp_lost, tcp_evicted,
-        tcp_flushes;
+        tcp_flushes, tcp_acks, tcp_acks_untracked;
     std::array<uint64_t, r_count> rejected;
     std::array<uint64_t, size_t(kv::ReqIssue::count_)> passed;
   };
@@ -166,11 +169,19 @@ class KvCache : public PerPacketIKernel<KvCache> {
   };
 
   // One client→memcached TCP connection being scanned for writes.
+  static constexpr uint32_t kTcpFifo = 16;
   struct TcpConn {
     uint64_t key;  // 0 = free
     uint64_t last_ns;
-    uint32_t next_seq;
+    uint32_t next_seq;   // client → memcached: the next byte to scan
+    uint32_t next_rseq;  // memcached → client: the next reply byte
+    bool rsynced;        // next_rseq known (the SYN-ACK was seen)
+    bool acks;           // replies are matched to requests (ASCII, in order)
+    uint8_t fifo_head, fifo_n;
+    // Requests awaiting a reply, oldest first: the hash of a single-key write, or 0.
+    std::array<uint64_t, kTcpFifo> fifo;
     kv::StreamScanner scan;
+    kv::ReplyScanner replies;
   };
 
   // table
@@ -191,7 +202,8 @@ class KvCache : public PerPacketIKernel<KvCache> {
   void learn(const kv::Response& resp, Pending& pe, uint64_t now);
   void flush_all(uint64_t now);
   Verdict on_tcp(Context& ctx, Packet& p);
-  void tcp_command(const kv::Request& r, uint64_t now);
+  void tcp_command(TcpConn& t, const kv::Request& r, uint64_t now);
+  Verdict on_tcp_reply(Context& ctx, Packet& p);
   TcpConn* tcp_find(uint64_t key, bool create, uint64_t now);
   static uint64_t client_of(const Packet& p, bool ingress);
 

@@ -427,6 +427,20 @@ class KvCacheTcpTest : public KvCacheTest {
     return run(wire_, test::build_frame(f));
   }
   Seen syn(uint32_t isn, uint16_t sport = 50000) { return segment("", isn, 0x02, sport); }
+  // memcached's side of the connection.
+  Seen from_memcached(const std::string& data, uint32_t seq, uint8_t flags = 0x18,
+                      uint16_t dport = 50000) {
+    test::FrameSpec f;
+    f.proto = 6;
+    f.src_ip = "10.0.0.2";
+    f.dst_ip = "10.0.0.1";
+    f.sport = 11211;
+    f.dport = dport;
+    f.tcp_seq = seq;
+    f.tcp_flags = flags;
+    f.payload = test::text(data);
+    return run(host_, test::build_frame(f));
+  }
   bool hit(const std::string& key, uint16_t req_id) {
     auto s = request(dgram("get " + key + "\r\n", req_id));
     return s.wire.size() == 1 && s.host.empty();
@@ -459,6 +473,39 @@ TEST_F(KvCacheTcpTest, AWriteSplitAcrossSegmentsInvalidatesBeforeItsLastSegmentP
   reply(dgram(kFoo, 100));
   EXPECT_FALSE(hit("foo", 101));
   EXPECT_GE(stats()["rejected_by_reason"]["outstanding_write"], 1);
+}
+
+TEST_F(KvCacheTcpTest, MemcachedsReplyToATcpWriteEndsItsOutstandingState) {
+  fill_foo(1);
+  syn(1000);
+  from_memcached("", 5000, 0x12);  // SYN-ACK
+  uint32_t seq = 1001, rseq = 5001;
+  auto send = [&](const std::string& d) { segment(d, seq), seq += uint32_t(d.size()); };
+  auto answer = [&](const std::string& d) {
+    auto s = from_memcached(d, rseq);
+    EXPECT_EQ(s.wire, std::vector<std::string>{d});  // passes unchanged
+    rseq += uint32_t(d.size());
+  };
+  send("get foo\r\ndelete foo\r\n");  // pipelined: the GET's reply comes first
+  EXPECT_FALSE(hit("foo", 10));
+  answer("VALUE foo 42 3\r\nbar\r\nEND\r\n");  // the GET's reply: foo still outstanding
+  reply(dgram("END\r\n", 10));
+  EXPECT_FALSE(hit("foo", 11));
+  EXPECT_EQ(stats()["rejected_by_reason"]["outstanding_write"], 0);  // (that was a miss)
+  reply(dgram(kFoo, 11));  // a reply to the GET that passed before the delete was done
+  EXPECT_EQ(stats()["rejected_by_reason"]["outstanding_write"], 1);
+  answer("DELE");  // the delete's reply, in two segments
+  answer("TED\r\n");
+  EXPECT_EQ(tcp()["acks"], 1);
+  // Done: the next miss is learned at once, and hits.
+  EXPECT_FALSE(hit("foo", 12));
+  reply(dgram(kFoo, 12));
+  EXPECT_TRUE(hit("foo", 13));
+  // A binary request on the connection: its replies are not followed from then on.
+  send(test::mc_binreq(0x04, "foo"));
+  EXPECT_EQ(tcp()["acks_untracked"], 1);
+  answer("DELETED\r\n");
+  EXPECT_EQ(tcp()["acks"], 1);
 }
 
 TEST_F(KvCacheTcpTest, DataBlocksAndBinaryValuesAreSkippedNotRead) {

@@ -114,6 +114,7 @@ struct Cmd {
   Kind kind = Kind::unknown;
   ReqIssue issue = ReqIssue::none;
   bool noreply = false;
+  bool meta = false;
   bool cas = false;
   bool has_exptime = false;
   int64_t exptime = 0;
@@ -228,6 +229,7 @@ bool ascii_head(sv line, bool unusual, Cmd& c, bool& has_data, uint64_t& data_le
     // Meta commands: the key is the second token. A base64 key ("b" flag) is not the key
     // itself, so such a request is treated as unknown.
     c.kind = Kind::write;
+    c.meta = true;
     if (tk.n < 2 || tk.overflow) {
       c.kind = Kind::unknown;
       return false;
@@ -261,6 +263,7 @@ bool ascii_head(sv line, bool unusual, Cmd& c, bool& has_data, uint64_t& data_le
     data_len = datalen;
     return true;
   }
+  c.meta = cmd == "mn" || cmd == "me";
   if (cmd == "mn" || cmd == "me" || cmd == "stats" || cmd == "version" || cmd == "verbosity" ||
       cmd == "quit") {
     c.kind = Kind::read;
@@ -435,6 +438,7 @@ void to_request(const Cmd& c, Request& r) {
   r.kind = c.kind;
   r.issue = c.issue;
   r.noreply = c.noreply;
+  r.meta = c.meta;
   r.cas = c.cas;
   r.opcode = c.opcode;
   r.opaque = c.opaque;

@@ -97,6 +97,7 @@ struct Request {
   Kind kind = Kind::unknown;
   ReqIssue issue = ReqIssue::none;  // for get: servable only when none
   bool noreply = false;             // a write that will not be acknowledged
+  bool meta = false;                // an ASCII meta command (mg ms md ma mn me)
   bool cas = false;                 // ASCII gets (the reply carries the cas)
   // binary get
   uint8_t opcode = 0;

@@ -127,4 +127,77 @@ class StreamScanner {
   uint8_t buf_[kMaxLine > kBinMaxHead ? kMaxLine : kBinMaxHead];
 };
 
+// ReplyScanner: counts memcached's complete ASCII replies in a memcached→client TCP byte
+// stream fed in order: "VALUE ..." lines (their data skipped) and "STAT ..." lines belong
+// to a reply that "END" completes; every other line (STORED, DELETED, NOT_FOUND, a number,
+// ERROR, ...) is a whole reply. Calls `on()` once per complete reply. Lines longer than
+// it keeps, or a VALUE line it cannot read, lose the stream for good (feed returns false).
+class ReplyScanner {
+ public:
+  static constexpr size_t kMaxLine = 320;  // "VALUE <250-byte key> <flags> <bytes> <cas>"
+
+  template <class On>
+  bool feed(std::span<const uint8_t> in, On&& on) {
+    while (!in.empty() && !lost_) {
+      if (skip_ > 0) {
+        const size_t n = size_t(std::min<uint64_t>(skip_, in.size()));
+        skip_ -= n;
+        in = in.subspan(n);
+        continue;
+      }
+      const uint8_t* nl = static_cast<const uint8_t*>(std::memchr(in.data(), '\n', in.size()));
+      const size_t take = nl ? size_t(nl - in.data()) + 1 : in.size();
+      if (have_ + take > kMaxLine) {
+        lost_ = true;
+        break;
+      }
+      std::memcpy(buf_ + have_, in.data(), take);
+      have_ += uint32_t(take);
+      in = in.subspan(take);
+      if (nl == nullptr) break;
+      const std::string_view line(reinterpret_cast<const char*>(buf_), have_);
+      have_ = 0;
+      if (line.starts_with("VALUE ")) {
+        // VALUE <key> <flags> <bytes> [<cas>]: the data block follows.
+        size_t pos = 6, tok = 0;
+        uint64_t bytes = 0;
+        bool ok = false;
+        while (pos < line.size() && tok < 4) {
+          const size_t end = line.find_first_of(" \r\n", pos);
+          if (end == std::string_view::npos || end == pos) break;
+          if (++tok == 3) {
+            ok = true;
+            for (size_t i = pos; i < end; ++i) {
+              if (line[i] < '0' || line[i] > '9' || bytes > (uint64_t{1} << 40)) ok = false;
+              bytes = bytes * 10 + uint64_t(line[i] - '0');
+            }
+            break;
+          }
+          pos = end + 1;
+        }
+        if (!ok) {
+          lost_ = true;
+          break;
+        }
+        skip_ = bytes + 2;
+        continue;
+      }
+      if (line.starts_with("STAT ")) continue;
+      ++replies_;
+      on();
+    }
+    return !lost_;
+  }
+  bool lost() const { return lost_; }
+  uint64_t replies() const { return replies_; }
+  void reset() { *this = ReplyScanner(); }
+
+ private:
+  bool lost_ = false;
+  uint32_t have_ = 0;
+  uint64_t skip_ = 0;
+  uint64_t replies_ = 0;
+  uint8_t buf_[kMaxLine];
+};
+
 }  // namespace gaon::kv
