@@ -79,10 +79,10 @@ void attach_tcp(int fd, bool remember = true) {
 bool make_instance(int fd, const char* again) {
   const char* control = env("GAON_RUN_CONTROL");
   if (gaon_connect(*control ? control : nullptr, &conn) != GAON_OK) {
-    static std::string last;  // a waiting watcher reports each new reason once
-    if (!*again || last != gaon_last_error(nullptr))
-      std::fprintf(stderr, "gaon-run: warning: %s; running without gaon%s\n",
-                   gaon_last_error(nullptr), *again ? " for now" : "");
+    static std::string last;  // each reason is reported once, not on every retry
+    if (last != gaon_last_error(nullptr))
+      std::fprintf(stderr, "gaon-run: warning: %s; running without gaon for now\n",
+                   gaon_last_error(nullptr));
     last = gaon_last_error(nullptr);
     conn = nullptr;
     return false;

@@ -56,7 +56,7 @@
 //   write_timeout_ms=1000 how long an unacknowledged write blocks learning its keys
 //   pending=4096          requests awaiting a reply that are tracked
 //   versions=65536        version buckets
-//   tcp_connections=256   client TCP connections scanned at once (about 2.2 KiB each)
+//   tcp_connections=256   client TCP connections followed at once (about 2.6 KiB each)
 //   udp_checksum=false    compute UDP checksums of replies (false: 0 = none, IPv4 only)
 //   unsafe_no_invalidation=false  TESTING ONLY: ignore writes and flushes, so stale
 //                         values are served; exists to prove the consistency checker
