@@ -12,6 +12,21 @@
 
 namespace {
 
+// Calls feed(piece) over data in pieces: whole when seed is 0, else of pseudo-random sizes.
+template <class Feed>
+void in_pieces(const uint8_t* data, size_t size, uint8_t seed, Feed&& feed) {
+  uint32_t x = seed;
+  for (size_t off = 0; off < size;) {
+    size_t n = size - off;
+    if (seed != 0) {
+      x = x * 1103515245u + 12345u;
+      n = std::min<size_t>(n, 1 + (x >> 16) % 64);
+    }
+    feed(std::span<const uint8_t>(data + off, n));
+    off += n;
+  }
+}
+
 std::vector<std::string> scan(const uint8_t* data, size_t size, uint8_t seed, bool* ok) {
   gaon::kv::StreamScanner sc;
   std::vector<std::string> out;
@@ -20,37 +35,18 @@ std::vector<std::string> scan(const uint8_t* data, size_t size, uint8_t seed, bo
     for (size_t i = 0; i < r.nkeys; ++i) s += "|" + std::string(r.keys[i]);
     out.push_back(s);
   };
-  size_t off = 0;
-  uint32_t x = seed;
   *ok = true;
-  while (off < size) {
-    size_t n = size - off;
-    if (seed != 0) {
-      x = x * 1103515245u + 12345u;
-      n = std::min<size_t>(n, 1 + (x >> 16) % 64);
-    }
-    *ok = sc.feed({data + off, n}, on);
-    off += n;
-  }
+  in_pieces(data, size, seed, [&](std::span<const uint8_t> piece) { *ok = sc.feed(piece, on); });
   return out;
 }
 
 size_t replies(const uint8_t* data, size_t size, uint8_t seed, bool* ok) {
   gaon::kv::ReplyScanner sc;
-  size_t n_replies = 0;
-  size_t off = 0;
-  uint32_t x = seed;
+  size_t n = 0;
   *ok = true;
-  while (off < size) {
-    size_t n = size - off;
-    if (seed != 0) {
-      x = x * 1103515245u + 12345u;
-      n = std::min<size_t>(n, 1 + (x >> 16) % 64);
-    }
-    *ok = sc.feed({data + off, n}, [&] { ++n_replies; });
-    off += n;
-  }
-  return n_replies;
+  in_pieces(data, size, seed,
+            [&](std::span<const uint8_t> piece) { *ok = sc.feed(piece, [&] { ++n; }); });
+  return n;
 }
 
 }  // namespace

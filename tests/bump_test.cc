@@ -207,6 +207,15 @@ class BumpTest : public ::testing::Test {
     EXPECT_TRUE(s) << s.error();
     return s ? (*s)["wire"]["rx"].get<uint64_t>() : 0;
   }
+  // `n` requests to each: gaond's echo answers the attached port byte for byte, the
+  // application (a UdpServer) the other.
+  static void ask_both(UdpClient& cl, uint16_t attached, uint16_t other, int n) {
+    for (int i = 0; i < n; ++i) {
+      const std::string m = mc_dgram("ping" + std::to_string(i), uint16_t(i));
+      EXPECT_EQ(cl.ask(attached, m), m);
+      EXPECT_EQ(cl.ask(other, m), "server:" + m);
+    }
+  }
   uint32_t create_echo_on(uint16_t port) {
     auto id = ctl_->call("create", {{"type", "echo"}});
     EXPECT_TRUE(id) << id.error();
@@ -238,11 +247,7 @@ TEST_F(BumpTest, AttachedFlowsAreAnsweredAndTheRestNeverReachesGaond) {
   ASSERT_TRUE(srv.ok());
   const uint32_t id = create_echo_on(attached);
   UdpClient cl;
-  for (int i = 0; i < 20; ++i) {
-    const std::string m = mc_dgram("ping" + std::to_string(i), uint16_t(i));
-    EXPECT_EQ(cl.ask(attached, m), m);           // gaond's echo answers: byte for byte
-    EXPECT_EQ(cl.ask(other, m), "server:" + m);  // the application's own answer
-  }
+  ask_both(cl, attached, other, 20);
   EXPECT_EQ(engine_wire_rx(), 20u);  // only the attached flow's 20 requests reached gaond
   auto st = ctl_->call("stats", {{"instance", id}});
   ASSERT_TRUE(st) << st.error();
@@ -473,11 +478,7 @@ TEST_F(AfPacketBumpTest, EverythingCrossesAndAttachedFlowsAreAnswered) {
   ASSERT_TRUE(srv.ok());
   const uint32_t id = create_echo_on(attached);
   UdpClient cl;
-  for (int i = 0; i < 20; ++i) {
-    const std::string m = mc_dgram("ping" + std::to_string(i), uint16_t(i));
-    EXPECT_EQ(cl.ask(attached, m), m);
-    EXPECT_EQ(cl.ask(other, m), "server:" + m);
-  }
+  ask_both(cl, attached, other, 20);
   auto st = ctl_->call("stats", {{"instance", id}});
   ASSERT_TRUE(st) << st.error();
   EXPECT_EQ((*st)["counters"]["rx"], 20);
