@@ -16,6 +16,7 @@
 #include <charconv>
 #include <cstring>
 #include <map>
+#include <mutex>
 
 #include <fmt/core.h>
 
@@ -79,6 +80,7 @@ struct Bump::Impl {
   bool generic = false;   // XDP in generic (skb) mode: the driver has no native XDP
   bool zerocopy = false;  // both sockets bound zero-copy
   xsk_umem* umem = nullptr;
+  std::mutex flows_mu;  // flow_added/removed (control thread) and stats (any thread)
   std::map<std::vector<uint8_t>, int> flow_refs;  // several engine flows may share a key
   uint32_t ring = 2048;
 };
@@ -325,6 +327,7 @@ Result<void> Bump::flow_added(const FlowKey& key) {
   const BpfFlow f = bpf_flow(key);
   std::vector<uint8_t> k(reinterpret_cast<const uint8_t*>(&f),
                          reinterpret_cast<const uint8_t*>(&f) + sizeof(f));
+  std::lock_guard lk(impl_->flows_mu);
   int& refs = impl_->flow_refs[k];
   if (refs == 0) {
     const uint32_t one = 1;
@@ -341,6 +344,7 @@ void Bump::flow_removed(const FlowKey& key) {
   const BpfFlow f = bpf_flow(key);
   std::vector<uint8_t> k(reinterpret_cast<const uint8_t*>(&f),
                          reinterpret_cast<const uint8_t*>(&f) + sizeof(f));
+  std::lock_guard lk(impl_->flows_mu);
   auto it = impl_->flow_refs.find(k);
   if (it == impl_->flow_refs.end()) return;
   if (--it->second == 0) {
@@ -357,9 +361,14 @@ std::string Bump::describe() const {
 }
 
 nlohmann::json Bump::stats() const {
+  size_t steered;
+  {
+    std::lock_guard lk(impl_->flows_mu);
+    steered = impl_->flow_refs.size();
+  }
   nlohmann::json j = {{"afxdp_mode", impl_->zerocopy ? "zero-copy" : "copy"},
                       {"xdp_mode", impl_->generic ? "generic" : "native"},
-                      {"steered_flows", impl_->flow_refs.size()}};
+                      {"steered_flows", steered}};
   const int cpus = libbpf_num_possible_cpus();
   std::vector<uint64_t> per(size_t(cpus > 0 ? cpus : 1));
   for (uint32_t i = 0; i < kStats; ++i) {

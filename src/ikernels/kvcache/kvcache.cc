@@ -437,7 +437,11 @@ void KvCache::tcp_command(TcpConn& t, const Request& r, uint64_t now) {
   // What memcached's reply to it will mean: a single-key ASCII write's reply says the
   // write is done. Replies of binary and meta commands are not followed (nor anything
   // after one): their writes clear by write_timeout_ms.
-  if (t.acks && (r.proto == Proto::binary || r.meta || t.fifo_n == kTcpFifo)) {
+  // Only commands whose reply is one line, or VALUE lines ending in END, are matched: any
+  // other (stats subcommands, watch, lru_crawler, unknown commands, ...) could answer with
+  // lines that would be taken for the replies of the writes behind it.
+  const bool plain = r.kind == Kind::get || r.kind == Kind::write || r.kind == Kind::flush;
+  if (t.acks && (r.proto == Proto::binary || r.meta || !plain || t.fifo_n == kTcpFifo)) {
     t.acks = false;
     ++c.tcp_acks_untracked;
   }

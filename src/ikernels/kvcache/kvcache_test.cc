@@ -508,6 +508,20 @@ TEST_F(KvCacheTcpTest, MemcachedsReplyToATcpWriteEndsItsOutstandingState) {
   EXPECT_EQ(tcp()["acks"], 1);
 }
 
+TEST_F(KvCacheTcpTest, RepliesBehindACommandWithOtherOutputAreNotMatched) {
+  fill_foo(1);
+  syn(1000);
+  from_memcached("", 5000, 0x12);
+  segment("stats\r\ndelete foo\r\n", 1001);
+  EXPECT_EQ(tcp()["acks_untracked"], 1);
+  from_memcached("STAT pid 1\r\nEND\r\nDELETED\r\n", 5001);
+  EXPECT_EQ(tcp()["acks"], 0);
+  // The delete stays outstanding until write_timeout_ms: a reply read before it is refused.
+  EXPECT_FALSE(hit("foo", 20));
+  reply(dgram(kFoo, 20));
+  EXPECT_EQ(stats()["rejected_by_reason"]["outstanding_write"], 1);
+}
+
 TEST_F(KvCacheTcpTest, DataBlocksAndBinaryValuesAreSkippedNotRead) {
   fill_foo(1);
   syn(7);
