@@ -2,7 +2,8 @@
 // (the application), both keeping their addresses.
 //
 //   Bump::open(wire, host, pool)  loads gaon's XDP steering program (src/bpf/steer.bpf.c)
-//     onto both interfaces (native XDP, generic if the driver has none), and opens one
+//     onto both interfaces (native XDP; generic if the driver has none, or between veths,
+//     where it costs less), and opens one
 //     AF_XDP socket per interface over a single UMEM: the engine's buffer pool, so a frame
 //     received on one side is transmitted on the other without a copy in gaond.
 //   The program sends gaond only the frames of attached flows (Bump is the engine's
@@ -10,7 +11,8 @@
 //     forwards everything else to the other interface in the kernel (devmap). When gaond
 //     is gone, its sockets leave the program's XSKMAP and every frame is forwarded:
 //     fail-open. The program stays attached when gaond exits (that is what keeps the
-//     traffic flowing); `ip link set dev IF xdp off` removes it.
+//     traffic flowing); `ip link set dev IF xdp off` (`xdpgeneric off` in generic mode)
+//     removes it.
 //   XskPort: rx takes descriptors from the rx ring into the pool's Packets (no copy) and
 //     keeps the fill ring full; tx puts frames on the tx ring, kicks the kernel whenever
 //     transmits are outstanding (copy mode sends ~32 per kick) and frees frames when the
@@ -72,7 +74,9 @@ class Bump final : public FlowObserver {
  public:
   struct Options {
     uint32_t ring_size = 2048;  // rx, tx, fill and completion rings, per socket
-    std::string bpf_object;     // path of steer.bpf.o; empty: next to the executable or built in
+    std::string bpf_object;     // path of steer.bpf.o; empty: the one built in
+    // auto: native, or generic when the driver has no native XDP or both are veths
+    std::string xdp_mode = "auto";
   };
   static Result<std::unique_ptr<Bump>> open(const Spec& wire, const Spec& host, BufferPool& pool,
                                             const Options& opt);

@@ -45,12 +45,21 @@ Result<std::unique_ptr<AfPacketPort>> AfPacketPort::open(const std::string& ifna
         "{} is a port of a bridge, which would forward its frames a second time (take it out: "
         "ip link set {} nomaster)",
         ifname, ifname);
-  uint32_t xdp_id = 0;
-  if (bpf_xdp_query_id(p->ifindex_, 0, &xdp_id) == 0 && xdp_id != 0)
+  bpf_xdp_query_opts q{};
+  q.sz = sizeof(q);
+  if (bpf_xdp_query(p->ifindex_, 0, &q) == 0 && (q.drv_prog_id || q.skb_prog_id || q.hw_prog_id))
     return make_error(
         "{} has an XDP program (id {}), which takes frames before a packet socket sees them "
-        "(remove it: ip link set dev {} xdp off; or use afxdp:{})",
-        ifname, xdp_id, ifname, ifname);
+        "(remove it: ip link set dev {} {} off; or use afxdp:{})",
+        ifname,
+        q.drv_prog_id   ? q.drv_prog_id
+        : q.skb_prog_id ? q.skb_prog_id
+                        : q.hw_prog_id,
+        ifname,
+        q.drv_prog_id   ? "xdp"
+        : q.skb_prog_id ? "xdpgeneric"
+                        : "xdpoffload",
+        ifname);
   p->fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
   if (p->fd_ < 0)
     return make_error("AF_PACKET socket: {} (needs root or CAP_NET_RAW)", std::strerror(errno));

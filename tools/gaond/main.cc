@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
       "gaond: the gaon datapath, as a sidecar (UDP sockets in front of an application) or a "
       "bump in the wire (AF_XDP between two interfaces)"};
   std::vector<std::string> wire_specs, host_specs, flow_specs;
+  std::string xdp_mode = "auto";
   std::string type;
   std::vector<std::string> params;
   std::string quota_text = "256M";
@@ -104,6 +105,10 @@ int main(int argc, char** argv) {
   app.add_option("--flow", flow_specs,
                  "udp:IP:PORT the --ikernel instance is attached to (repeatable; default in "
                  "sidecar mode: every --wire address)");
+  app.add_option("--xdp-mode", xdp_mode,
+                 "afxdp: attach the steering program in native or generic XDP (auto: native, "
+                 "but generic between veths, where it is cheaper, or without native support)")
+      ->capture_default_str();
   app.add_option("--wire-rate-bps", wire_rate_bps,
                  "emulate a wire of this many bits/s shared by all services (0: as fast as "
                  "the sockets go); the arbiter's weights then decide who gets it");
@@ -236,7 +241,7 @@ int main(int argc, char** argv) {
                "{} (clients) | {} (application)\n",
                wire_specs[0], host_specs[0]);
   } else if (xdp_bump) {
-    auto b = gaon::afxdp::Bump::open(*bump_wire, *bump_host, engine.pool());
+    auto b = gaon::afxdp::Bump::open(*bump_wire, *bump_host, engine.pool(), {.xdp_mode = xdp_mode});
     if (!b) return fail(b.error());
     xdp = std::move(*b);
     engine.set_flow_observer(xdp.get());
