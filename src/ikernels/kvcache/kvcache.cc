@@ -397,13 +397,18 @@ void KvCache::prefetch(Context&, std::span<Packet*> burst) {
 // Everything cached goes; replies already in flight are not learned (the generation), nor
 // those to requests that pass before memcached has done what caused this (outstanding
 // until acknowledged or write_timeout_ms).
-void KvCache::flush_all(uint64_t now) {
+// A flush_all with a delay (seconds) also bounds the life of what is learned until then.
+void KvCache::flush_all(uint64_t now, int64_t delay_s) {
   ++hdr_->generation;
   hdr_->c.items = 0;
   hdr_->c.bytes_used = 0;
   if (now - hdr_->last_flush_ns >= write_timeout_ns_) hdr_->flush_outstanding = 0;
   ++hdr_->flush_outstanding;
   hdr_->last_flush_ns = now;
+  if (delay_s > 0) {
+    const uint64_t at = now + uint64_t(std::max<int64_t>(delay_s - 1, 0)) * kSecond;
+    if (hdr_->flush_until_ns <= now || at < hdr_->flush_until_ns) hdr_->flush_until_ns = at;
+  }
 }
 
 // ---------------------------------------------------------------- TCP: write invalidation
@@ -435,11 +440,11 @@ void KvCache::tcp_command(TcpConn& t, const Request& r, uint64_t now) {
   Counters& c = hdr_->c;
   ++c.tcp_commands;
   // What memcached's reply to it will mean: a single-key ASCII write's reply says the
-  // write is done. Replies of binary and meta commands are not followed (nor anything
-  // after one): their writes clear by write_timeout_ms.
-  // Only commands whose reply is one line, or VALUE lines ending in END, are matched: any
-  // other (stats subcommands, watch, lru_crawler, unknown commands, ...) could answer with
-  // lines that would be taken for the replies of the writes behind it.
+  // write is done. Only gets, writes and flush_all are matched (a reply of one line, or
+  // VALUE lines ending in END): after a binary or meta command, or any other (stats,
+  // watch, lru_crawler, unknown, ...) whose output could pass for the replies of the
+  // writes behind it, the connection's replies are not followed and its writes clear by
+  // write_timeout_ms.
   const bool plain = r.kind == Kind::get || r.kind == Kind::write || r.kind == Kind::flush;
   if (t.acks && (r.proto == Proto::binary || r.meta || !plain || t.fifo_n == kTcpFifo)) {
     t.acks = false;
@@ -463,11 +468,7 @@ void KvCache::tcp_command(TcpConn& t, const Request& r, uint64_t now) {
       [[fallthrough]];
     case Kind::flush:
       if (r.kind == Kind::flush) ++c.flushes;
-      flush_all(now);
-      if (r.kind == Kind::flush && r.flush_delay > 0) {
-        const uint64_t at = now + uint64_t(std::max<int64_t>(r.flush_delay - 1, 0)) * kSecond;
-        if (hdr_->flush_until_ns <= now || at < hdr_->flush_until_ns) hdr_->flush_until_ns = at;
-      }
+      flush_all(now, r.kind == Kind::flush ? r.flush_delay : 0);
       break;
     case Kind::get:
     case Kind::read:
@@ -487,6 +488,19 @@ static uint64_t tcp_key(const Packet& p, bool from_client) {
   std::memcpy(who + 16, th + (from_client ? 0 : 2), 2);  // the client's port
   std::memcpy(who + 18, th + (from_client ? 2 : 0), 2);  // memcached's
   return XXH3_64bits(who, sizeof(who)) | 1;
+}
+
+// The bytes of a segment not seen yet, when it continues its stream at `next` (which
+// then moves past them; retransmitted bytes are left out). `gap`: bytes are missing
+// before it (lost, or reordered), and nothing is returned.
+static std::span<const uint8_t> unseen(uint32_t seq, std::span<const uint8_t> data, uint32_t& next,
+                                       bool& gap) {
+  const int32_t ahead = int32_t(seq - next);
+  gap = ahead > 0;
+  if (gap || int32_t(seq + uint32_t(data.size()) - next) <= 0) return {};
+  const auto fresh = data.subspan(uint32_t(-ahead));
+  next += uint32_t(fresh.size());
+  return fresh;
 }
 
 // memcached's replies on a followed connection: each complete reply answers the oldest
@@ -511,15 +525,14 @@ Verdict KvCache::on_tcp_reply(Context& ctx, Packet& p) {
   const std::span<const uint8_t> data(p.payload(), p.hdr.payload_len);
   if (!t->acks || data.empty()) return Verdict::to_wire;
   Counters& c = hdr_->c;
-  const int32_t ahead = int32_t(seq - t->next_rseq);
-  if (!t->rsynced || ahead > 0) {  // replies we cannot place: stop matching them
+  bool gap = false;
+  const auto fresh = t->rsynced ? unseen(seq, data, t->next_rseq, gap) : data.first(0);
+  if (!t->rsynced || gap) {  // replies we cannot place: stop matching them
     t->acks = false;
     ++c.tcp_acks_untracked;
     return Verdict::to_wire;
   }
-  if (int32_t(seq + uint32_t(data.size()) - t->next_rseq) <= 0) return Verdict::to_wire;
-  const auto fresh = data.subspan(uint32_t(-ahead));
-  t->next_rseq += uint32_t(fresh.size());
+  if (fresh.empty()) return Verdict::to_wire;
   const uint64_t now = ctx.now_ns();
   const bool ok = t->replies.feed(fresh, [&] {
     if (t->fifo_n == 0) {  // a reply to nothing we saw: lost track
@@ -535,7 +548,7 @@ Verdict KvCache::on_tcp_reply(Context& ctx, Packet& p) {
     }
   });
   if (!ok || !t->acks) {
-    if (t->acks) t->acks = false;
+    t->acks = false;
     ++c.tcp_acks_untracked;
   }
   return Verdict::to_wire;
@@ -551,6 +564,9 @@ Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
   const uint64_t now = ctx.now_ns();
   ++c.tcp_segments;
   const uint64_t key = tcp_key(p, true);
+  auto distrust = [&] {  // this segment's commands cannot be known: invalidate everything
+    if (!no_invalidation_) flush_all(now), ++c.tcp_flushes;
+  };
   if ((flags & kSyn) && !(flags & kAck)) {  // a new connection: follow it from here
     TcpConn* t = tcp_find(key, true, now);
     t->next_seq = seq + 1;
@@ -559,7 +575,7 @@ Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
     t->fifo_head = t->fifo_n = 0;
     if (!data.empty()) {  // data on a SYN (TCP Fast Open): not followed, be safe
       ++c.tcp_untracked;
-      if (!no_invalidation_) flush_all(now), ++c.tcp_flushes;
+      distrust();
       t->key = 0;
     }
     return Verdict::to_host;
@@ -568,30 +584,25 @@ Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
   if (t == nullptr) {
     if (!data.empty()) {  // a connection we did not see open: its framing is unknown
       ++c.tcp_untracked;
-      if (!no_invalidation_) flush_all(now), ++c.tcp_flushes;
+      distrust();
     }
     return Verdict::to_host;
   }
   t->last_ns = now;
   if (!data.empty()) {
-    const int32_t ahead = int32_t(seq - t->next_seq);
-    const uint32_t len = uint32_t(data.size());
-    std::span<const uint8_t> fresh;
-    if (ahead > 0) {  // a gap: a segment was lost or comes later
+    bool gap = false;
+    const auto fresh = unseen(seq, data, t->next_seq, gap);
+    if (gap) {  // a segment was lost or comes later
       ++c.tcp_gaps;
-      if (!no_invalidation_) flush_all(now), ++c.tcp_flushes;
+      distrust();
       t->key = 0;
       return Verdict::to_host;
     }
-    if (int32_t(seq + len - t->next_seq) > 0) fresh = data.subspan(uint32_t(-ahead));
-    if (!fresh.empty()) {
-      t->next_seq += uint32_t(fresh.size());
-      const bool ok = t->scan.feed(fresh, [&](const Request& r) { tcp_command(*t, r, now); });
-      if (!ok) {  // tcp_command saw it as unknown: everything was invalidated
-        ++c.tcp_lost;
-        t->key = 0;
-        return Verdict::to_host;
-      }
+    if (!fresh.empty() &&
+        !t->scan.feed(fresh, [&](const Request& r) { tcp_command(*t, r, now); })) {
+      ++c.tcp_lost;  // tcp_command saw it as unknown: everything was invalidated
+      t->key = 0;
+      return Verdict::to_host;
     }
   }
   if (flags & (kFin | kRst)) t->key = 0;
@@ -660,11 +671,7 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
     case Kind::flush: {
       if (r.kind == Kind::flush) ++c.flushes;
       if (no_invalidation_) return Verdict::to_host;
-      flush_all(now);
-      if (r.kind == Kind::flush && r.flush_delay > 0) {
-        const uint64_t at = now + uint64_t(std::max<int64_t>(r.flush_delay - 1, 0)) * kSecond;
-        if (hdr_->flush_until_ns <= now || at < hdr_->flush_until_ns) hdr_->flush_until_ns = at;
-      }
+      flush_all(now, r.kind == Kind::flush ? r.flush_delay : 0);
       if (r.kind == Kind::flush && !r.noreply) track(client_of(p, true), uh.req_id, now, p_flush);
       return Verdict::to_host;
     }

@@ -201,7 +201,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
   Pending* track(uint64_t client, uint16_t req_id, uint64_t now, PendKind kind);
   Pending* match(uint64_t client, uint16_t req_id, uint64_t now);
   void learn(const kv::Response& resp, Pending& pe, uint64_t now);
-  void flush_all(uint64_t now);
+  void flush_all(uint64_t now, int64_t delay_s = 0);
   Verdict on_tcp(Context& ctx, Packet& p);
   void tcp_command(TcpConn& t, const kv::Request& r, uint64_t now);
   Verdict on_tcp_reply(Context& ctx, Packet& p);

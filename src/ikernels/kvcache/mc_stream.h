@@ -13,6 +13,7 @@
 #include <span>
 #include <string_view>
 
+#include "gaon/net.h"
 #include "kvcache/mc_proto.h"
 
 namespace gaon::kv {
@@ -74,9 +75,8 @@ class StreamScanner {
           if (have_ < need_) break;
           if (need_ == kBinHeader) {  // the header is complete: how much more to keep
             const uint32_t extlen = buf_[4];
-            const uint32_t keylen = uint32_t(buf_[2]) << 8 | buf_[3];
-            const uint32_t body = uint32_t(buf_[8]) << 24 | uint32_t(buf_[9]) << 16 |
-                                  uint32_t(buf_[10]) << 8 | buf_[11];
+            const uint32_t keylen = net::load16(buf_ + 2);
+            const uint32_t body = net::load32(buf_ + 8);
             if (body < extlen + keylen || kBinHeader + extlen + keylen > kBinMaxHead) {
               lose(on);
               break;
