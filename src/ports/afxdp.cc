@@ -80,6 +80,13 @@ struct BpfPort {
 constexpr uint32_t kStats = 4;
 const char* const kStatNames[kStats] = {"steered", "forwarded", "fail_open", "not_ours"};
 
+static_assert(sizeof(BpfFlow) == sizeof(uint64_t));
+uint64_t map_key(const BpfFlow& f) {
+  uint64_t k;
+  std::memcpy(&k, &f, sizeof(k));
+  return k;
+}
+
 BpfFlow bpf_flow(const FlowKey& k) {
   BpfFlow f{};
   std::memcpy(&f.ip, k.local_ip, 4);
@@ -97,8 +104,8 @@ struct Bump::Impl {
   bool generic = false;   // XDP in generic (skb) mode: the driver has no native XDP
   bool zerocopy = false;  // both sockets bound zero-copy
   xsk_umem* umem = nullptr;
-  std::mutex flows_mu;  // flow_added/removed (control thread) and stats (any thread)
-  std::map<std::vector<uint8_t>, int> flow_refs;  // several engine flows may share a key
+  std::mutex flows_mu;                // flow_added/removed (control thread) and stats (any thread)
+  std::map<uint64_t, int> flow_refs;  // by BpfFlow: several engine flows may share one
   uint32_t ring = 2048;
 };
 
@@ -356,9 +363,8 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
 Result<void> Bump::flow_added(const FlowKey& key) {
   if (key.family != 4) return make_error("AF_XDP steering handles IPv4 flows only (for now)");
   const BpfFlow f = bpf_flow(key);
-  std::vector<uint8_t> k(reinterpret_cast<const uint8_t*>(&f),
-                         reinterpret_cast<const uint8_t*>(&f) + sizeof(f));
   std::lock_guard lk(impl_->flows_mu);
+  const uint64_t k = map_key(f);
   int& refs = impl_->flow_refs[k];
   if (refs == 0) {
     const uint32_t one = 1;
@@ -373,10 +379,8 @@ Result<void> Bump::flow_added(const FlowKey& key) {
 
 void Bump::flow_removed(const FlowKey& key) {
   const BpfFlow f = bpf_flow(key);
-  std::vector<uint8_t> k(reinterpret_cast<const uint8_t*>(&f),
-                         reinterpret_cast<const uint8_t*>(&f) + sizeof(f));
   std::lock_guard lk(impl_->flows_mu);
-  auto it = impl_->flow_refs.find(k);
+  auto it = impl_->flow_refs.find(map_key(f));
   if (it == impl_->flow_refs.end()) return;
   if (--it->second == 0) {
     bpf_map_delete_elem(impl_->flows_fd, &f);
