@@ -233,7 +233,9 @@ int main(int argc, char** argv) {
   const auto until = measure_from + std::chrono::duration<double>(duration);
   bool measuring = warmup == 0;
   uint64_t in_flight = 0, dropped_schedule = 0;
-  auto issue = [&](Clock::time_point now) {
+  // `now`: what latency counts from (open loop: the schedule); `issued`: the time it goes
+  // out, which a timeout counts from.
+  auto issue = [&](Clock::time_point now, Clock::time_point issued) {
     if (in_flight >= by_id.size() - 1) {  // open loop far ahead of the server
       ++dropped_schedule;
       return;
@@ -243,7 +245,7 @@ int main(int argc, char** argv) {
     s.busy = true;
     ++in_flight;
     s.sent = now;
-    s.issued = Clock::now();
+    s.issued = issued;
     s.key = dist == "zipf" ? zipf(rng) : uni(rng);
     s.write = write_fraction > 0 && write_draw(rng);
     if (s.write) {
@@ -280,7 +282,7 @@ int main(int argc, char** argv) {
   uint64_t scheduled = 0;  // open loop: requests sent so far on the schedule
   if (!open_loop) {
     const auto now = Clock::now();
-    for (uint32_t i = 0; i < concurrency; ++i) issue(now);
+    for (uint32_t i = 0; i < concurrency; ++i) issue(now, now);
     flush();
   }
   auto last_scan = Clock::now(), last_progress = last_scan;
@@ -329,14 +331,15 @@ int main(int argc, char** argv) {
             (!s.loaded || (!written[s.key] && r.value != make_value(s.key, value_size))))
           ++wrong;
       }
-      if (!open_loop) issue(got_at);
+      if (!open_loop) issue(got_at, got_at);
     }
     if (open_loop) {  // everything due by now, stamped with its scheduled time
       const double elapsed = std::chrono::duration<double>(got_at - t0).count();
       const uint64_t due = uint64_t(elapsed * rate);
       for (; scheduled < due; ++scheduled)
         issue(t0 + std::chrono::duration_cast<Clock::duration>(
-                       std::chrono::duration<double>(double(scheduled) / rate)));
+                       std::chrono::duration<double>(double(scheduled) / rate)),
+              got_at);
     }
     // Timeouts, counted from when a request really went out: an open loop that fell behind
     // its schedule (a busy machine) sends late and counts the delay as latency, but does
@@ -350,7 +353,7 @@ int main(int argc, char** argv) {
           s.busy = false;
           --in_flight;
           if (measuring) ++timeouts;
-          if (!open_loop) issue(got_at);
+          if (!open_loop) issue(got_at, got_at);
         }
       }
     }
