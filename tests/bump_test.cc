@@ -345,67 +345,44 @@ class BumpMemcachedTest : public BumpTest {
   Child mc_;
 };
 
-// A UDP memcached client in namespace `ns` talking to memcached's address.
-std::optional<std::string> mc_ask(int fd, uint16_t port, const std::string& body, uint16_t id) {
-  const std::string d = mc_dgram(body, id);
-  const sockaddr_in to = addr(kServerIp, port);
-  sendto(fd, d.data(), d.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to));
-  pollfd p{fd, POLLIN, 0};
-  if (poll(&p, 1, 2000) <= 0) return std::nullopt;
-  char buf[2048];
-  const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-  if (n < 0) return std::nullopt;
-  return std::string(buf, size_t(n));
+// A memcached UDP client in namespace `ns`, talking to memcached's address.
+McUdp mc_client(const std::string& ns, uint16_t port) {
+  return McUdp(socket_in(ns, SOCK_DGRAM), addr(kServerIp, port));
 }
 
 TEST_F(BumpMemcachedTest, RepliesAreByteIdenticalAndATcpWriteSplitInPiecesInvalidates) {
-  const int client = socket_in("gaon-client", SOCK_DGRAM);
-  const int local = socket_in("gaon-server", SOCK_DGRAM);  // memcached's own answer, direct
+  McUdp client = mc_client("gaon-client", port_);
+  McUdp local = mc_client("gaon-server", port_);  // memcached's own answer, direct
   const int tcp = socket_in("gaon-client", SOCK_STREAM);
   const int one = 1;
   setsockopt(tcp, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   const sockaddr_in srv = addr(kServerIp, port_);
   ASSERT_EQ(connect(tcp, reinterpret_cast<const sockaddr*>(&srv), sizeof(srv)), 0);
-  auto tcp_cmd = [&](const std::string& cmd, size_t piece) {
-    for (size_t off = 0; off < cmd.size(); off += piece) {
-      send(tcp, cmd.data() + off, std::min(piece, cmd.size() - off), MSG_NOSIGNAL);
-      std::this_thread::sleep_for(2ms);  // each piece its own segment
-    }
-    std::string line;
-    char c;
-    while (line.size() < 100 && recv(tcp, &c, 1, 0) == 1) {
-      line += c;
-      if (line.ends_with("\r\n")) break;
-    }
-    return line;
-  };
-  ASSERT_EQ(tcp_cmd("set foo 7 0 3\r\nold\r\n", 64), "STORED\r\n");
+  ASSERT_EQ(tcp_ask(tcp, "set foo 7 0 3\r\nold\r\n", 0), "STORED\r\n");
   for (uint16_t id = 1; id <= 3; ++id) {  // a miss, then hits
-    const auto direct = mc_ask(local, port_, "get foo\r\n", id);
+    const auto direct = local.reply_to("get foo\r\n", id, 2000ms);
     ASSERT_TRUE(direct);
-    EXPECT_EQ(mc_ask(client, port_, "get foo\r\n", id), direct) << id;
+    EXPECT_EQ(client.reply_to("get foo\r\n", id, 2000ms), direct) << id;
   }
   auto st = kv_stats();
   EXPECT_EQ(st["hits"], 2) << st.dump();
   // A write over TCP, 3 bytes per segment: no GET after its STORED sees the old value.
-  ASSERT_EQ(tcp_cmd("set foo 7 0 3\r\nnew\r\n", 3), "STORED\r\n");
-  EXPECT_EQ(mc_ask(client, port_, "get foo\r\n", 9),
+  ASSERT_EQ(tcp_ask(tcp, "set foo 7 0 3\r\nnew\r\n", 3, 2ms), "STORED\r\n");
+  EXPECT_EQ(client.reply_to("get foo\r\n", 9, 2000ms),
             mc_dgram("VALUE foo 7 3\r\nnew\r\nEND\r\n", 9));
   st = kv_stats();
   EXPECT_GE(st["tcp"]["writes"], 2) << st.dump();
   EXPECT_EQ(st["tcp"]["untracked"], 0) << st.dump();
   EXPECT_EQ(st["tcp"]["gaps"], 0) << st.dump();
-  close(client);
-  close(local);
   close(tcp);
 }
 
 TEST_F(BumpMemcachedTest, ARestartedGaondGetsTheInstanceBackFromGaonRun) {
-  const int client = socket_in("gaon-client", SOCK_DGRAM);
+  McUdp client = mc_client("gaon-client", port_);
   ctl_.reset();
   EXPECT_EQ(gaond_.stop(), 0);
   // Meanwhile the kernel forwards: memcached itself answers.
-  EXPECT_EQ(mc_ask(client, port_, "get nothing\r\n", 1), mc_dgram("END\r\n", 1));
+  EXPECT_EQ(client.reply_to("get nothing\r\n", 1, 2000ms), mc_dgram("END\r\n", 1));
   start_gaond();
   ASSERT_TRUE(mc_.wait_errors("attached again")) << mc_.errors();
   ASSERT_TRUE(mc_.wait_errors("TCP socket too")) << mc_.errors();
@@ -414,14 +391,12 @@ TEST_F(BumpMemcachedTest, ARestartedGaondGetsTheInstanceBackFromGaonRun) {
   ASSERT_EQ(l->size(), 1u) << l->dump();
   EXPECT_EQ((*l)[0]["flows"].size(), 2u) << l->dump();  // UDP and TCP, as before
   // And it serves again: a miss, then a hit.
-  const std::string set = "set k 0 0 1\r\nv\r\n";
-  const int local = socket_in("gaon-server", SOCK_DGRAM);
-  ASSERT_TRUE(mc_ask(local, port_, set, 2));
+  McUdp local = mc_client("gaon-server", port_);
+  ASSERT_TRUE(local.reply_to("set k 0 0 1\r\nv\r\n", 2, 2000ms));
   for (uint16_t id = 3; id <= 4; ++id)
-    EXPECT_EQ(mc_ask(client, port_, "get k\r\n", id), mc_dgram("VALUE k 0 1\r\nv\r\nEND\r\n", id));
+    EXPECT_EQ(client.reply_to("get k\r\n", id, 2000ms),
+              mc_dgram("VALUE k 0 1\r\nv\r\nEND\r\n", id));
   EXPECT_EQ(kv_stats()["hits"], 1);
-  close(client);
-  close(local);
 }
 
 Workload tcp_write_workload() {

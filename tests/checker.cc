@@ -13,34 +13,17 @@
 #include <thread>
 
 #include "frames.h"
+#include "procs.h"
 
 namespace gaon::test {
 
-namespace {
-
-// A GET's reply over UDP for request `id` (late replies to earlier requests skipped).
-std::optional<std::string> udp_ask(int fd, const sockaddr_in& to, const std::string& body,
-                                   uint16_t id) {
-  const std::string d = mc_dgram(body, id);
-  sendto(fd, d.data(), d.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to));
-  char buf[2048];
-  for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 200) <= 0) return std::nullopt;
-    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n >= 8 && uint16_t(uint8_t(buf[0]) << 8 | uint8_t(buf[1])) == id)
-      return std::string(buf + 8, size_t(n) - 8);
-  }
-}
-
-// Sends a command over TCP (in pieces of `piece` bytes, each its own segment) and reads
-// one reply line.
-std::optional<std::string> tcp_ask(int fd, const std::string& cmd, size_t piece) {
+std::optional<std::string> tcp_ask(int fd, const std::string& cmd, size_t piece,
+                                   std::chrono::microseconds pause) {
   for (size_t off = 0; off < cmd.size();) {
     const size_t n = piece ? std::min(piece, cmd.size() - off) : cmd.size() - off;
     if (send(fd, cmd.data() + off, n, MSG_NOSIGNAL) != ssize_t(n)) return std::nullopt;
     off += n;
-    if (piece && off < cmd.size()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (off < cmd.size()) std::this_thread::sleep_for(pause);
   }
   std::string line;
   char c;
@@ -48,12 +31,10 @@ std::optional<std::string> tcp_ask(int fd, const std::string& cmd, size_t piece)
     pollfd p{fd, POLLIN, 0};
     if (poll(&p, 1, 1000) <= 0 || recv(fd, &c, 1, 0) != 1) return std::nullopt;
     line += c;
-    if (line.size() >= 2 && line.compare(line.size() - 2, 2, "\r\n") == 0) return line;
+    if (line.ends_with("\r\n")) return line;
   }
   return std::nullopt;
 }
-
-}  // namespace
 
 std::vector<Op> run_workload(const Workload& w) {
   std::mutex mu;
@@ -65,7 +46,7 @@ std::vector<Op> run_workload(const Workload& w) {
   };
   for (int c = 0; c < w.clients; ++c) {
     threads.emplace_back([&, c] {
-      const int udp = make(SOCK_DGRAM);
+      McUdp udp(make(SOCK_DGRAM), w.server);
       int tcp = -1;
       if (w.writes_over_tcp) {
         tcp = make(SOCK_STREAM);
@@ -102,7 +83,8 @@ std::vector<Op> run_workload(const Workload& w) {
           text = tcp_ask(tcp, body, w.tcp_piece);
           if (!text) break;  // the connection's state is unknown now: stop this client
         } else {
-          text = udp_ask(udp, w.server, body, ++id);
+          text = udp.reply_to(body, ++id, std::chrono::milliseconds(200));
+          if (text) text = text->substr(8);
         }
         op.end = std::chrono::steady_clock::now();
         if (!text) continue;  // lost: unknown outcome, not recorded
@@ -120,7 +102,6 @@ std::vector<Op> run_workload(const Workload& w) {
         }
         mine.push_back(op);
       }
-      close(udp);
       if (tcp >= 0) close(tcp);
       std::lock_guard lk(mu);
       all.insert(all.end(), mine.begin(), mine.end());

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,12 @@ struct Workload {
 
 // Runs the workload; returns every completed operation (lost ones are left out).
 std::vector<Op> run_workload(const Workload& w);
+
+// Sends a command over TCP in pieces of `piece` bytes (0: whole), `pause` after each but
+// the last (with TCP_NODELAY: each its own segment), and reads one reply line.
+std::optional<std::string> tcp_ask(
+    int fd, const std::string& cmd, size_t piece,
+    std::chrono::microseconds pause = std::chrono::microseconds(200));
 
 // A GET returned value V (written by W). It is stale if some write or delete W' of the
 // same key started after W was acknowledged and was itself acknowledged before the GET

@@ -215,7 +215,17 @@ McUdp::McUdp(uint16_t port) {
   to_.sin_port = htons(port);
   to_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 }
+McUdp::McUdp(int fd, const sockaddr_in& to) : fd_(fd), to_(to) {}
 McUdp::~McUdp() { close(fd_); }
+
+std::optional<std::string> McUdp::reply_to(const std::string& body, uint16_t req_id,
+                                           std::chrono::milliseconds wait) {
+  send(body, req_id);
+  std::optional<std::string> d;
+  while ((d = recv(wait)))
+    if (d->size() >= 8 && uint16_t(uint8_t((*d)[0]) << 8 | uint8_t((*d)[1])) == req_id) break;
+  return d;
+}
 
 void McUdp::send(const std::string& body, uint16_t req_id) {
   const std::string d = mc_dgram(body, req_id);

@@ -66,13 +66,20 @@ std::optional<Child> start_memcached(uint16_t port);
 // A UDP socket talking memcached's frame protocol to one address.
 class McUdp {
  public:
-  explicit McUdp(uint16_t port);
+  explicit McUdp(uint16_t port);         // to 127.0.0.1:port
+  McUdp(int fd, const sockaddr_in& to);  // takes `fd` (e.g. made in a namespace)
   ~McUdp();
+  McUdp(const McUdp&) = delete;
+  McUdp& operator=(const McUdp&) = delete;
   // Sends `body` with a frame header carrying `req_id`; returns every datagram payload
   // (frame header included) received until `quiet` passes without one (or the first
   // `expect` datagrams, when given).
   std::vector<std::string> ask(const std::string& body, uint16_t req_id, size_t expect = 0,
                                std::chrono::milliseconds quiet = std::chrono::milliseconds(300));
+  // Sends `body` and returns the first reply datagram that carries `req_id` (late replies
+  // to earlier requests are skipped), frame header included; nullopt after `wait` of quiet.
+  std::optional<std::string> reply_to(const std::string& body, uint16_t req_id,
+                                      std::chrono::milliseconds wait);
   void send(const std::string& body, uint16_t req_id);
   std::optional<std::string> recv(std::chrono::milliseconds wait);
   int fd() const { return fd_; }
