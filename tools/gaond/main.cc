@@ -160,7 +160,8 @@ int main(int argc, char** argv) {
   }
   if (bump) {
     if (wire_specs.size() != 1) return fail("a bump in the wire takes one --wire/--host pair");
-    if (wire_specs[0].substr(0, 6) != host_specs[0].substr(0, 6))
+    auto kind = [](const std::string& spec) { return spec.substr(0, spec.find(':')); };
+    if (kind(wire_specs[0]) != kind(host_specs[0]))
       return fail("--wire and --host must be the same kind (afxdp: or afpacket:)");
     if (xdp_bump) {
       auto w = gaon::afxdp::parse_spec(wire_specs[0]);
