@@ -323,6 +323,9 @@ class BumpMemcachedTest : public BumpTest {
                                      "capacity=16M",
                                      "--tcp"};
     if (unsafe()) argv.insert(argv.end(), {"--param", "unsafe_no_invalidation=true"});
+    // Keys not cached get another GET through to gaond once a minute, not every second:
+    // the tests count what the XDP program keeps, whatever the machine's speed.
+    argv.insert(argv.end(), {"--param", "hint_age_ms=60000"});
     argv.push_back("--");
     for (const auto& a : memcached_argv(port_, kServerIp)) argv.push_back(a);
     mc_ = Child::start(argv);
@@ -397,6 +400,41 @@ TEST_F(BumpMemcachedTest, ARestartedGaondGetsTheInstanceBackFromGaonRun) {
     EXPECT_EQ(client.reply_to("get k\r\n", id, 2000ms),
               mc_dgram("VALUE k 0 1\r\nv\r\nEND\r\n", id));
   EXPECT_EQ(kv_stats()["hits"], 1);
+}
+
+// kvcache's steering hints: a GET for a key it does not hold reaches gaond once (so it can
+// learn the key), and then stays in the kernel, as does memcached's miss reply; GETs for
+// cached keys are still served by gaond; a write makes its key's next GET reach gaond.
+TEST_F(BumpMemcachedTest, GetsForKeysNotCachedAndMissRepliesStayInTheKernel) {
+  McUdp client = mc_client("gaon-client", port_);
+  McUdp local = mc_client("gaon-server", port_);
+  auto bump = [&] {
+    auto s = ctl_->call("stats");
+    EXPECT_TRUE(s) << s.error();
+    return s ? (*s)["bump"] : nlohmann::json{};
+  };
+  EXPECT_EQ(bump()["hint_tables"], 1) << bump().dump();
+  ASSERT_TRUE(local.reply_to("set hot 0 0 1\r\nh\r\n", 1, 2000ms));
+  const uint64_t kept0 = bump()["xdp"]["kept_gets"];
+  const uint64_t replies0 = bump()["xdp"]["kept_replies"];
+  const uint64_t requests0 = kv_stats()["requests"];
+  for (uint16_t id = 10; id < 20; ++id)
+    ASSERT_EQ(client.reply_to("get absent\r\n", id, 2000ms), mc_dgram("END\r\n", id));
+  EXPECT_EQ(kv_stats()["requests"].get<uint64_t>() - requests0, 1u);  // only the first
+  EXPECT_EQ(bump()["xdp"]["kept_gets"].get<uint64_t>() - kept0, 9u);
+  EXPECT_EQ(bump()["xdp"]["kept_replies"].get<uint64_t>() - replies0, 10u);  // every END
+  for (uint16_t id = 20; id < 25; ++id)  // learned from the first reply, then served
+    ASSERT_EQ(client.reply_to("get hot\r\n", id, 2000ms),
+              mc_dgram("VALUE hot 0 1\r\nh\r\nEND\r\n", id));
+  EXPECT_EQ(kv_stats()["hits"], 4) << kv_stats().dump();
+  EXPECT_EQ(bump()["xdp"]["kept_gets"].get<uint64_t>() - kept0, 9u);
+  // A write (through gaond, over UDP): the key may exist now, so its next GET reaches gaond.
+  ASSERT_EQ(client.reply_to("set absent 0 0 1\r\na\r\n", 30, 2000ms), mc_dgram("STORED\r\n", 30));
+  for (uint16_t id = 31; id < 34; ++id)
+    ASSERT_EQ(client.reply_to("get absent\r\n", id, 2000ms),
+              mc_dgram("VALUE absent 0 1\r\na\r\nEND\r\n", id));
+  EXPECT_EQ(kv_stats()["hits"], 6) << kv_stats().dump();
+  EXPECT_EQ(bump()["xdp"]["kept_gets"].get<uint64_t>() - kept0, 9u);
 }
 
 Workload tcp_write_workload() {

@@ -17,6 +17,8 @@
 //     keeps the fill ring full; tx puts frames on the tx ring, kicks the kernel whenever
 //     transmits are outstanding (copy mode sends ~32 per kick) and frees frames when the
 //     completion ring returns them. Syscalls are per burst, never per packet.
+//   Steering hints (steer_hints.h): the program keeps a kvcache instance's GETs for keys it
+//     does not hold, and memcached's miss replies, in the kernel.
 // Zero-copy when the driver offers it, copy mode otherwise; the modes are in stats().
 // IPv4 flows only for now (the steering program passes IPv6 to the other side).
 #pragma once
@@ -88,9 +90,12 @@ class Bump final : public FlowObserver {
   Port& wire() { return *wire_; }
   Port& host() { return *host_; }
 
-  // FlowObserver: the program's flow map (local IPv4 address and port of each flow).
-  Result<void> flow_added(const FlowKey& key) override;
+  // FlowObserver: the program's flow map (local IPv4 address and port of each flow), and
+  // a hint table for each instance whose type keeps hints (steer_hints.h; 16 at most).
+  Result<void> flow_added(const FlowKey& key, uint32_t instance, HintKind hints) override;
   void flow_removed(const FlowKey& key) override;
+  SteerHints* hints(uint32_t instance) override;
+  void instance_removed(uint32_t instance) override;
 
   // Blocks up to timeout_ms until a socket has frames (or wake() is called).
   void wait(int timeout_ms) { waiter_.wait(timeout_ms); }

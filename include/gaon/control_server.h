@@ -30,6 +30,9 @@ struct ServerOptions {
   uint64_t max_state_per_owner = uint64_t{1} << 30;
   size_t max_clients = 256;
   size_t max_backlog = 1 << 20;  // unread reply bytes before a client is dropped
+  // Adds what gaond knows beyond the engine (ports, the XDP program) to a `stats` reply
+  // without an instance, for root and gaond's own user (others see only their instances).
+  std::function<void(nlohmann::json&)> more_stats;
 };
 
 // A sidecar service: clients use `wire`, the application listens on `host`. A socket

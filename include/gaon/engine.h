@@ -61,9 +61,14 @@ struct EngineCounters {
 class FlowObserver {
  public:
   virtual ~FlowObserver() = default;
-  // A failure undoes the add_flow that caused it (its error is add_flow's).
-  virtual Result<void> flow_added(const FlowKey& key) = 0;
+  // A failure undoes the add_flow that caused it (its error is add_flow's). `hints` is
+  // what the instance's type keeps (IKernel::hint_kind).
+  virtual Result<void> flow_added(const FlowKey& key, uint32_t instance, HintKind hints) = 0;
   virtual void flow_removed(const FlowKey& key) = 0;
+  // The hint table given to `instance` by flow_added, if any (steer_hints.h).
+  virtual SteerHints* hints(uint32_t /*instance*/) { return nullptr; }
+  // The instance is gone (its flows were removed first): its hint table may be reused.
+  virtual void instance_removed(uint32_t /*instance*/) {}
 };
 
 class Engine {

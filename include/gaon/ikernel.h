@@ -16,6 +16,7 @@
 //   process_egress(ctx, burst)  its application's packets on their way to the wire
 //   call(op, args)     named state operations for the owner (run between bursts)
 //   cleanup()
+//   hint_kind()        optional: the steering hints it keeps in a bump (steer_hints.h)
 // process/process_egress run on the datapath: no allocation, no exceptions, no locks, no
 // syscalls, bounded work. One virtual call per burst; PerPacketIKernel turns that into a
 // direct (inlinable) call per packet.
@@ -34,6 +35,7 @@
 #include "gaon/packet.h"
 #include "gaon/params.h"
 #include "gaon/result.h"
+#include "gaon/steer_hints.h"
 
 namespace gaon {
 
@@ -81,6 +83,10 @@ class Context {
   StateRegion& state() { return state_; }
   InstanceCounters& counters() { return counters_; }
   uint64_t now_ns() const { return now_ns_; }
+  // The instance's steering hint table in a bump, if its type declared a HintKind and the
+  // ports have one (steer_hints.h); nullptr otherwise (sidecar, mem ports, none left).
+  SteerHints* hints() const { return hints_; }
+  void set_hints(SteerHints* h) { hints_ = h; }
 
   // A fresh packet from the pool, or nullptr when the pool is empty (counted).
   Packet* alloc();
@@ -99,6 +105,7 @@ class Context {
   std::span<Packet*> emit_buf_;
   size_t n_emit_ = 0;
   uint64_t now_ns_;
+  SteerHints* hints_ = nullptr;
 };
 
 // A named state operation of a type, exposed to the instance's owner.
@@ -122,6 +129,8 @@ class IKernel {
   // A named state operation (the op is one of the type's declared ops).
   virtual Result<nlohmann::json> call(std::string_view op, std::span<const std::string> args);
   virtual void cleanup() {}
+  // Which steering hints the instance keeps (steer_hints.h); asked when a flow is added.
+  virtual HintKind hint_kind() const { return HintKind::none; }
 };
 
 // For ikernels that decide packet by packet: write

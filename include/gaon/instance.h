@@ -99,6 +99,7 @@ class Instance {
   bool initialized_ = false;  // init succeeded: cleanup is owed
   StateRegion region_;
   InstanceCounters counters_;
+  SteerHints* hints_ = nullptr;  // datapath only; set by the engine from its FlowObserver
 };
 
 }  // namespace gaon

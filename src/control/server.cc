@@ -521,6 +521,7 @@ Result<nlohmann::json> Server::Impl::op_stats(Conn& c, const nlohmann::json& m) 
     }
     j["instances"] = mine;
   }
+  if (opt.more_stats && (c.uid == 0 || c.uid == getuid())) opt.more_stats(j);
   return j;
 }
 

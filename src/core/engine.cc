@@ -163,6 +163,7 @@ void Engine::egress(std::span<Packet*> burst, uint64_t now) {
 void Engine::run_instance(Instance& inst, std::span<Packet*> pkts, Direction dir, uint64_t now) {
   InstanceCounters& ic = inst.counters_;
   Context ctx(inst.id_, inst.region_, ic, *pool_, emit_buf_, now);
+  ctx.set_hints(inst.hints_);
   if (dir == Direction::ingress) {
     ic.rx.add(pkts.size());
     inst.kernel_->process(ctx, pkts);
@@ -337,19 +338,28 @@ Result<std::unique_ptr<Instance>> Engine::remove_instance(uint32_t id) {
     r = std::move(slots_[id]);
   });
   for (const FlowKey& k : gone) observer_->flow_removed(k);
+  if (observer_ != nullptr && r) observer_->instance_removed(id);
   return r;
 }
 
 Result<uint32_t> Engine::add_flow(const FlowKey& key, uint32_t id) {
   Result<uint32_t> r = make_error("no instance {}", id);
+  HintKind kind = HintKind::none;
   execute([&] {
-    if (instance(id) != nullptr) r = flows_->add(key, id);
+    if (Instance* inst = instance(id)) {
+      r = flows_->add(key, id);
+      kind = inst->kernel().hint_kind();
+    }
   });
   if (r && observer_ != nullptr) {
-    if (auto o = observer_->flow_added(key); !o) {
+    if (auto o = observer_->flow_added(key, id, kind); !o) {
       execute([&] { flows_->remove(key); });
       return Error{o.error()};
     }
+    if (SteerHints* h = observer_->hints(id))
+      execute([&] {
+        if (Instance* inst = instance(id)) inst->hints_ = h;
+      });
   }
   return r;
 }

@@ -9,6 +9,8 @@
 #include <map>
 #include <thread>
 
+#include <fmt/core.h>
+
 #include "frames.h"
 #include "gaon/mem_port.h"
 #include "gaon/net.h"
@@ -302,12 +304,13 @@ TEST_F(EngineTest, TheFlowObserverSeesEveryChangeAndCanRefuse) {
   struct Recorder : FlowObserver {
     std::vector<std::string> log;
     bool refuse = false;
-    Result<void> flow_added(const FlowKey& k) override {
+    Result<void> flow_added(const FlowKey& k, uint32_t inst, HintKind hints) override {
       if (refuse) return make_error("no room");
-      log.push_back("+" + k.to_string());
+      log.push_back(fmt::format("+{} {} {}", k.to_string(), inst, int(hints)));
       return ok();
     }
     void flow_removed(const FlowKey& k) override { log.push_back("-" + k.to_string()); }
+    void instance_removed(uint32_t inst) override { log.push_back(fmt::format("x{}", inst)); }
   } rec;
   engine_->set_flow_observer(&rec);
   const uint32_t a = create("echo");
@@ -321,8 +324,10 @@ TEST_F(EngineTest, TheFlowObserverSeesEveryChangeAndCanRefuse) {
   EXPECT_EQ(engine_->flows().size(), 1u);  // the refused flow was taken back
   rec.refuse = false;
   ASSERT_TRUE(engine_->remove_instance(a));  // takes its last flow with it
-  EXPECT_EQ(rec.log, (std::vector<std::string>{"+udp:10.0.0.2:7", "+udp:10.0.0.2:8",
-                                               "-udp:10.0.0.2:7", "-udp:10.0.0.2:8"}));
+  const std::string ia = std::to_string(a);
+  EXPECT_EQ(rec.log, (std::vector<std::string>{"+udp:10.0.0.2:7 " + ia + " 0",
+                                               "+udp:10.0.0.2:8 " + ia + " 0", "-udp:10.0.0.2:7",
+                                               "-udp:10.0.0.2:8", "x" + ia}));
   engine_->set_flow_observer(nullptr);
 }
 

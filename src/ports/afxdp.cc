@@ -8,6 +8,7 @@
 #include <net/if.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <vector>
 
 #include <fmt/core.h>
 
@@ -77,8 +79,10 @@ struct BpfPort {
   uint32_t role;
   uint32_t peer;
 };
-constexpr uint32_t kStats = 4;
-const char* const kStatNames[kStats] = {"steered", "forwarded", "fail_open", "not_ours"};
+constexpr uint32_t kStats = 6;
+const char* const kStatNames[kStats] = {"steered",  "forwarded", "fail_open",
+                                        "not_ours", "kept_gets", "kept_replies"};
+constexpr uint32_t kHintTables = 16;  // HINT_TABLES in steer.bpf.c
 
 static_assert(sizeof(BpfFlow) == sizeof(uint64_t));
 uint64_t map_key(const BpfFlow& f) {
@@ -104,9 +108,19 @@ struct Bump::Impl {
   bool generic = false;   // XDP in generic (skb) mode: the driver has no native XDP
   bool zerocopy = false;  // both sockets bound zero-copy
   xsk_umem* umem = nullptr;
-  std::mutex flows_mu;                // flow_added/removed (control thread) and stats (any thread)
-  std::map<uint64_t, int> flow_refs;  // by BpfFlow: several engine flows may share one
+  std::mutex flows_mu;  // flow_added/removed (control thread) and stats (any thread)
+  struct FlowRef {
+    int refs = 0;
+    uint32_t value = 0;  // in the map: hint table + 1, or 0
+  };
+  std::map<uint64_t, FlowRef> flow_refs;  // by BpfFlow: several engine flows may share one
   uint32_t ring = 2048;
+  // Hint tables (steer_hints.h): the program's gaon_hints map, mapped into gaond.
+  int hints_fd = -1;
+  uint8_t* hints_mem = nullptr;
+  size_t hints_bytes = 0;
+  std::vector<std::unique_ptr<SteerHints>> tables;  // by table; null: free
+  std::map<uint32_t, uint32_t> table_of;            // instance -> table
 };
 
 struct XskPort::Rings {
@@ -229,6 +243,7 @@ Bump::~Bump() {
   wire_.reset();
   host_.reset();
   if (impl_->umem) xsk_umem__delete(impl_->umem);
+  if (impl_->hints_mem) munmap(impl_->hints_mem, impl_->hints_bytes);
   if (impl_->obj) bpf_object__close(impl_->obj);
 }
 
@@ -265,11 +280,17 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
   im.peers_fd = map_fd("gaon_peers");
   im.flows_fd = map_fd("gaon_flows");
   im.stats_fd = map_fd("gaon_stats");
+  im.hints_fd = map_fd("gaon_hints");
   bpf_program* prog = bpf_object__find_program_by_name(im.obj, "gaon_steer");
   im.prog_fd = prog ? bpf_program__fd(prog) : -1;
   if (im.prog_fd < 0 || im.ports_fd < 0 || im.xsks_fd < 0 || im.peers_fd < 0 || im.flows_fd < 0 ||
-      im.stats_fd < 0)
+      im.stats_fd < 0 || im.hints_fd < 0)
     return make_error("the XDP program's object lacks its program or maps");
+  im.hints_bytes = size_t(kHintTables) * SteerHints::kBytes;
+  void* hm = mmap(nullptr, im.hints_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, im.hints_fd, 0);
+  if (hm == MAP_FAILED) return make_error("mapping the XDP hint tables: {}", std::strerror(errno));
+  im.hints_mem = static_cast<uint8_t*>(hm);
+  im.tables.resize(kHintTables);
   for (uint32_t slot = 0; slot < 2; ++slot) {
     const BpfPort p{slot, 1 - slot};
     const uint32_t ifx = uint32_t(im.ifindex[slot]);
@@ -360,20 +381,39 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
   return b;
 }
 
-Result<void> Bump::flow_added(const FlowKey& key) {
+Result<void> Bump::flow_added(const FlowKey& key, uint32_t instance, HintKind hints) {
   if (key.family != 4) return make_error("AF_XDP steering handles IPv4 flows only (for now)");
   const BpfFlow f = bpf_flow(key);
-  std::lock_guard lk(impl_->flows_mu);
+  Impl& im = *impl_;
+  std::lock_guard lk(im.flows_mu);
+  // The instance's hint table: given with its first flow, kept until it is removed. When
+  // all are taken its frames are simply all steered (hints are only ever an optimisation).
+  uint32_t value = 0;
+  if (hints == HintKind::memcached_get) {
+    auto t = im.table_of.find(instance);
+    if (t == im.table_of.end())
+      for (uint32_t i = 0; i < kHintTables; ++i)
+        if (!im.tables[i]) {
+          uint8_t* base = im.hints_mem + size_t(i) * SteerHints::kBytes;
+          std::memset(base, 0, SteerHints::kBytes);
+          im.tables[i] = std::make_unique<SteerHints>(base);
+          t = im.table_of.emplace(instance, i).first;
+          break;
+        }
+    if (t != im.table_of.end()) value = t->second + 1;
+  }
   const uint64_t k = map_key(f);
-  int& refs = impl_->flow_refs[k];
-  if (refs == 0) {
-    const uint32_t one = 1;
-    if (bpf_map_update_elem(impl_->flows_fd, &f, &one, BPF_ANY) != 0) {
-      impl_->flow_refs.erase(k);
+  Impl::FlowRef& ref = im.flow_refs[k];
+  // One local address shared by flows of instances with different tables: steer it all.
+  const uint32_t want = ref.refs == 0 || ref.value == value ? value : 0;
+  if (ref.refs == 0 || want != ref.value) {
+    if (bpf_map_update_elem(im.flows_fd, &f, &want, BPF_ANY) != 0) {
+      if (ref.refs == 0) im.flow_refs.erase(k);
       return make_error("the XDP flow map: {}", std::strerror(errno));
     }
+    ref.value = want;
   }
-  ++refs;
+  ++ref.refs;
   return ok();
 }
 
@@ -382,10 +422,24 @@ void Bump::flow_removed(const FlowKey& key) {
   std::lock_guard lk(impl_->flows_mu);
   auto it = impl_->flow_refs.find(map_key(f));
   if (it == impl_->flow_refs.end()) return;
-  if (--it->second == 0) {
+  if (--it->second.refs == 0) {
     bpf_map_delete_elem(impl_->flows_fd, &f);
     impl_->flow_refs.erase(it);
   }
+}
+
+SteerHints* Bump::hints(uint32_t instance) {
+  std::lock_guard lk(impl_->flows_mu);
+  auto t = impl_->table_of.find(instance);
+  return t == impl_->table_of.end() ? nullptr : impl_->tables[t->second].get();
+}
+
+void Bump::instance_removed(uint32_t instance) {
+  std::lock_guard lk(impl_->flows_mu);
+  auto t = impl_->table_of.find(instance);
+  if (t == impl_->table_of.end()) return;
+  impl_->tables[t->second].reset();
+  impl_->table_of.erase(t);
 }
 
 std::string Bump::describe() const {
@@ -396,14 +450,16 @@ std::string Bump::describe() const {
 }
 
 nlohmann::json Bump::stats() const {
-  size_t steered;
+  size_t steered, tables;
   {
     std::lock_guard lk(impl_->flows_mu);
     steered = impl_->flow_refs.size();
+    tables = impl_->table_of.size();
   }
   nlohmann::json j = {{"afxdp_mode", impl_->zerocopy ? "zero-copy" : "copy"},
                       {"xdp_mode", impl_->generic ? "generic" : "native"},
-                      {"steered_flows", steered}};
+                      {"steered_flows", steered},
+                      {"hint_tables", tables}};
   const int cpus = libbpf_num_possible_cpus();
   std::vector<uint64_t> per(size_t(cpus > 0 ? cpus : 1));
   for (uint32_t i = 0; i < kStats; ++i) {

@@ -48,6 +48,16 @@ int fail(const std::string& msg) {
   return 2;
 }
 
+// The ports' stats and `more` (the bump's XDP program, idle waits), added to `j`.
+void port_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& host,
+                const std::function<void(nlohmann::json&)>& more, nlohmann::json& j) {
+  engine.execute([&] {
+    j["wire"]["port_stats"] = wire.stats();
+    j["host"]["port_stats"] = host.stats();
+    if (more) more(j);
+  });
+}
+
 // Engine stats plus, for each instance, its type's own `stats` operation and the ports.
 nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& host,
                           const std::function<void(nlohmann::json&)>& more) {
@@ -59,11 +69,7 @@ nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& ho
       if (op.name == "stats")
         if (auto r = engine.call(id, "stats", {})) inst["state"] = *r;
   }
-  engine.execute([&] {
-    j["wire"]["port_stats"] = wire.stats();
-    j["host"]["port_stats"] = host.stats();
-    more(j);
-  });
+  port_stats(engine, wire, host, more, j);
   return j;
 }
 
@@ -343,11 +349,14 @@ int main(int argc, char** argv) {
   });
   std::unique_ptr<gaon::control::Server> control;
   if (control_path != "none") {
-    auto srv = gaon::control::Server::start(engine, reg,
-                                            {.path = control_path,
-                                             .max_instances_per_owner = max_instances,
-                                             .max_state_per_owner = std::get<uint64_t>(*max_state)},
-                                            services);
+    auto srv = gaon::control::Server::start(
+        engine, reg,
+        {.path = control_path,
+         .max_instances_per_owner = max_instances,
+         .max_state_per_owner = std::get<uint64_t>(*max_state),
+         .more_stats =
+             [&](nlohmann::json& j) { port_stats(engine, *wire_port, *host_port, more_stats, j); }},
+        services);
     if (!srv) {
       stop = true;
       datapath.join();

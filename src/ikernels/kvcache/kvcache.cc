@@ -58,6 +58,10 @@ std::vector<ParamSpec> KvCache::param_specs() {
        "client TCP connections scanned for writes at once", 1, 1 << 20},
       {"udp_checksum", ParamType::boolean, "false",
        "compute UDP checksums of replies (false: 0, none, on IPv4)"},
+      {"steer_hints", ParamType::boolean, "true",
+       "in a bump, GETs for keys not cached and miss replies stay in the kernel"},
+      {"hint_age_ms", ParamType::u64, "10000",
+       "how often each key not cached gets a GET through to gaond again", 1, 3.6e6},
       {"unsafe_no_invalidation", ParamType::boolean, "false",
        "TESTING ONLY: ignore writes and flushes (serves stale values; proves the checker)"},
   };
@@ -81,6 +85,8 @@ Result<void> KvCache::configure(const Params& p) {
   ntcp_ = pow2_at_least(p.u64("tcp_connections"));
   udp_checksum_ = p.flag("udp_checksum");
   no_invalidation_ = p.flag("unsafe_no_invalidation");
+  steer_hints_ = p.flag("steer_hints");
+  hint_age_ns_ = p.u64("hint_age_ms") * 1000000ull;
   slot_size_ = (sizeof(Slot) + max_key_ + max_value_ + 7) & ~uint64_t{7};
   const uint64_t set_bytes = kWays * slot_size_ + sizeof(SetMeta);
   uint64_t sets = capacity_ / set_bytes;
@@ -130,8 +136,7 @@ KvCache::Slot* KvCache::find(uint64_t h, std::string_view key, uint64_t now) {
     }
     if (s->expire_ns <= now) {
       m.tag[w] = 0;
-      --hdr_->c.items;
-      hdr_->c.bytes_used -= s->klen + s->vlen;
+      uncount(*s);
       return nullptr;
     }
     m.ref |= uint8_t(1u << w);
@@ -147,10 +152,7 @@ void KvCache::insert(uint64_t h, const Value& v, std::string_view key, uint64_t 
   int way = -1;
   auto drop = [&](uint32_t w) {  // uncount a live slot that is about to be reused
     Slot* s = slot(si * kWays + w);
-    if (m.tag[w] != 0 && s->generation == hdr_->generation) {
-      --hdr_->c.items;
-      hdr_->c.bytes_used -= s->klen + s->vlen;
-    }
+    if (m.tag[w] != 0 && s->generation == hdr_->generation) uncount(*s);
   };
   for (uint32_t w = 0; w < kWays && way < 0; ++w) {  // the same key: replace it
     Slot* s = slot(si * kWays + w);
@@ -188,6 +190,26 @@ void KvCache::insert(uint64_t h, const Value& v, std::string_view key, uint64_t 
   m.ref &= uint8_t(~(1u << way));
   ++hdr_->c.items;
   hdr_->c.bytes_used += s->klen + s->vlen;
+  if (hints_) hints_->add(key);
+}
+
+// A live entry leaves the table.
+void KvCache::uncount(Slot& s) {
+  --hdr_->c.items;
+  hdr_->c.bytes_used -= s.klen + s.vlen;
+  if (hints_) {  // and its next GET reaches gaond, to be learned again
+    const std::string_view key(reinterpret_cast<const char*>(s.data()), s.klen);
+    hints_->remove(key);
+    hints_->forget(key);
+  }
+}
+
+// Every entry leaves the table at once (a new generation: the slots are reclaimed lazily).
+void KvCache::drop_all() {
+  ++hdr_->generation;
+  hdr_->c.items = 0;
+  hdr_->c.bytes_used = 0;
+  if (hints_) hints_->clear();
 }
 
 bool KvCache::invalidate_hash(uint64_t h) {
@@ -201,8 +223,7 @@ bool KvCache::invalidate_hash(uint64_t h) {
     if (s->hash != h) continue;
     m.tag[w] = 0;
     if (s->generation == hdr_->generation) {
-      --hdr_->c.items;
-      hdr_->c.bytes_used -= s->klen + s->vlen;
+      uncount(*s);
       found = true;
     }
   }
@@ -220,7 +241,9 @@ uint64_t KvCache::expiry_for(int64_t e, uint64_t now) const {
   return now + uint64_t(rel) * kSecond;
 }
 
-void KvCache::write_seen(uint64_t h, const Request& r, uint64_t now) {
+uint64_t KvCache::write_seen(std::string_view key, const Request& r, uint64_t now) {
+  const uint64_t h = key_hash(key);
+  if (hints_) hints_->forget(key);  // its next GET reaches gaond: it may be cacheable now
   invalidate_hash(h);
   VerBucket& b = bucket(h);
   ++b.version;
@@ -234,6 +257,7 @@ void KvCache::write_seen(uint64_t h, const Request& r, uint64_t now) {
     else if (e != 0 && e < b.expire_ns)
       b.expire_ns = e;
   }
+  return h;
 }
 
 void KvCache::write_done(uint64_t h, uint64_t now) {
@@ -399,9 +423,7 @@ void KvCache::prefetch(Context&, std::span<Packet*> burst) {
 // until acknowledged or write_timeout_ms).
 // A flush_all with a delay (seconds) also bounds the life of what is learned until then.
 void KvCache::flush_all(uint64_t now, int64_t delay_s) {
-  ++hdr_->generation;
-  hdr_->c.items = 0;
-  hdr_->c.bytes_used = 0;
+  drop_all();
   if (now - hdr_->last_flush_ns >= write_timeout_ns_) hdr_->flush_outstanding = 0;
   ++hdr_->flush_outstanding;
   hdr_->last_flush_ns = now;
@@ -461,7 +483,7 @@ void KvCache::tcp_command(TcpConn& t, const Request& r, uint64_t now) {
     case Kind::write:
       ++c.writes;
       ++c.tcp_writes;
-      for (size_t i = 0; i < r.nkeys; ++i) write_seen(key_hash(r.keys[i]), r, now);
+      for (size_t i = 0; i < r.nkeys; ++i) write_seen(r.keys[i], r, now);
       break;
     case Kind::unknown:
       ++c.unknown_commands;
@@ -610,6 +632,7 @@ Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
 }
 
 Verdict KvCache::on_packet(Context& ctx, Packet& p) {
+  track_hints(ctx);
   if (p.parsed && p.hdr.l4_proto == L4::tcp) return on_tcp(ctx, p);
   if (!p.is_udp()) return Verdict::to_host;
   Counters& c = hdr_->c;
@@ -659,8 +682,7 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
       if (no_invalidation_) return Verdict::to_host;
       Pending* e = r.noreply ? nullptr : track(client_of(p, true), uh.req_id, now, p_write);
       for (size_t i = 0; i < r.nkeys; ++i) {
-        const uint64_t h = key_hash(r.keys[i]);
-        write_seen(h, r, now);
+        const uint64_t h = write_seen(r.keys[i], r, now);
         if (e) e->hash[e->nkeys++] = h;
       }
       return Verdict::to_host;
@@ -719,6 +741,7 @@ void KvCache::learn(const Response& resp, Pending& e, uint64_t now) {
     if (why == r_count && expire <= now) why = r_expired;
     if (why != r_count) {
       ++c.rejected[why];
+      if (hints_) hints_->forget(key);  // its next GET reaches gaond: learned then
       continue;
     }
     insert(h, val, key, expire);
@@ -727,6 +750,7 @@ void KvCache::learn(const Response& resp, Pending& e, uint64_t now) {
 }
 
 Verdict KvCache::on_egress(Context& ctx, Packet& p) {
+  track_hints(ctx);
   if (p.parsed && p.hdr.l4_proto == L4::tcp) return on_tcp_reply(ctx, p);
   if (!p.is_udp()) return Verdict::to_wire;
   const std::span<const uint8_t> payload(p.payload(), p.hdr.payload_len);
@@ -744,9 +768,7 @@ Verdict KvCache::on_egress(Context& ctx, Packet& p) {
       e->kind = p_free;
       break;
     case p_flush:
-      ++hdr_->generation;
-      hdr_->c.items = 0;
-      hdr_->c.bytes_used = 0;
+      drop_all();
       if (hdr_->flush_outstanding) --hdr_->flush_outstanding;
       e->kind = p_free;
       break;
@@ -847,9 +869,7 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
   }
   if (op == "clear") {
     const uint64_t items = c.items;
-    ++hdr_->generation;
-    c.items = 0;
-    c.bytes_used = 0;
+    drop_all();
     return nlohmann::json{{"cleared", items}};
   }
   return IKernel::call(op, args);

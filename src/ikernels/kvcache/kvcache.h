@@ -59,6 +59,12 @@
 //   versions=65536        version buckets
 //   tcp_connections=256   client TCP connections followed at once (about 2.6 KiB each)
 //   udp_checksum=false    compute UDP checksums of replies (false: 0 = none, IPv4 only)
+//   steer_hints=true      in a bump (afxdp ports), keep a hint table of the cached keys for
+//                         the XDP program (gaon/steer_hints.h): GETs for keys not cached
+//                         (after their first) and memcached's miss replies then go between
+//                         client and memcached in the kernel, never crossing gaond
+//   hint_age_ms=10000     how often every key not cached gets one GET through to gaond
+//                         again (keys leaving the cache or not learned get it at once)
 //   unsafe_no_invalidation=false  TESTING ONLY: ignore writes and flushes, so stale
 //                         values are served; exists to prove the consistency checker
 // State operations:
@@ -99,6 +105,9 @@ class KvCache : public PerPacketIKernel<KvCache> {
   Verdict on_packet(Context& ctx, Packet& p);
   Verdict on_egress(Context& ctx, Packet& p);
   Result<nlohmann::json> call(std::string_view op, std::span<const std::string> args) override;
+  HintKind hint_kind() const override {
+    return steer_hints_ ? HintKind::memcached_get : HintKind::none;
+  }
 
   enum Reject : uint8_t {
     r_version,
@@ -190,8 +199,16 @@ class KvCache : public PerPacketIKernel<KvCache> {
   Slot* find(uint64_t h, std::string_view key, uint64_t now);
   void insert(uint64_t h, const kv::Value& v, std::string_view key, uint64_t expire_ns);
   bool invalidate_hash(uint64_t h);
+  void uncount(Slot& s);
+  void drop_all();
+  // The hint table (a bump's XDP program reads it), taken from each burst's context and
+  // aged there; the table and state operations keep it in step with the items.
+  void track_hints(Context& ctx) {
+    hints_ = ctx.hints();
+    if (hints_) hints_->age(ctx.now_ns(), hint_age_ns_);
+  }
   VerBucket& bucket(uint64_t h) { return vers_[(h >> 20) & (nver_ - 1)]; }
-  void write_seen(uint64_t h, const kv::Request& r, uint64_t now);
+  uint64_t write_seen(std::string_view key, const kv::Request& r, uint64_t now);  // its hash
   void write_done(uint64_t h, uint64_t now);
   uint64_t expiry_for(int64_t exptime, uint64_t now) const;
 
@@ -210,9 +227,12 @@ class KvCache : public PerPacketIKernel<KvCache> {
 
   // configuration
   uint64_t capacity_ = 0, max_key_ = 0, max_value_ = 0, max_ttl_ns_ = 0, write_timeout_ns_ = 0;
+  uint64_t hint_age_ns_ = 0;
   uint64_t npend_ = 0, nver_ = 0, nsets_ = 0, slot_size_ = 0, ntcp_ = 0;
   bool udp_checksum_ = false;
   bool no_invalidation_ = false;
+  bool steer_hints_ = true;
+  SteerHints* hints_ = nullptr;
   int64_t wall_minus_mono_s_ = 0;  // for absolute exptimes
   // state (inside the region)
   Header* hdr_ = nullptr;
