@@ -26,6 +26,7 @@
 #include "frames.h"
 #include "gaon/control.h"
 #include "procs.h"
+#include "tokens.h"
 
 namespace gaon::test {
 namespace {
@@ -97,14 +98,7 @@ class UdpClient {
   ~UdpClient() { close(fd_); }
   std::optional<std::string> ask(uint16_t port, const std::string& what,
                                  std::chrono::milliseconds wait = 1000ms) {
-    const sockaddr_in to = addr(kServerIp, port);
-    sendto(fd_, what.data(), what.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to));
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, int(wait.count())) <= 0) return std::nullopt;
-    char buf[2048];
-    const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-    if (n < 0) return std::nullopt;
-    return std::string(buf, size_t(n));
+    return udp_ask(fd_, addr(kServerIp, port), what, wait);
   }
 
  private:
@@ -183,9 +177,10 @@ class BumpTest : public ::testing::Test {
   void TearDown() override {
     ctl_.reset();
     gaond_.stop();
-    if (packet())
+    if (packet()) {
       for (const char* i : {"wire0", "host0"})
         EXPECT_EQ(in_gaon({"/usr/bin/ip", "link", "set", i, "master", "br0"}), 0);
+    }
     if (lock_ >= 0) close(lock_);
   }
   virtual bool packet() const { return false; }  // afpacket: ports instead of afxdp:
@@ -303,6 +298,41 @@ TEST_F(BumpTest, KillingGaondMidTrafficFailsOpen) {
 
 // memcached in gaon-server, started through gaon-run with kvcache on its UDP and TCP
 // sockets; clients in gaon-client keep using memcached's own address.
+// auth in the bump: the example CoAP server (it checks nothing) in gaon-server attaches
+// auth to its own socket; forged requests from gaon-client never reach it.
+TEST_F(BumpTest, AuthDropsForgedCoapRequestsBeforeTheServer) {
+  const uint16_t port = free_port();
+  const auto key = test::unhex(std::string(64, '5'));
+  Child srv =
+      Child::start({"/usr/bin/ip", "netns", "exec", "gaon-server",
+                    std::string(GAON_BIN_DIR) + "/gaon-example-coap",
+                    std::string(kServerIp) + ":" + std::to_string(port), test::hex(key), sock_});
+  ASSERT_TRUE(srv.wait_output("checks every request")) << srv.errors();
+  UdpClient cl;
+  const std::string hs256 = R"({"alg":"HS256"})";
+  const std::string exp = R"({"exp":)" + std::to_string(time(nullptr) + 300) + "}";
+  auto req = [](uint16_t mid, const std::string& jwt) {
+    return test::coap_msg(1, 1, mid, "", {{11, "t"}, {65000, jwt}});
+  };
+  auto r = cl.ask(port, req(1, test::make_jwt(hs256, exp, key)), 2000ms);
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->find("served 1"), std::string::npos);
+  EXPECT_FALSE(
+      cl.ask(port, req(2, test::make_jwt(hs256, exp, test::unhex(std::string(64, '6')))), 300ms));
+  EXPECT_FALSE(cl.ask(port, req(3, test::make_jwt(hs256, R"({"exp":5})", key)), 300ms));
+  r = cl.ask(port, req(4, test::make_jwt(hs256, exp, key)), 2000ms);
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->find("served 2"), std::string::npos);
+  auto l = ctl_->call("list");
+  ASSERT_TRUE(l && l->size() == 1) << (l ? l->dump() : l.error());
+  auto st = ctl_->call("call", {{"instance", (*l)[0]["instance"]}, {"name", "stats"}});
+  ASSERT_TRUE(st) << st.error();
+  EXPECT_EQ((*st)["passed"], 2) << st->dump();
+  EXPECT_EQ((*st)["dropped_by_reason"]["bad_signature"], 1) << st->dump();
+  EXPECT_EQ((*st)["dropped_by_reason"]["expired"], 1) << st->dump();
+  srv.stop();
+}
+
 class BumpMemcachedTest : public BumpTest {
  protected:
   void SetUp() override {

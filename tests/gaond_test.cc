@@ -248,6 +248,53 @@ TEST(GaonRun, AnUnmodifiedMemcachedGetsItsHitsServedByKvcache) {
   EXPECT_EQ(d.stop(), 0);
 }
 
+// topk on an unmodified memcached (gaon-run): every GET still answered by memcached, and
+// the owner reads the heaviest keys with their counts.
+TEST(GaonRun, TopKCountsTheKeysAMemcachedIsAskedFor) {
+  if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
+  const uint16_t port = free_port(), app = free_port();
+  const std::string sock = "/tmp/gaond-topk-" + std::to_string(getpid()) + ".sock";
+  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
+                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
+  std::vector<std::string> mc = {std::string(GAON_BIN_DIR) + "/gaon-run",
+                                 "--control",
+                                 sock,
+                                 "--ikernel",
+                                 "topk",
+                                 "--param",
+                                 "k=2",
+                                 "--"};
+  for (const auto& arg : memcached_argv(app)) mc.push_back(arg);
+  Child m = Child::start(mc);
+  ASSERT_TRUE(wait_udp_ready(app)) << m.errors();
+  ASSERT_EQ(tcp_command(app, "set hot 0 0 1\r\nh\r\n", "\r\n"), "STORED\r\n");
+  McUdp via(port);
+  uint16_t id = 0;
+  for (auto [key, n] : {std::pair{"hot", 6}, {"warm", 3}, {"cold", 1}})
+    for (int i = 0; i < n; ++i) {
+      const auto r = via.reply_to(std::string("get ") + key + "\r\n", ++id, 2000ms);
+      ASSERT_TRUE(r) << key;  // memcached answered: topk passed the request on
+      EXPECT_EQ(
+          *r,
+          mc_dgram(std::string(key) == "hot" ? "VALUE hot 0 1\r\nh\r\nEND\r\n" : "END\r\n", id));
+    }
+  const auto list = nlohmann::json::parse(gaonctl({"--control", sock, "--json", "list"}).second);
+  ASSERT_EQ(list.size(), 1u);
+  auto [st, top] =
+      gaonctl({"--control", sock, "--json", "call", list[0]["instance"].dump(), "top"});
+  ASSERT_EQ(st, 0) << top;
+  const auto t = nlohmann::json::parse(top);
+  ASSERT_EQ(t["top"].size(), 2u) << top;
+  EXPECT_EQ(t["top"][0]["key"], "hot");
+  EXPECT_EQ(t["top"][0]["count"], 6);
+  EXPECT_EQ(t["top"][1]["key"], "warm");
+  EXPECT_EQ(t["top"][1]["count"], 3);
+  EXPECT_EQ(t["n"], 10);
+  m.stop();
+  EXPECT_EQ(d.stop(), 0);
+}
+
 // Started before gaond, the program runs without gaon and gets its instance once gaond
 // is there (gaon-run's watcher keeps trying).
 TEST(GaonRun, AProgramStartedBeforeGaondIsAttachedWhenGaondComes) {

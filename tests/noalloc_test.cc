@@ -4,11 +4,15 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <ctime>
 #include <new>
+
+#include <openssl/crypto.h>
 
 #include "frames.h"
 #include "gaon/engine.h"
 #include "gaon/mem_port.h"
+#include "tokens.h"
 
 // g++ cannot see that the replaced operator new below pairs with free().
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
@@ -86,6 +90,83 @@ TEST(Datapath, PollAllocatesNothing) {
   void* probe = ::operator new(16);  // a direct call: the compiler may not elide it
   g_counting = false;
   ::operator delete(probe);
+  EXPECT_EQ(g_news.load(), 1u);
+}
+
+// auth (both framings, valid and forged requests) and topk: no operator new, and no
+// allocation by OpenSSL either (counted through CRYPTO_set_mem_functions, which must come
+// before OpenSSL's first allocation: ctest runs each test in its own process).
+void* count_malloc(size_t n, const char*, int) {
+  if (g_counting) ++g_news;
+  return std::malloc(n);
+}
+void* count_realloc(void* p, size_t n, const char*, int) {
+  if (g_counting) ++g_news;
+  return std::realloc(p, n);
+}
+void plain_free(void* p, const char*, int) { std::free(p); }
+
+TEST(Datapath, AuthAndTopKAllocateNothing) {
+  if (CRYPTO_set_mem_functions(count_malloc, count_realloc, plain_free) != 1)
+    GTEST_SKIP() << "OpenSSL allocated before this test (run it alone, as ctest does)";
+  auto e = Engine::create({.pool_frames = 1024});
+  ASSERT_TRUE(e);
+  Engine& eng = **e;
+  MemPort wire("wire"), host("host");
+  eng.set_ports(&wire, &host);
+  const auto& reg = Registry::global();
+  auto add = [&](const char* type, std::vector<std::string> params, uint16_t port) {
+    const uint32_t id =
+        *eng.add_instance(std::move(*Instance::create({.type = type, .params = params}, reg)));
+    EXPECT_TRUE(eng.add_flow(*FlowKey::parse("udp:10.0.0.2:" + std::to_string(port)), id));
+    return id;
+  };
+  const std::vector<uint8_t> key = test::unhex(std::string(64, 'a'));
+  const uint32_t trailer = add("auth", {}, 1000), coap = add("auth", {"framing=coap"}, 1001);
+  add("topk", {"key=mc_get", "k=4"}, 1002);
+  for (uint32_t id : {trailer, coap})
+    ASSERT_TRUE(eng.call(id, "set_key", std::vector<std::string>{test::hex(key)}));
+  const std::string jwt = test::make_jwt(
+      R"({"alg":"HS256"})", R"({"exp":)" + std::to_string(time(nullptr) + 600) + "}", key);
+  std::vector<std::pair<uint16_t, std::string>> sends = {
+      {1000, test::with_trailer("valid", key)},
+      {1000, "forged" + std::string(32, 'x')},
+      {1001, test::coap_msg(0, 1, 1, "t", {{11, "a"}, {65000, jwt}})},
+      {1001, test::coap_msg(0, 1, 1, "t", {{65000, jwt.substr(1)}})},
+      {1001, test::coap_msg(0, 1, 1, "t", {})},
+  };
+  for (int k = 0; k < 40; ++k)
+    sends.push_back({1002, test::mc_dgram("get key" + std::to_string(k % 9) + "\r\n", 1)});
+  std::vector<test::Bytes> frames;
+  for (const auto& [port, payload] : sends) {
+    test::FrameSpec s;
+    s.dport = port;
+    s.payload = test::text(payload);
+    frames.push_back(test::build_frame(s));
+  }
+  auto round = [&](bool count) {
+    Packet* burst[kBurst];
+    for (size_t i = 0; i < kBurst; ++i)
+      burst[i] = test::make_packet(eng.pool(), frames[(i * 7) % frames.size()]);
+    wire.inject(burst);
+    g_counting = count;
+    eng.poll(1);
+    g_counting = false;
+    for (MemPort* port : {&wire, &host})
+      while (uint32_t n = port->collect(burst))
+        for (uint32_t i = 0; i < n; ++i) eng.pool().free(burst[i]);
+  };
+  for (int i = 0; i < 10; ++i) round(false);
+  g_news = 0;
+  for (int i = 0; i < 300; ++i) round(true);
+  EXPECT_EQ(g_news.load(), 0u);
+  EXPECT_GT(eng.instance_stats(trailer)["counters"]["to_host"].get<uint64_t>(), 0u)
+      << eng.instance_stats(trailer).dump();
+  // OpenSSL's own allocations are seen (proof that the hook counts).
+  g_counting = true;
+  void* probe = OPENSSL_malloc(16);
+  g_counting = false;
+  OPENSSL_free(probe);
   EXPECT_EQ(g_news.load(), 1u);
 }
 

@@ -85,6 +85,17 @@ int bind_udp(uint16_t port) {
   return -1;
 }
 
+std::optional<std::string> udp_ask(int fd, const sockaddr_in& to, const std::string& what,
+                                   std::chrono::milliseconds wait) {
+  sendto(fd, what.data(), what.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to));
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, int(wait.count())) <= 0) return std::nullopt;
+  char buf[2048];
+  const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+  if (n < 0) return std::nullopt;
+  return std::string(buf, size_t(n));
+}
+
 Child Child::start(const std::vector<std::string>& argv) {
   Child c;
   char out_tmpl[] = "/tmp/gaon-child-out-XXXXXX";

@@ -19,6 +19,11 @@ uint16_t free_port();
 // A UDP socket bound to 127.0.0.1:port (0: any free port); -1 when the bind fails.
 int bind_udp(uint16_t port);
 
+// Sends one datagram `what` from `fd` to `to` and returns the first datagram that comes
+// back within `wait` (nullopt: none).
+std::optional<std::string> udp_ask(int fd, const sockaddr_in& to, const std::string& what,
+                                   std::chrono::milliseconds wait);
+
 // A child process, killed (SIGTERM, then SIGKILL) when this goes away.
 class Child {
  public:

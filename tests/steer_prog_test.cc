@@ -91,8 +91,9 @@ class SteerProgTest : public ::testing::Test {
     xdp_md ctx{};
     ctx.data_end = uint32_t(frame.size());
     ctx.ingress_ifindex = 1;
-    LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = frame.data(), .data_size_in = frame.size(),
-                .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
+    LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = frame.data(),
+                .data_size_in = uint32_t(frame.size()), .ctx_in = &ctx,
+                .ctx_size_in = uint32_t(sizeof(ctx)));
     EXPECT_EQ(bpf_prog_test_run_opts(prog_, &o), 0) << strerror(errno);
     const auto after = stats();
     const char* names[n_stats] = {"?",        "forwarded", "steered",
@@ -248,7 +249,9 @@ TEST_F(SteerProgTest, MutatedFramesAreDecidedAsTheModelSays) {
     const bool seen = m.plain_get && table_->seen(m.key);
     const std::string want = m.plain_get && !cached && seen ? "kept_get" : "steered";
     ASSERT_EQ(decide(f), want) << "frame " << i << " key '" << key << "'";
-    if (m.plain_get && !cached) EXPECT_TRUE(table_->seen(m.key));
+    if (m.plain_get && !cached) {
+      EXPECT_TRUE(table_->seen(m.key));
+    }
     kept += want == "kept_get";
     if (rng() % 200 == 0) table_->forget_all();
   }
