@@ -241,9 +241,15 @@ uint64_t KvCache::expiry_for(int64_t e, uint64_t now) const {
   return now + uint64_t(rel) * kSecond;
 }
 
+// A write's keys may exist now, cacheable: their next GETs reach gaond (steering hints;
+// with or without invalidation, which is a separate matter).
+void KvCache::hint_written(const Request& r) {
+  if (hints_)
+    for (size_t i = 0; i < r.nkeys; ++i) hints_->forget(r.keys[i]);
+}
+
 uint64_t KvCache::write_seen(std::string_view key, const Request& r, uint64_t now) {
   const uint64_t h = key_hash(key);
-  if (hints_) hints_->forget(key);  // its next GET reaches gaond: it may be cacheable now
   invalidate_hash(h);
   VerBucket& b = bucket(h);
   ++b.version;
@@ -395,20 +401,21 @@ bool KvCache::serve(Context& ctx, Packet& p, const Request& r, uint16_t req_id,
 // matches (its header and key; the value follows). A miss's other lookups (pending table,
 // version bucket) are left to the hardware: they are one line each and rarer.
 void KvCache::prefetch(Context&, std::span<Packet*> burst) {
-  std::array<uint64_t, kBurst> hs;
-  uint32_t n = 0;
+  pre_n_ = pre_next_ = 0;
   for (Packet* p : burst) {
-    if (!p->is_udp() || n == hs.size()) continue;
-    Request r;
-    parse_request({p->payload(), p->hdr.payload_len}, r);
-    if (r.kind != Kind::get || r.issue != ReqIssue::none || r.nkeys == 0) continue;
-    hs[n] = key_hash(r.keys[0]);
-    __builtin_prefetch(&sets_[hs[n] & (nsets_ - 1)]);
-    ++n;
+    if (!p->is_udp() || pre_n_ == pre_.size()) continue;
+    Parsed& e = pre_[pre_n_++];
+    e.pkt = p;
+    parse_request({p->payload(), p->hdr.payload_len}, e.req);
+    e.hashed = e.req.kind == Kind::get && e.req.issue == ReqIssue::none && e.req.nkeys != 0;
+    if (!e.hashed) continue;
+    e.hash0 = key_hash(e.req.keys[0]);
+    __builtin_prefetch(&sets_[e.hash0 & (nsets_ - 1)]);
   }
-  for (uint32_t i = 0; i < n; ++i) {
-    const size_t si = hs[i] & (nsets_ - 1);
-    const uint32_t tag = uint32_t(hs[i] >> 32) | 1;
+  for (uint32_t i = 0; i < pre_n_; ++i) {
+    if (!pre_[i].hashed) continue;
+    const size_t si = pre_[i].hash0 & (nsets_ - 1);
+    const uint32_t tag = uint32_t(pre_[i].hash0 >> 32) | 1;
     for (uint32_t w = 0; w < kWays; ++w)
       if (sets_[si].tag[w] == tag) {
         const auto* s = reinterpret_cast<const uint8_t*>(slot(si * kWays + w));
@@ -416,6 +423,21 @@ void KvCache::prefetch(Context&, std::span<Packet*> burst) {
         __builtin_prefetch(s + 64);
       }
   }
+}
+
+// The request prefetch() parsed for `p` (they come in the burst's order), or `local`
+// parsed now. Anything out of order drops what prefetch() kept.
+const Request& KvCache::request_of(const Packet& p, Request& local, const uint64_t*& hash0) {
+  hash0 = nullptr;
+  if (pre_next_ < pre_n_ && pre_[pre_next_].pkt == &p) {
+    const Parsed& e = pre_[pre_next_];
+    if (++pre_next_ == pre_n_) pre_n_ = pre_next_ = 0;
+    if (e.hashed) hash0 = &e.hash0;
+    return e.req;
+  }
+  pre_n_ = pre_next_ = 0;
+  parse_request({p.payload(), p.hdr.payload_len}, local);
+  return local;
 }
 
 // Everything cached goes; replies already in flight are not learned (the generation), nor
@@ -478,6 +500,7 @@ void KvCache::tcp_command(TcpConn& t, const Request& r, uint64_t now) {
         write1 ? key_hash(r.keys[0]) : 0;  // (a hash of 0: cleared by time)
     ++t.fifo_n;
   }
+  if (r.kind == Kind::write) hint_written(r);
   if (no_invalidation_) return;
   switch (r.kind) {
     case Kind::write:
@@ -638,8 +661,9 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
   Counters& c = hdr_->c;
   ++c.requests;
   const std::span<const uint8_t> payload(p.payload(), p.hdr.payload_len);
-  Request r;
-  parse_request(payload, r);
+  Request local;
+  const uint64_t* hash0;
+  const Request& r = request_of(p, local, hash0);
   const uint64_t now = ctx.now_ns();
   UdpHeader uh;
   read_udp_header(payload, uh);
@@ -653,7 +677,7 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
       std::array<uint64_t, kMaxKeys> hashes;
       size_t nhit = 0;
       for (size_t i = 0; i < r.nkeys; ++i) {
-        hashes[i] = key_hash(r.keys[i]);
+        hashes[i] = i == 0 && hash0 ? *hash0 : key_hash(r.keys[i]);
         hits[i] = find(hashes[i], r.keys[i], now);
         nhit += hits[i] != nullptr;
       }
@@ -679,6 +703,7 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
     }
     case Kind::write: {
       ++c.writes;
+      hint_written(r);
       if (no_invalidation_) return Verdict::to_host;
       Pending* e = r.noreply ? nullptr : track(client_of(p, true), uh.req_id, now, p_write);
       for (size_t i = 0; i < r.nkeys; ++i) {

@@ -209,6 +209,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
   }
   VerBucket& bucket(uint64_t h) { return vers_[(h >> 20) & (nver_ - 1)]; }
   uint64_t write_seen(std::string_view key, const kv::Request& r, uint64_t now);  // its hash
+  void hint_written(const kv::Request& r);
   void write_done(uint64_t h, uint64_t now);
   uint64_t expiry_for(int64_t exptime, uint64_t now) const;
 
@@ -224,6 +225,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
   Verdict on_tcp_reply(Context& ctx, Packet& p);
   TcpConn* tcp_find(uint64_t key, bool create, uint64_t now);
   static uint64_t client_of(const Packet& p, bool ingress);
+  const kv::Request& request_of(const Packet& p, kv::Request& local, const uint64_t*& hash0);
 
   // configuration
   uint64_t capacity_ = 0, max_key_ = 0, max_value_ = 0, max_ttl_ns_ = 0, write_timeout_ns_ = 0;
@@ -233,6 +235,15 @@ class KvCache : public PerPacketIKernel<KvCache> {
   bool no_invalidation_ = false;
   bool steer_hints_ = true;
   SteerHints* hints_ = nullptr;
+  // What prefetch() parsed of the burst's UDP requests, used again by on_packet (in order).
+  struct Parsed {
+    const Packet* pkt;
+    kv::Request req;
+    uint64_t hash0;  // of the first key, when `hashed`
+    bool hashed;
+  };
+  std::array<Parsed, kBurst> pre_{};
+  uint32_t pre_n_ = 0, pre_next_ = 0;
   int64_t wall_minus_mono_s_ = 0;  // for absolute exptimes
   // state (inside the region)
   Header* hdr_ = nullptr;
