@@ -28,9 +28,7 @@ std::string request(uint16_t mid, const std::string& jwt) {
 TEST(AuthSidecar, ForgedRequestsNeverReachTheServer) {
   const uint16_t port = free_port(), app = free_port();
   const std::string sock = "/tmp/gaond-auth-" + std::to_string(getpid()) + ".sock";
-  Child d = Child::start({std::string(GAON_BIN_DIR) + "/gaond", "--wire",
-                          "udp:127.0.0.1:" + std::to_string(port), "--host",
-                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  Child d = start_sidecar_gaond(port, app, sock);
   ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
   Child srv = Child::start({std::string(GAON_BIN_DIR) + "/gaon-example-coap",
                             "127.0.0.1:" + std::to_string(app), test::hex(kKey), sock});

@@ -124,8 +124,7 @@ std::pair<int, std::string> gaonctl(std::vector<std::string> args) {
 TEST(Gaond, InstancesComeAndGoThroughTheControlSocketWhileServing) {
   const uint16_t port = free_port(), app = free_port();
   const std::string sock = "/tmp/gaond-test-" + std::to_string(getpid()) + ".sock";
-  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
-                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  Child d = start_sidecar_gaond(port, app, sock);
   ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
   ASSERT_NE(d.errors().find("control socket " + sock), std::string::npos) << d.errors();
   auto [st, id] = gaonctl({"--control", sock, "create", "echo"});
@@ -171,8 +170,7 @@ TEST(Gaond, InstancesComeAndGoThroughTheControlSocketWhileServing) {
 TEST(Gaond, TheExamplesAttachTheirOwnSocketsThroughLibgaon) {
   const uint16_t port = free_port(), app = free_port();
   const std::string sock = "/tmp/gaond-ex-" + std::to_string(getpid()) + ".sock";
-  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
-                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  Child d = start_sidecar_gaond(port, app, sock);
   ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
   // The echo server binds the application's address; gaond answers for it on the wire.
   Child echo =
@@ -207,8 +205,7 @@ TEST(GaonRun, AnUnmodifiedMemcachedGetsItsHitsServedByKvcache) {
   if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
   const uint16_t port = free_port(), app = free_port();
   const std::string sock = "/tmp/gaond-run-" + std::to_string(getpid()) + ".sock";
-  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
-                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  Child d = start_sidecar_gaond(port, app, sock);
   ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
   std::vector<std::string> mc = {std::string(GAON_BIN_DIR) + "/gaon-run",
                                  "--control",
@@ -254,8 +251,7 @@ TEST(GaonRun, TopKCountsTheKeysAMemcachedIsAskedFor) {
   if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
   const uint16_t port = free_port(), app = free_port();
   const std::string sock = "/tmp/gaond-topk-" + std::to_string(getpid()) + ".sock";
-  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
-                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  Child d = start_sidecar_gaond(port, app, sock);
   ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
   std::vector<std::string> mc = {std::string(GAON_BIN_DIR) + "/gaon-run",
                                  "--control",
@@ -307,8 +303,7 @@ TEST(GaonRun, AProgramStartedBeforeGaondIsAttachedWhenGaondComes) {
   Child m = Child::start(mc);
   ASSERT_TRUE(m.wait_errors("running without gaon")) << m.errors();
   ASSERT_TRUE(wait_udp_ready(app)) << m.errors();
-  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
-                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  Child d = start_sidecar_gaond(port, app, sock);
   ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
   ASSERT_TRUE(m.wait_errors("attached to the program's socket")) << m.errors();
   ASSERT_EQ(tcp_command(app, "set foo 0 0 3\r\nbar\r\n", "\r\n"), "STORED\r\n");
@@ -488,8 +483,7 @@ TEST(Gaond, InstancesWithWeightsOneAndThreeShareASaturatedWire) {
 TEST(Gaond, ARateLimitedInstanceStaysWithinItsLimit) {
   const uint16_t port = free_port(), app = free_port();
   const std::string sock = "/tmp/gaond-rate-" + std::to_string(getpid()) + ".sock";
-  Child d = Child::start({gaond(), "--wire", "udp:127.0.0.1:" + std::to_string(port), "--host",
-                          "udp:127.0.0.1:" + std::to_string(app), "--control", sock});
+  Child d = start_sidecar_gaond(port, app, sock);
   ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
   auto c = control::Client::connect(sock);
   ASSERT_TRUE(c) << c.error();

@@ -37,6 +37,27 @@ void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 namespace gaon {
 namespace {
 
+// One burst from the wire — frame i is frames[(i * stride) % n] — and 8 copies of `egress`
+// from the host (when given), polled once with allocations counted when `count`.
+void poll_round(Engine& eng, MemPort& wire, MemPort& host, const std::vector<test::Bytes>& frames,
+                size_t stride, const test::Bytes* egress, bool count) {
+  Packet* burst[kBurst];
+  for (size_t i = 0; i < kBurst; ++i)
+    burst[i] = test::make_packet(eng.pool(), frames[(i * stride) % frames.size()]);
+  wire.inject(burst);
+  if (egress != nullptr) {
+    Packet* e8[8];
+    for (auto& p : e8) p = test::make_packet(eng.pool(), *egress);
+    host.inject(e8);
+  }
+  g_counting = count;
+  eng.poll(1);
+  g_counting = false;
+  for (MemPort* port : {&wire, &host})
+    while (uint32_t n = port->collect(burst))
+      for (uint32_t i = 0; i < n; ++i) eng.pool().free(burst[i]);
+}
+
 TEST(Datapath, PollAllocatesNothing) {
   auto e = Engine::create({.pool_frames = 1024});
   ASSERT_TRUE(e);
@@ -65,24 +86,9 @@ TEST(Datapath, PollAllocatesNothing) {
   reply.dport = 40000;
   const test::Bytes egress = test::build_frame(reply);
 
-  auto round = [&](bool count) {
-    Packet* burst[kBurst];
-    for (size_t i = 0; i < kBurst; ++i)
-      burst[i] = test::make_packet(eng.pool(), frames[i % frames.size()]);
-    Packet* e8[8];
-    for (auto& p : e8) p = test::make_packet(eng.pool(), egress);
-    wire.inject(burst);
-    host.inject(e8);
-    g_counting = count;
-    eng.poll(1);
-    g_counting = false;
-    for (MemPort* port : {&wire, &host})
-      while (uint32_t n = port->collect(burst))
-        for (uint32_t i = 0; i < n; ++i) eng.pool().free(burst[i]);
-  };
-  for (int i = 0; i < 10; ++i) round(false);  // warm up
+  for (int i = 0; i < 10; ++i) poll_round(eng, wire, host, frames, 1, &egress, false);  // warm up
   g_news = 0;
-  for (int i = 0; i < 1000; ++i) round(true);
+  for (int i = 0; i < 1000; ++i) poll_round(eng, wire, host, frames, 1, &egress, true);
   EXPECT_EQ(g_news.load(), 0u);
   EXPECT_EQ(eng.pool().available(), eng.pool().capacity());
   // The harness itself is seen by the counter (proof that it counts).
@@ -144,21 +150,9 @@ TEST(Datapath, AuthAndTopKAllocateNothing) {
     s.payload = test::text(payload);
     frames.push_back(test::build_frame(s));
   }
-  auto round = [&](bool count) {
-    Packet* burst[kBurst];
-    for (size_t i = 0; i < kBurst; ++i)
-      burst[i] = test::make_packet(eng.pool(), frames[(i * 7) % frames.size()]);
-    wire.inject(burst);
-    g_counting = count;
-    eng.poll(1);
-    g_counting = false;
-    for (MemPort* port : {&wire, &host})
-      while (uint32_t n = port->collect(burst))
-        for (uint32_t i = 0; i < n; ++i) eng.pool().free(burst[i]);
-  };
-  for (int i = 0; i < 10; ++i) round(false);
+  for (int i = 0; i < 10; ++i) poll_round(eng, wire, host, frames, 7, nullptr, false);
   g_news = 0;
-  for (int i = 0; i < 300; ++i) round(true);
+  for (int i = 0; i < 300; ++i) poll_round(eng, wire, host, frames, 7, nullptr, true);
   EXPECT_EQ(g_news.load(), 0u);
   EXPECT_GT(eng.instance_stats(trailer)["counters"]["to_host"].get<uint64_t>(), 0u)
       << eng.instance_stats(trailer).dump();

@@ -85,6 +85,12 @@ int bind_udp(uint16_t port) {
   return -1;
 }
 
+Child start_sidecar_gaond(uint16_t wire_port, uint16_t host_port, const std::string& control) {
+  return Child::start({std::string(GAON_BIN_DIR) + "/gaond", "--wire",
+                       "udp:127.0.0.1:" + std::to_string(wire_port), "--host",
+                       "udp:127.0.0.1:" + std::to_string(host_port), "--control", control});
+}
+
 std::optional<std::string> udp_ask(int fd, const sockaddr_in& to, const std::string& what,
                                    std::chrono::milliseconds wait) {
   sendto(fd, what.data(), what.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to));

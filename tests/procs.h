@@ -54,6 +54,10 @@ class Child {
   std::string out_path_, err_path_;
 };
 
+// gaond in sidecar mode: clients on udp:127.0.0.1:wire_port, the application on
+// udp:127.0.0.1:host_port, the control socket at `control` (wait for "ready" on stderr).
+Child start_sidecar_gaond(uint16_t wire_port, uint16_t host_port, const std::string& control);
+
 // Runs argv to its end (killed after `wait`): exit status (as Child::stop) and output.
 struct Ran {
   int status = -1;
