@@ -425,9 +425,9 @@ void KvCache::prefetch(Context&, std::span<Packet*> burst) {
   }
 }
 
-// The request prefetch() parsed for `p` (they come in the burst's order), or `local`
-// parsed now. Anything out of order drops what prefetch() kept.
-const Request& KvCache::request_of(const Packet& p, Request& local, const uint64_t*& hash0) {
+// The request prefetch() parsed for `p` (they come in the burst's order), or parsed now.
+// Anything out of order drops what prefetch() kept.
+const Request& KvCache::request_of(const Packet& p, const uint64_t*& hash0) {
   hash0 = nullptr;
   if (pre_next_ < pre_n_ && pre_[pre_next_].pkt == &p) {
     const Parsed& e = pre_[pre_next_];
@@ -436,8 +436,8 @@ const Request& KvCache::request_of(const Packet& p, Request& local, const uint64
     return e.req;
   }
   pre_n_ = pre_next_ = 0;
-  parse_request({p.payload(), p.hdr.payload_len}, local);
-  return local;
+  parse_request({p.payload(), p.hdr.payload_len}, one_);
+  return one_;
 }
 
 // Everything cached goes; replies already in flight are not learned (the generation), nor
@@ -661,9 +661,8 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
   Counters& c = hdr_->c;
   ++c.requests;
   const std::span<const uint8_t> payload(p.payload(), p.hdr.payload_len);
-  Request local;
   const uint64_t* hash0;
-  const Request& r = request_of(p, local, hash0);
+  const Request& r = request_of(p, hash0);
   const uint64_t now = ctx.now_ns();
   UdpHeader uh;
   read_udp_header(payload, uh);

@@ -225,7 +225,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
   Verdict on_tcp_reply(Context& ctx, Packet& p);
   TcpConn* tcp_find(uint64_t key, bool create, uint64_t now);
   static uint64_t client_of(const Packet& p, bool ingress);
-  const kv::Request& request_of(const Packet& p, kv::Request& local, const uint64_t*& hash0);
+  const kv::Request& request_of(const Packet& p, const uint64_t*& hash0);
 
   // configuration
   uint64_t capacity_ = 0, max_key_ = 0, max_value_ = 0, max_ttl_ns_ = 0, write_timeout_ns_ = 0;
@@ -244,6 +244,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
   };
   std::array<Parsed, kBurst> pre_{};
   uint32_t pre_n_ = 0, pre_next_ = 0;
+  kv::Request one_;                // a request parsed outside prefetch()
   int64_t wall_minus_mono_s_ = 0;  // for absolute exptimes
   // state (inside the region)
   Header* hdr_ = nullptr;
