@@ -121,6 +121,31 @@ std::pair<int, std::string> gaonctl(std::vector<std::string> args) {
   return {r.status, r.out + r.err};
 }
 
+// A secret for a state operation (auth's key) can come from standard input instead of
+// the command line: gaonctl call ID set_key - < file.
+TEST(Gaond, GaonctlReadsAnArgumentFromStandardInput) {
+  const uint16_t port = free_port(), app = free_port();
+  const std::string sock = "/tmp/gaond-stdin-" + std::to_string(getpid()) + ".sock";
+  Child d = start_sidecar_gaond(port, app, sock);
+  ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
+  auto [st, id] = gaonctl({"--control", sock, "create", "auth"});
+  ASSERT_EQ(st, 0) << id;
+  id.erase(id.find_last_not_of('\n') + 1);
+  const std::string ctl = std::string(GAON_BIN_DIR) + "/gaonctl --control " + sock;
+  const auto set =
+      run({"/bin/sh", "-c",
+           "printf '%s\\n' " + std::string(64, 'a') + " | " + ctl + " call " + id + " set_key -"});
+  EXPECT_EQ(set.status, 0) << set.out << set.err;
+  auto [st2, stats] = gaonctl({"--control", sock, "--json", "call", id, "stats"});
+  ASSERT_EQ(st2, 0) << stats;
+  EXPECT_EQ(nlohmann::json::parse(stats)["key_set"], true);
+  const auto none = run({"/bin/sh", "-c", ctl + " call " + id + " set_key - < /dev/null"});
+  EXPECT_EQ(none.status, 2);
+  EXPECT_NE(none.err.find("standard input"), std::string::npos) << none.err;
+  EXPECT_EQ(std::count(none.err.begin(), none.err.end(), '\n'), 1) << none.err;
+  EXPECT_EQ(d.stop(), 0);
+}
+
 TEST(Gaond, InstancesComeAndGoThroughTheControlSocketWhileServing) {
   const uint16_t port = free_port(), app = free_port();
   const std::string sock = "/tmp/gaond-test-" + std::to_string(getpid()) + ".sock";

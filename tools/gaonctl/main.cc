@@ -2,11 +2,14 @@
 //
 //   gaonctl types | list | stats [ID] | create TYPE [-p k=v]... | destroy ID
 //           attach ID --flow udp:IP:PORT | detach ID --flow udp:IP:PORT | call ID OP [ARG]...
+// A call argument "-" is read from standard input (one line each), so that a secret (auth's
+// set_key) stays off the command line.
 // Tables for people, --json for scripts. Errors are one line on stderr, exit status 1
 // (2 for bad arguments).
 #include <unistd.h>
 
 #include <cstdio>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -71,8 +74,19 @@ int main(int argc, char** argv) {
   auto* call = app.add_subcommand("call", "run a state operation of an instance (e.g. stats)");
   call->add_option("instance", id, "instance id")->required();
   call->add_option("op", op, "operation name")->required();
-  call->add_option("args", args, "its arguments");
+  call->add_option("args", args, "its arguments; '-' reads one from standard input (one line)");
   CLI11_PARSE(app, argc, argv);
+
+  for (std::string& a : args) {
+    if (a != "-") continue;
+    if (!std::getline(std::cin, a)) {
+      fmt::print(stderr,
+                 "gaonctl: error: call: an argument '-' is read from standard input, "
+                 "which had no line for it\n");
+      return 2;
+    }
+    if (!a.empty() && a.back() == '\r') a.pop_back();
+  }
 
   auto client = gaon::control::Client::connect(path);
   if (!client) return fail(client.error());

@@ -16,8 +16,9 @@
 // Keys are per instance — so per tenant — and only its owner sets them, with state
 // operations; they are never readable back (stats only says whether one is set).
 // `rotate` keeps the previous key valid for a grace period so clients can move over.
-// Give keys through libgaon (gaon_ik_call, as examples/coap_server.c does): `gaonctl call ID
-// set_key HEX` works too but puts the key on a command line, where ps shows it.
+// Give keys through libgaon (gaon_ik_call, as examples/coap_server.c does) or with
+// `gaonctl call ID set_key - < KEYFILE` (an argument "-" comes from standard input), not
+// on a command line, where ps shows it.
 // Without a key every datagram is dropped (fail-closed). Verification uses OpenSSL's
 // SHA-256 with precomputed HMAC states (hmac.h: no allocation per datagram) and compares
 // in constant time. Replies from the application (egress) pass unchanged. Packets that are
