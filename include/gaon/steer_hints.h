@@ -59,10 +59,12 @@ class SteerHints {
     const uint8_t v = c.load(std::memory_order_relaxed);
     if (v != 255) c.store(uint8_t(v + 1), std::memory_order_relaxed);
   }
-  void remove(std::string_view key) {
-    std::atomic_ref<uint8_t> c(base_[slot(key)]);
-    const uint8_t v = c.load(std::memory_order_relaxed);
-    if (v != 0 && v != 255) c.store(uint8_t(v - 1), std::memory_order_relaxed);
+  void remove(std::string_view key) { remove_slot(slot(key)); }
+  // remove() and forget() at once (one hash): the key left, and its next GET is steered.
+  void left(std::string_view key) {
+    const uint32_t s = slot(key);
+    remove_slot(s);
+    forget_slot(s);
   }
   // Nothing is cached any more (a flush): every counter to zero, and every key's next GET
   // reaches gaond again.
@@ -72,10 +74,7 @@ class SteerHints {
     forget_all();
   }
   // The next GET for `key` reaches gaond again (a write may have made it cacheable).
-  void forget(std::string_view key) {
-    const uint32_t s = slot(key);
-    seen_word(s).fetch_and(~(uint64_t(1) << (s & 63)), std::memory_order_relaxed);
-  }
+  void forget(std::string_view key) { forget_slot(slot(key)); }
   // Once every `period_ns`: every key not cached reaches gaond once more (a key whose
   // reply was lost; bounded work: 32 KiB cleared).
   void age(uint64_t now_ns, uint64_t period_ns) {
@@ -98,6 +97,14 @@ class SteerHints {
   }
 
  private:
+  void remove_slot(uint32_t s) {
+    std::atomic_ref<uint8_t> c(base_[s]);
+    const uint8_t v = c.load(std::memory_order_relaxed);
+    if (v != 0 && v != 255) c.store(uint8_t(v - 1), std::memory_order_relaxed);
+  }
+  void forget_slot(uint32_t s) {
+    seen_word(s).fetch_and(~(uint64_t(1) << (s & 63)), std::memory_order_relaxed);
+  }
   std::atomic_ref<uint64_t> seen_word(uint32_t s) const {
     return std::atomic_ref<uint64_t>(reinterpret_cast<uint64_t*>(base_ + kCounterBytes)[s / 64]);
   }

@@ -1,6 +1,6 @@
 #include "gaon/engine.h"
 
-#include <time.h>
+#include "gaon/clock.h"
 
 #include <future>
 
@@ -38,11 +38,7 @@ Engine::~Engine() {
   for (auto& s : slots_) s.reset();
 }
 
-uint64_t Engine::now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);  // vDSO: no syscall
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
+uint64_t Engine::now_ns() { return mono_ns(); }
 
 Instance* Engine::instance(uint32_t id) {
   if (id == 0 || id >= slots_.size()) return nullptr;

@@ -1,10 +1,11 @@
 #include "auth.h"
 
-#include <time.h>
+#include <bit>
 
 #include <fmt/core.h>
 
 #include "coap.h"
+#include "gaon/clock.h"
 #include "gaon/reply.h"
 #include "jwt.h"
 
@@ -12,19 +13,7 @@ namespace gaon::ikernels {
 
 namespace {
 
-constexpr uint64_t kSecond = 1'000'000'000;
-
-uint64_t clock_ns(clockid_t id) {
-  timespec ts{};
-  clock_gettime(id, &ts);
-  return uint64_t(ts.tv_sec) * kSecond + uint64_t(ts.tv_nsec);
-}
-
-uint64_t pow2_at_least(uint64_t v) {
-  uint64_t n = 1;
-  while (n < v) n <<= 1;
-  return n;
-}
+constexpr uint64_t kSecond = kSecondNs;
 
 // A key given as hex: 32 to 128 bytes (RFC 7518 §3.2: at least the hash's 256 bits).
 Result<std::vector<uint8_t>> parse_key(std::string_view hex) {
@@ -95,9 +84,8 @@ Result<void> Auth::configure(const Params& p) {
   leeway_s_ = int64_t(p.u64("leeway_s"));
   require_exp_ = p.flag("require_exp");
   fail_limit_ = uint32_t(p.u64("fail_limit"));
-  nsources_ = fail_limit_ ? pow2_at_least(p.u64("fail_sources")) : 0;
-  wall_minus_mono_s_ =
-      int64_t(clock_ns(CLOCK_REALTIME) / kSecond) - int64_t(clock_ns(CLOCK_MONOTONIC) / kSecond);
+  nsources_ = fail_limit_ ? std::bit_ceil(p.u64("fail_sources")) : 0;
+  wall_minus_mono_s_ = wall_minus_mono_s();
   return ok();
 }
 
@@ -220,7 +208,7 @@ Verdict Auth::coap(Packet& p, std::span<const auth::HmacSha256* const> keys, uin
 }
 
 Result<nlohmann::json> Auth::call(std::string_view op, std::span<const std::string> args) {
-  const uint64_t now = clock_ns(CLOCK_MONOTONIC);  // the datapath's clock (Engine::now_ns)
+  const uint64_t now = mono_ns();  // the datapath's clock
   if (op == "set_key" || op == "rotate") {
     auto key = parse_key(args[0]);
     if (!key) return make_error("{}: {}", op, key.error());

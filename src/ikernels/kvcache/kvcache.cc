@@ -1,14 +1,14 @@
 #include "kvcache.h"
 
-#include <time.h>
-
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <new>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "gaon/clock.h"
 #include "gaon/net.h"
 #include "gaon/reply.h"
 
@@ -20,19 +20,7 @@ namespace {
 
 uint64_t key_hash(std::string_view k) { return XXH3_64bits(k.data(), k.size()); }
 
-uint64_t pow2_at_least(uint64_t v) {
-  uint64_t p = 1;
-  while (p < v) p <<= 1;
-  return p;
-}
-
-uint64_t clock_ns(clockid_t id) {
-  timespec ts;
-  clock_gettime(id, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
-
-constexpr uint64_t kSecond = 1000000000ull;
+constexpr uint64_t kSecond = kSecondNs;
 constexpr uint64_t kNever = UINT64_MAX;
 
 std::string_view reject_name(size_t r) {
@@ -80,9 +68,9 @@ Result<void> KvCache::configure(const Params& p) {
   max_value_ = p.u64("max_value");
   max_ttl_ns_ = p.u64("max_ttl") * kSecond;
   write_timeout_ns_ = p.u64("write_timeout_ms") * 1000000ull;
-  npend_ = pow2_at_least(p.u64("pending"));
-  nver_ = pow2_at_least(p.u64("versions"));
-  ntcp_ = pow2_at_least(p.u64("tcp_connections"));
+  npend_ = std::bit_ceil(p.u64("pending"));
+  nver_ = std::bit_ceil(p.u64("versions"));
+  ntcp_ = std::bit_ceil(p.u64("tcp_connections"));
   udp_checksum_ = p.flag("udp_checksum");
   no_invalidation_ = p.flag("unsafe_no_invalidation");
   steer_hints_ = p.flag("steer_hints");
@@ -95,8 +83,7 @@ Result<void> KvCache::configure(const Params& p) {
                       kWays, slot_size_);
   nsets_ = 1;
   while (nsets_ * 2 <= sets) nsets_ *= 2;
-  wall_minus_mono_s_ =
-      int64_t(clock_ns(CLOCK_REALTIME) / kSecond) - int64_t(clock_ns(CLOCK_MONOTONIC) / kSecond);
+  wall_minus_mono_s_ = wall_minus_mono_s();
   return ok();
 }
 
@@ -197,11 +184,8 @@ void KvCache::insert(uint64_t h, const Value& v, std::string_view key, uint64_t 
 void KvCache::uncount(Slot& s) {
   --hdr_->c.items;
   hdr_->c.bytes_used -= s.klen + s.vlen;
-  if (hints_) {  // and its next GET reaches gaond, to be learned again
-    const std::string_view key(reinterpret_cast<const char*>(s.data()), s.klen);
-    hints_->remove(key);
-    hints_->forget(key);
-  }
+  if (hints_)  // and its next GET reaches gaond, to be learned again
+    hints_->left(std::string_view(reinterpret_cast<const char*>(s.data()), s.klen));
 }
 
 // Every entry leaves the table at once (a new generation: the slots are reclaimed lazily).
@@ -817,7 +801,7 @@ Verdict KvCache::on_egress(Context& ctx, Packet& p) {
 // ---------------------------------------------------------------- state operations
 
 Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::string> args) {
-  const uint64_t now = clock_ns(CLOCK_MONOTONIC);
+  const uint64_t now = mono_ns();
   Counters& c = hdr_->c;
   if (op == "stats") {
     nlohmann::json rejected = nlohmann::json::object(), passed = nlohmann::json::object();

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -12,16 +13,6 @@
 #include "kvcache/mc_proto.h"
 
 namespace gaon::ikernels {
-
-namespace {
-
-uint64_t pow2_at_least(uint64_t v) {
-  uint64_t n = 1;
-  while (n < v) n <<= 1;
-  return n;
-}
-
-}  // namespace
 
 std::vector<ParamSpec> TopK::param_specs() {
   return {
@@ -62,7 +53,7 @@ Result<void> TopK::configure(const Params& p) {
   width_ = uint64_t(std::ceil(std::exp(1.0) / error_));
   depth_ = uint64_t(std::ceil(std::log(1.0 / (1.0 - confidence_))));
   if (depth_ == 0) depth_ = 1;
-  nindex_ = pow2_at_least(uint64_t(k_) * 2);
+  nindex_ = std::bit_ceil(uint64_t(k_) * 2);
   return ok();
 }
 
