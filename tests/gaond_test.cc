@@ -114,6 +114,16 @@ TEST(Gaond, BadArgumentsGetAOneLineReasonAndExitNonZero) {
 }
 
 // Runs gaonctl with `args`; returns {exit status, stdout + stderr}.
+// memcached on 127.0.0.1:app (UDP and TCP) started through gaon-run with `opts`.
+Child memcached_via_gaon_run(const std::string& control, uint16_t app,
+                             std::vector<std::string> opts) {
+  std::vector<std::string> argv = {std::string(GAON_BIN_DIR) + "/gaon-run", "--control", control};
+  argv.insert(argv.end(), opts.begin(), opts.end());
+  argv.push_back("--");
+  for (const auto& arg : memcached_argv(app)) argv.push_back(arg);
+  return Child::start(argv);
+}
+
 std::pair<int, std::string> gaonctl(std::vector<std::string> args) {
   std::vector<std::string> argv = {std::string(GAON_BIN_DIR) + "/gaonctl"};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -232,18 +242,9 @@ TEST(GaonRun, AnUnmodifiedMemcachedGetsItsHitsServedByKvcache) {
   const std::string sock = "/tmp/gaond-run-" + std::to_string(getpid()) + ".sock";
   Child d = start_sidecar_gaond(port, app, sock);
   ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
-  std::vector<std::string> mc = {std::string(GAON_BIN_DIR) + "/gaon-run",
-                                 "--control",
-                                 sock,
-                                 "--ikernel",
-                                 "kvcache",
-                                 "--param",
-                                 "capacity=8M",
-                                 "--match",
-                                 "udp:" + std::to_string(app),
-                                 "--"};
-  for (const auto& arg : memcached_argv(app)) mc.push_back(arg);
-  Child m = Child::start(mc);
+  Child m = memcached_via_gaon_run(
+      sock, app,
+      {"--ikernel", "kvcache", "--param", "capacity=8M", "--match", "udp:" + std::to_string(app)});
   ASSERT_TRUE(wait_udp_ready(app)) << m.errors();
   ASSERT_NE(m.errors().find("kvcache instance"), std::string::npos) << m.errors();
   ASSERT_EQ(tcp_command(app, "set foo 42 0 3\r\nbar\r\n", "\r\n"), "STORED\r\n");
@@ -278,16 +279,7 @@ TEST(GaonRun, TopKCountsTheKeysAMemcachedIsAskedFor) {
   const std::string sock = "/tmp/gaond-topk-" + std::to_string(getpid()) + ".sock";
   Child d = start_sidecar_gaond(port, app, sock);
   ASSERT_TRUE(d.wait_errors("ready")) << d.errors();
-  std::vector<std::string> mc = {std::string(GAON_BIN_DIR) + "/gaon-run",
-                                 "--control",
-                                 sock,
-                                 "--ikernel",
-                                 "topk",
-                                 "--param",
-                                 "k=2",
-                                 "--"};
-  for (const auto& arg : memcached_argv(app)) mc.push_back(arg);
-  Child m = Child::start(mc);
+  Child m = memcached_via_gaon_run(sock, app, {"--ikernel", "topk", "--param", "k=2"});
   ASSERT_TRUE(wait_udp_ready(app)) << m.errors();
   ASSERT_EQ(tcp_command(app, "set hot 0 0 1\r\nh\r\n", "\r\n"), "STORED\r\n");
   McUdp via(port);
@@ -322,10 +314,7 @@ TEST(GaonRun, AProgramStartedBeforeGaondIsAttachedWhenGaondComes) {
   if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
   const uint16_t port = free_port(), app = free_port();
   const std::string sock = "/tmp/gaond-later-" + std::to_string(getpid()) + ".sock";
-  std::vector<std::string> mc = {
-      std::string(GAON_BIN_DIR) + "/gaon-run", "--control", sock, "--ikernel", "kvcache", "--"};
-  for (const auto& arg : memcached_argv(app)) mc.push_back(arg);
-  Child m = Child::start(mc);
+  Child m = memcached_via_gaon_run(sock, app, {"--ikernel", "kvcache"});
   ASSERT_TRUE(m.wait_errors("running without gaon")) << m.errors();
   ASSERT_TRUE(wait_udp_ready(app)) << m.errors();
   Child d = start_sidecar_gaond(port, app, sock);
@@ -345,14 +334,7 @@ TEST(GaonRun, AProgramStartedBeforeGaondIsAttachedWhenGaondComes) {
 TEST(GaonRun, WithoutGaondTheProgramRunsNormally) {
   if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
   const uint16_t app = free_port();
-  std::vector<std::string> mc = {std::string(GAON_BIN_DIR) + "/gaon-run",
-                                 "--control",
-                                 "/nonexistent/gaond.sock",
-                                 "--ikernel",
-                                 "kvcache",
-                                 "--"};
-  for (const auto& arg : memcached_argv(app)) mc.push_back(arg);
-  Child m = Child::start(mc);
+  Child m = memcached_via_gaon_run("/nonexistent/gaond.sock", app, {"--ikernel", "kvcache"});
   ASSERT_TRUE(wait_udp_ready(app)) << m.errors();
   EXPECT_NE(m.errors().find("running without gaon"), std::string::npos) << m.errors();
   McUdp direct(app);
