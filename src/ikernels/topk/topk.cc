@@ -53,6 +53,7 @@ Result<void> TopK::configure(const Params& p) {
   width_ = uint64_t(std::ceil(std::exp(1.0) / error_));
   depth_ = uint64_t(std::ceil(std::log(1.0 / (1.0 - confidence_))));
   if (depth_ == 0) depth_ = 1;
+  if (depth_ > kMaxDepth) return make_error("confidence={} needs too deep a sketch", confidence_);
   nindex_ = std::bit_ceil(uint64_t(k_) * 2);
   return ok();
 }
@@ -75,14 +76,15 @@ Result<void> TopK::init(StateRegion& region) {
 // Conservative update: only the counters at the current minimum grow, to minimum + 1.
 uint64_t TopK::estimate_and_add(uint64_t h) {
   const uint64_t h2 = (h >> 32) | 1;
+  uint64_t* cells[kMaxDepth];
   uint64_t m = UINT64_MAX;
-  for (uint64_t r = 0; r < depth_; ++r)
-    m = std::min(m, sketch_[r * width_ + (h + r * h2) % width_]);
-  ++m;
   for (uint64_t r = 0; r < depth_; ++r) {
-    uint64_t& c = sketch_[r * width_ + (h + r * h2) % width_];
-    if (c < m) c = m;
+    cells[r] = &sketch_[r * width_ + (h + r * h2) % width_];
+    m = std::min(m, *cells[r]);
   }
+  ++m;
+  for (uint64_t r = 0; r < depth_; ++r)
+    if (*cells[r] < m) *cells[r] = m;
   return m;
 }
 
@@ -148,7 +150,6 @@ void TopK::count(std::string_view key) {
   const uint64_t h = XXH3_64bits(key.data(), key.size());
   const uint64_t est = estimate_and_add(h);
   ++hdr_->n;
-  ++hdr_->keys;
   uint32_t* slot = index_slot(h, key);
   if (*slot != 0) {  // already among the top: its count grew
     const uint32_t pos = *slot - 1;
@@ -259,7 +260,7 @@ Result<nlohmann::json> TopK::call(std::string_view op, std::span<const std::stri
   }
   if (op == "stats")
     return nlohmann::json{{"packets", hdr_->packets},
-                          {"keys", hdr_->keys},
+                          {"keys", hdr_->n},  // the same count as n, by its plain name
                           {"no_key", hdr_->no_key},
                           {"n", hdr_->n},
                           {"k", k_},

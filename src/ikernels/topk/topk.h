@@ -64,9 +64,11 @@ class TopK : public PerPacketIKernel<TopK> {
     uint32_t islot;  // its slot in index_
   };
   struct Header {
-    uint64_t n, packets, keys, no_key, heap_size;
+    uint64_t n, packets, no_key, heap_size;  // n: keys counted since the last reset
   };
 
+  // depth = ⌈ln(1/(1-confidence))⌉ with confidence ≤ 0.999999 (its parameter bound): ≤ 14
+  static constexpr uint64_t kMaxDepth = 16;
   uint64_t estimate_and_add(uint64_t h);
   void sift_down(uint32_t i);
   void sift_up(uint32_t i);
