@@ -278,10 +278,8 @@ JwtResult verify_jwt(std::string_view token, std::span<const HmacSha256* const> 
   if (base64url_decode(s64, sig) != long(HmacSha256::kTag)) return JwtResult::bad_signature;
   const auto* signed_part = reinterpret_cast<const uint8_t*>(token.data());
   const std::span<const uint8_t> msg(signed_part, d2);
-  size_t used = keys.size();
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (keys[i] != nullptr && keys[i]->verify(msg, sig) && used == keys.size()) used = i;
-  }
+  size_t used = 0;  // the first key that verifies (which one is no secret: stop there)
+  while (used < keys.size() && (keys[used] == nullptr || !keys[used]->verify(msg, sig))) ++used;
   if (used == keys.size()) return JwtResult::bad_signature;
   if (key_used) *key_used = used;
   // claims
