@@ -296,6 +296,39 @@ TEST_F(BumpTest, KillingGaondMidTrafficFailsOpen) {
   EXPECT_EQ(cl.ask(port, "again"), "again");
 }
 
+// A gaond that is alive but stalled (SIGSTOP) keeps its sockets: the program must stop
+// handing it frames once its lease (50 ms) runs out, and take the flows back when it polls
+// again.
+TEST_F(BumpTest, AStalledGaondIsBypassedUntilItPollsAgain) {
+  const uint16_t port = free_port();
+  UdpServer app(port);
+  ASSERT_TRUE(app.ok());
+  create_echo_on(port);
+  UdpClient cl;
+  for (int i = 0; i < 20; ++i)
+    EXPECT_EQ(cl.ask(port, "a" + std::to_string(i)), "a" + std::to_string(i));
+  gaond_.signal(SIGSTOP);
+  std::this_thread::sleep_for(100ms);  // past the lease
+  const auto t0 = std::chrono::steady_clock::now();
+  int by_server = 0;
+  for (int i = 0; i < 50; ++i)
+    by_server += cl.ask(port, "b" + std::to_string(i), 200ms) == "server:b" + std::to_string(i);
+  const auto per = (std::chrono::steady_clock::now() - t0) / 50;
+  EXPECT_EQ(by_server, 50);  // the application answers, at once
+  EXPECT_LT(per, 50ms);
+  gaond_.signal(SIGCONT);
+  std::this_thread::sleep_for(50ms);
+  int by_gaond = 0;
+  for (int i = 0; i < 20; ++i)
+    by_gaond += cl.ask(port, "c" + std::to_string(i), 500ms) == "c" + std::to_string(i);
+  EXPECT_GE(by_gaond, 19);  // gaond has the flow again
+  auto s = ctl_->call("stats");
+  ASSERT_TRUE(s) << s.error();
+  EXPECT_GE((*s)["bump"]["xdp"]["lease_expired"].get<uint64_t>(), 50u) << s->dump();
+  EXPECT_GE((*s)["bump"]["lease_lapses"].get<uint64_t>(), 1u) << s->dump();
+  EXPECT_GE((*s)["gaps"].get<uint64_t>(), 1u) << s->dump();
+}
+
 // memcached in gaon-server, started through gaon-run with kvcache on its UDP and TCP
 // sockets; clients in gaon-client keep using memcached's own address.
 // auth in the bump: the example CoAP server (it checks nothing) in gaon-server attaches
@@ -465,6 +498,41 @@ TEST_F(BumpMemcachedTest, GetsForKeysNotCachedAndMissRepliesStayInTheKernel) {
               mc_dgram("VALUE absent 0 1\r\na\r\nEND\r\n", id));
   EXPECT_EQ(kv_stats()["hits"], 6) << kv_stats().dump();
   EXPECT_EQ(bump()["xdp"]["kept_gets"].get<uint64_t>() - kept0, 9u);
+}
+
+// gaond stopped (SIGSTOP) with a value cached: memcached answers GETs and a TCP write in
+// the meantime; after SIGCONT the next GET returns the value written during the stall,
+// never the one cached before it. Then killed (SIGKILL): memcached answers, nothing stale.
+TEST_F(BumpMemcachedTest, AWriteMadeWhileGaondWasStalledIsNeverHiddenAfterward) {
+  McUdp client = mc_client("gaon-client", port_);
+  const int tcp = socket_in("gaon-client", SOCK_STREAM);
+  const sockaddr_in srv = addr(kServerIp, port_);
+  ASSERT_EQ(connect(tcp, reinterpret_cast<const sockaddr*>(&srv), sizeof(srv)), 0);
+  auto value = [](uint16_t id, const std::string& v) {
+    return mc_dgram("VALUE k 0 " + std::to_string(v.size()) + "\r\n" + v + "\r\nEND\r\n", id);
+  };
+  ASSERT_EQ(tcp_ask(tcp, "set k 0 0 2\r\nv1\r\n", 0), "STORED\r\n");
+  for (uint16_t id = 1; id <= 3; ++id)
+    ASSERT_EQ(client.reply_to("get k\r\n", id, 2000ms), value(id, "v1"));
+  const uint64_t hits = kv_stats()["hits"];
+  EXPECT_EQ(hits, 2u);
+  gaond_.signal(SIGSTOP);
+  std::this_thread::sleep_for(100ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(tcp_ask(tcp, "set k 0 0 2\r\nv2\r\n", 0), "STORED\r\n");
+  EXPECT_EQ(client.reply_to("get k\r\n", 10, 2000ms), value(10, "v2"));  // memcached itself
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1000ms);
+  gaond_.signal(SIGCONT);
+  for (uint16_t id = 11; id <= 14; ++id)
+    EXPECT_EQ(client.reply_to("get k\r\n", id, 2000ms), value(id, "v2")) << id;
+  const auto st = kv_stats();
+  EXPECT_GE(st["gaps"].get<uint64_t>(), 1u) << st.dump();
+  // Killed: the kernel forwards (fail-open); a write, then a GET, from memcached.
+  ctl_.reset();
+  gaond_.signal(SIGKILL);
+  EXPECT_EQ(tcp_ask(tcp, "set k 0 0 2\r\nv3\r\n", 0), "STORED\r\n");
+  EXPECT_EQ(client.reply_to("get k\r\n", 20, 2000ms), value(20, "v3"));
+  close(tcp);
 }
 
 Workload tcp_write_workload() {

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "frames.h"
+#include "gaon/clock.h"
+#include "gaon/lease.h"
 #include "gaon/steer_hints.h"
 
 extern const unsigned char gaon_steer_bpf_obj[];
@@ -28,7 +30,16 @@ namespace {
 using test::Bytes;
 
 constexpr uint32_t kTables = 16;  // HINT_TABLES
-enum Stat : uint32_t { steered, forwarded, fail_open, not_ours, kept_gets, kept_replies, n_stats };
+enum Stat : uint32_t {
+  steered,
+  forwarded,
+  fail_open,
+  not_ours,
+  kept_gets,
+  kept_replies,
+  lease_expired,
+  n_stats
+};
 
 class SteerProgTest : public ::testing::Test {
  protected:
@@ -45,8 +56,14 @@ class SteerProgTest : public ::testing::Test {
     flows_ = bpf_object__find_map_fd_by_name(obj_, "gaon_flows");
     stats_ = bpf_object__find_map_fd_by_name(obj_, "gaon_stats");
     const int hints = bpf_object__find_map_fd_by_name(obj_, "gaon_hints");
+    const int lease = bpf_object__find_map_fd_by_name(obj_, GAON_LEASE_MAP);
     ASSERT_GE(prog_, 0);
     ASSERT_GE(hints, 0);
+    ASSERT_GE(lease, 0);
+    void* l =
+        mmap(nullptr, size_t(sysconf(_SC_PAGESIZE)), PROT_READ | PROT_WRITE, MAP_SHARED, lease, 0);
+    ASSERT_NE(l, MAP_FAILED) << strerror(errno);
+    lease_ = static_cast<gaon_lease*>(l);
     void* m =
         mmap(nullptr, kTables * SteerHints::kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, hints, 0);
     ASSERT_NE(m, MAP_FAILED) << strerror(errno);
@@ -60,6 +77,7 @@ class SteerProgTest : public ::testing::Test {
   }
   void TearDown() override {
     if (mem_) munmap(mem_, kTables * SteerHints::kBytes);
+    if (lease_) munmap(lease_, size_t(sysconf(_SC_PAGESIZE)));
     if (obj_) bpf_object__close(obj_);
   }
   // Frames "arrive" on lo (ifindex 1), as the wire (0) or the host (1).
@@ -96,8 +114,8 @@ class SteerProgTest : public ::testing::Test {
                 .ctx_size_in = uint32_t(sizeof(ctx)));
     EXPECT_EQ(bpf_prog_test_run_opts(prog_, &o), 0) << strerror(errno);
     const auto after = stats();
-    const char* names[n_stats] = {"?",        "forwarded", "steered",
-                                  "not_ours", "kept_get",  "kept_reply"};
+    const char* names[n_stats] = {"?",        "forwarded",  "steered",      "not_ours",
+                                  "kept_get", "kept_reply", "lease_expired"};
     std::string what;
     for (uint32_t i = 0; i < n_stats; ++i)
       if (after[i] != before[i]) what += names[i];
@@ -118,9 +136,49 @@ class SteerProgTest : public ::testing::Test {
 
   bpf_object* obj_ = nullptr;
   int prog_ = -1, ports_ = -1, flows_ = -1, stats_ = -1;
+  // gaond's lease, as gaond renews it: `age_ns` ago, valid for `bound_ns` (0: no lease).
+  void lease(uint64_t age_ns, uint64_t bound_ns) {
+    lease_->renewed_ns = mono_ns() - age_ns;
+    lease_->bound_ns = bound_ns;
+  }
   uint8_t* mem_ = nullptr;
+  gaon_lease* lease_ = nullptr;
   std::optional<SteerHints> table_, other_;
 };
+
+// gaond stalled: once its lease is older than its bound, every frame of an attached flow
+// is forwarded in the kernel (hints or not, either side), until gaond renews it.
+TEST_F(SteerProgTest, AttachedFlowsGoAroundAGaondWhoseLeaseExpired) {
+  constexpr uint64_t kMs = 1'000'000;
+  test::FrameSpec tcp;
+  tcp.proto = 6;
+  tcp.dport = 11211;
+  tcp.payload = test::text("set a 0 0 1\r\nx\r\n");
+  const std::vector<std::pair<std::string, Bytes>> attached = {
+      {"a GET", get("a")},
+      {"a write", udp(test::mc_dgram("set a 0 0 1\r\nx\r\n", 7))},
+      {"TCP", test::build_frame(tcp)},
+      {"a flow without hints", udp(test::mc_dgram("get a\r\n", 7), 11212)},
+  };
+  table_->add("a");         // cached: its GETs are always steered while the lease holds
+  lease(1 * kMs, 50 * kMs);  // fresh
+  for (const auto& [what, frame] : attached) EXPECT_EQ(decide(frame), "steered") << what;
+  lease(51 * kMs, 50 * kMs);  // gaond has not polled for 51 ms
+  for (const auto& [what, frame] : attached) EXPECT_EQ(decide(frame), "lease_expired") << what;
+  EXPECT_FALSE(table_->seen("b"));
+  EXPECT_EQ(decide(get("b")), "lease_expired");
+  EXPECT_FALSE(table_->seen("b")) << "a GET that went around gaond marked its key seen";
+  set_role(1);
+  EXPECT_EQ(decide(udp(test::mc_dgram("STORED\r\n", 7), 11211, false)), "lease_expired");
+  EXPECT_EQ(decide(udp(test::mc_dgram("END\r\n", 7), 11211, false)), "lease_expired");
+  set_role(0);
+  tcp.dport = 11213;
+  EXPECT_EQ(decide(test::build_frame(tcp)), "forwarded") << "not attached";
+  lease(0, 50 * kMs);  // renewed
+  for (const auto& [what, frame] : attached) EXPECT_EQ(decide(frame), "steered") << what;
+  lease(10'000 * kMs, 0);  // no lease: only the XSKMAP decides
+  for (const auto& [what, frame] : attached) EXPECT_EQ(decide(frame), "steered") << what;
+}
 
 TEST_F(SteerProgTest, AGetForAKeyNotCachedIsSteeredOnceThenKeptUntilForgotten) {
   EXPECT_EQ(decide(get("absent")), "steered");  // first sighting: gaond may learn it
@@ -247,9 +305,15 @@ TEST_F(SteerProgTest, MutatedFramesAreDecidedAsTheModelSays) {
     const Model m = model(f);
     const bool cached = m.plain_get && table_->count(m.key) != 0;
     const bool seen = m.plain_get && table_->seen(m.key);
-    const std::string want = m.plain_get && !cached && seen ? "kept_get" : "steered";
+    // Now and then gaond stalls: its lease (50 ms) is 10 ms or 60 ms old.
+    const bool expired = rng() % 8 == 0;
+    lease((expired ? 60 : 10) * 1'000'000ull, rng() % 2 ? 50'000'000 : 0);
+    const bool bypass = expired && lease_->bound_ns != 0;
+    const std::string want = bypass                           ? "lease_expired"
+                             : m.plain_get && !cached && seen ? "kept_get"
+                                                              : "steered";
     ASSERT_EQ(decide(f), want) << "frame " << i << " key '" << key << "'";
-    if (m.plain_get && !cached) {
+    if (m.plain_get && !cached && !bypass) {
       EXPECT_TRUE(table_->seen(m.key));
     }
     kept += want == "kept_get";

@@ -48,7 +48,8 @@ class Bump;
 class XskPort final : public Port {
  public:
   ~XskPort() override;
-  uint32_t rx_burst(std::span<Packet*> out) override;
+  uint32_t rx_burst(std::span<Packet*> out) override;  // the wire's renews the lease
+  uint64_t gaps() const override;
   uint32_t tx_burst(std::span<Packet*> pkts) override;
   bool rx_drained() const override { return drained_; }
   std::string name() const override;
@@ -79,6 +80,9 @@ class Bump final : public FlowObserver {
     std::string bpf_object;     // path of steer.bpf.o; empty: the one built in
     // auto: native, or generic when the driver has no native XDP or both are veths
     std::string xdp_mode = "auto";
+    // gaond's lease on the program (gaon/lease.h): attached flows go around gaond once it
+    // has not polled for this long. 0: no lease (only a gaond that is gone is bypassed).
+    uint64_t lease_ns = 50'000'000;
   };
   static Result<std::unique_ptr<Bump>> open(const Spec& wire, const Spec& host, BufferPool& pool,
                                             const Options& opt);
@@ -109,6 +113,7 @@ class Bump final : public FlowObserver {
   friend class XskPort;
   struct Impl;
   Bump();
+  void renew_lease();
   std::unique_ptr<Impl> impl_;
   BufferPool* pool_ = nullptr;
   std::unique_ptr<XskPort> wire_, host_;

@@ -47,13 +47,23 @@ struct EngineConfig {
   ParseOptions parse;
 };
 
+// Every frame the engine takes in (received from a port, or emitted by an instance) is
+// sent on (taken by a port), dropped under one of the reasons below, or still queued:
+// stats()["conservation"] adds them up and says whether they balance.
 struct EngineCounters {
   Counter wire_rx, host_rx, wire_tx, host_tx;
   Counter unmatched;      // parsed flows with no instance, passed through
   Counter host_tx_drops;  // the host port refused
-  Counter wire_drops;     // arbiter queue full (host class), or freed at instance removal
+  Counter wire_drops;     // arbiter queue full (host class)
+  Counter removal_drops;  // queued for the wire when their instance was removed
+  Counter emitted;        // new frames instances emitted
+  Counter verdict_drops;  // dropped by an instance's verdict (or a bad verdict)
+  Counter class_drops;    // an instance's arbiter queue was full (also when rate limited)
   std::array<Counter, kParseResults> parse;  // by reason, ingress and egress
   Counter csum_partial;
+  Counter oversize;  // datagrams too large for a frame (sidecar), passed whole or dropped
+  Counter gaps;      // times attached flows went around the engine, or the application
+                     // restarted (Port::gaps)
 };
 
 // Told of every flow the engine gains or loses (control thread, after the change): how a
@@ -97,7 +107,7 @@ class Engine {
   Result<void> remove_flow(const FlowKey& key);
   Result<void> set_traffic_class(uint32_t id, const TrafficClass& tc);
   Result<nlohmann::json> call(uint32_t id, std::string_view op, std::span<const std::string> args);
-  nlohmann::json stats();
+  nlohmann::json stats();  // includes "conservation" (see EngineCounters)
   nlohmann::json instance_stats(uint32_t id);
   std::vector<FlowEntry> flows();
 
@@ -131,6 +141,9 @@ class Engine {
   void ingress(std::span<Packet*> burst, uint64_t now);
   void egress(std::span<Packet*> burst, uint64_t now);
   void run_instance(Instance& inst, std::span<Packet*> pkts, Direction dir, uint64_t now);
+  void oversize(Packet* p, Direction dir, uint64_t now);
+  void gap(uint64_t now);
+  nlohmann::json conservation() const;
   void to_host(Packet* p);
   void to_wire(uint32_t cls, Packet* p, Instance* inst);
   void flush_host();
@@ -147,6 +160,7 @@ class Engine {
   Port* wire_ = nullptr;
   Port* host_ = nullptr;
   EngineCounters counters_;
+  uint64_t port_gaps_ = 0;  // the ports' Port::gaps() last seen
 
   // per-poll scratch (no allocation on the datapath)
   std::array<Packet*, kBurst> host_buf_{};

@@ -14,6 +14,8 @@
 //   init(region)       lay out its state inside the region it is given (zeroed)
 //   process(ctx, burst)         ingress (wire -> host) packets of its flows; set each verdict
 //   process_egress(ctx, burst)  its application's packets on their way to the wire
+//   on_oversize(ctx, p, dir)    optional: a datagram too large for a frame (pass or drop)
+//   on_gap(ctx)                 optional: its flows' frames may have gone around it
 //   call(op, args)     named state operations for the owner (run between bursts)
 //   cleanup()
 //   hint_kind()        optional: the steering hints it keeps in a bump (steer_hints.h)
@@ -126,6 +128,17 @@ class IKernel {
   // Egress packets of this instance's flows (its application's replies). Each arrives
   // with verdict to_wire; the hook may observe them, or drop some.
   virtual void process_egress(Context&, std::span<Packet*>) {}
+  // A datagram of one of its flows too large for a frame (Packet::oversize; sidecar ports):
+  // `p` holds its head only and is never a reply. Return drop to keep it from its
+  // destination, anything else to pass it on whole and untouched. The default passes it;
+  // an ikernel whose state depends on every request (a cache that must see writes) or
+  // that must vouch for what it passes (an authenticator) overrides this.
+  virtual Verdict on_oversize(Context&, Packet& p, Direction) { return p.verdict; }
+  // Frames of its flows may have reached their destination without passing through it
+  // (gaond stalled and the steering program forwarded them in the kernel), or the
+  // application restarted (Port::gaps). Called on the datapath before the next frames;
+  // state that depends on having seen every request (a cache) must not trust what it knew.
+  virtual void on_gap(Context&) {}
   // A named state operation (the op is one of the type's declared ops).
   virtual Result<nlohmann::json> call(std::string_view op, std::span<const std::string> args);
   virtual void cleanup() {}

@@ -23,6 +23,7 @@ struct TrafficClass {
   uint32_t weight = 1;       // deficit-round-robin weight, 1..1000
   uint64_t rate_bps = 0;     // token-bucket rate limit in bits/s; 0 = none
   uint32_t burst_bytes = 0;  // bucket depth; 0 = default (max(64 KiB, 1 ms at rate))
+  bool operator==(const TrafficClass&) const = default;
 };
 Result<void> validate(const TrafficClass& tc);
 
@@ -39,12 +40,13 @@ inline constexpr size_t kInstanceErrors = static_cast<size_t>(InstanceError::cou
 std::string_view to_string(InstanceError e);
 
 struct InstanceCounters {
-  Counter rx;         // ingress packets steered to the instance
-  Counter egress_rx;  // egress packets (its application's) seen by its egress hook
-  Counter to_wire;    // sent towards the wire (replies and egress)
-  Counter to_host;    // passed to the host
-  Counter dropped;    // dropped by verdict
-  Counter emitted;    // new packets emitted from the pool
+  Counter rx;               // ingress packets steered to the instance
+  Counter egress_rx;        // egress packets (its application's) seen by its egress hook
+  Counter to_wire;          // sent towards the wire (replies and egress)
+  Counter to_host;          // passed to the host
+  Counter dropped;          // dropped by verdict
+  Counter emitted;          // new packets emitted from the pool
+  Counter oversize_passed;  // datagrams too large for a frame (on_oversize) passed whole
   std::array<Counter, kInstanceErrors> errors;
   void count(InstanceError e, uint64_t n = 1) { errors[static_cast<size_t>(e)].add(n); }
   nlohmann::json to_json() const;

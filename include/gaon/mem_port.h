@@ -21,7 +21,11 @@ class MemPort final : public Port {
       : name_(std::move(name)), in_(ring_size), out_(ring_size) {}
 
   // Engine side.
-  uint32_t rx_burst(std::span<Packet*> out) override { return in_.dequeue_burst(out); }
+  uint32_t rx_burst(std::span<Packet*> out) override {
+    const uint32_t n = in_.dequeue_burst(out);
+    rx_ += n;
+    return n;
+  }
   uint32_t tx_burst(std::span<Packet*> pkts) override {
     if (pkts.size() > tx_limit_) pkts = pkts.first(tx_limit_);
     uint32_t n = out_.enqueue_burst(pkts);
@@ -29,7 +33,12 @@ class MemPort final : public Port {
     return n;
   }
   std::string name() const override { return "mem:" + name_; }
-  nlohmann::json stats() const override { return {{"tx", tx_}}; }
+  nlohmann::json stats() const override {
+    return {{"rx", rx_},
+            {"tx", tx_},
+            {"rx_dropped", nlohmann::json::object()},
+            {"tx_dropped", nlohmann::json::object()}};
+  }
 
   // Outside side.
   uint32_t inject(std::span<Packet* const> pkts) { return in_.enqueue_burst(pkts); }
@@ -43,7 +52,7 @@ class MemPort final : public Port {
   SpscRing<Packet*> in_;
   SpscRing<Packet*> out_;
   uint32_t tx_limit_ = std::numeric_limits<uint32_t>::max();
-  uint64_t tx_ = 0;
+  uint64_t rx_ = 0, tx_ = 0;
 };
 
 }  // namespace gaon

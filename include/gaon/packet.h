@@ -63,6 +63,12 @@ struct Packet {
   uint32_t flow_id = 0;
   uint32_t instance = kNoInstance;  // slot of the instance the packet was steered to
   uint64_t timestamp_ns = 0;
+  // Non-zero: the frame holds only the head of a datagram larger than a frame (sidecar
+  // ports); the port that received it keeps the rest under this ticket and sends the
+  // datagram whole, byte for byte. The engine never hands such a frame to process(): the
+  // instance sees it in IKernel::on_oversize, which may only pass or drop it.
+  uint32_t oversize = 0;
+  uint32_t oversize_len = 0;  // and the whole datagram's payload length
   HeaderOffsets hdr;
 
   uint8_t* data() { return frame + data_off; }
@@ -126,6 +132,7 @@ struct Packet {
     flow_id = 0;
     instance = kNoInstance;
     timestamp_ns = 0;
+    oversize = oversize_len = 0;
     hdr = {};
   }
 };

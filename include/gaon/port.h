@@ -9,6 +9,11 @@
 //                  asked and nothing more was waiting); lets an event-driven loop block
 //                  right away instead of polling once more to find nothing. Ports that
 //                  cannot tell return false.
+//   stats()        JSON; every kind includes "rx" and "tx" (frames delivered to the engine,
+//                  sent), "rx_dropped" (frames lost on their way in, before the engine saw
+//                  them, by reason) and "tx_dropped" (frames tx_burst took but could not
+//                  send, by reason): what tx_burst took = tx + the tx_dropped.
+//   gaps()     see below
 #pragma once
 
 #include <cstdint>
@@ -29,6 +34,11 @@ class Port {
   virtual std::string name() const = 0;
   virtual bool rx_drained() const { return false; }
   virtual nlohmann::json stats() const { return nlohmann::json::object(); }
+  // How many times the engine's view may have a gap: frames of attached flows went past it
+  // (a steering program's lease lapsed while gaond stalled), or the application behind the
+  // port lost its state (it refused a datagram: restarted or gone). When it moves, the
+  // engine tells every instance (IKernel::on_gap) before the next frames reach them.
+  virtual uint64_t gaps() const { return 0; }
 };
 
 }  // namespace gaon

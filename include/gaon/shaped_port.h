@@ -40,6 +40,7 @@ class ShapedPort final : public Port {
   }
 
   std::string name() const override { return inner_.name(); }
+  uint64_t gaps() const override { return inner_.gaps(); }
   nlohmann::json stats() const override {
     nlohmann::json j = inner_.stats();
     j["shaped_rate_bps"] = static_cast<uint64_t>(bytes_per_ns_ * 8e9 + 0.5);

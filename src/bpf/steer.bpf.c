@@ -4,7 +4,8 @@
 // address; on the host, from one — and forwards everything else to the other interface
 // inside the kernel (devmap). When gaond's socket for an interface is gone (gaond stopped
 // or crashed: the kernel empties its XSKMAP slot), attached flows are forwarded too:
-// fail-open.
+// fail-open. So are they while gaond is alive but stalled: it renews a lease at every poll,
+// and a lease older than its bound sends attached flows around gaond (fail-safe).
 //
 // Maps (gaond fills them; one copy shared by both interfaces):
 //   gaon_ports  ifindex -> {role, peer slot}: which side a frame arrived on
@@ -14,8 +15,10 @@
 //               attached flows (ip 0: any)
 //   gaon_hints  the hint tables (include/gaon/steer_hints.h), memory-mapped by gaond:
 //               per table, one-byte counters of cached keys by slot, then "seen" bits
+//   gaon_lease  gaond's lease (include/gaon/lease.h), memory-mapped by gaond: attached
+//               flows go to gaond only while gaond keeps renewing it
 //   gaon_stats  per-CPU counters: steered, forwarded, fail_open, not_ours, kept_gets,
-//               kept_replies
+//               kept_replies, lease_expired
 //
 // Hints (memcached_get, for kvcache): on the wire, an ASCII `get KEY` alone in a UDP
 // datagram is steered only when KEY's slot counts a cached key or KEY was not seen since
@@ -31,6 +34,8 @@
 
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+#include "gaon/lease.h"
 
 struct gaon_port {
   __u32 role;  // 0: wire, 1: host
@@ -85,6 +90,25 @@ struct {
   __type(value, __u64);
 } gaon_hints SEC(".maps");
 
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(map_flags, BPF_F_MMAPABLE);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct gaon_lease);
+} gaon_lease SEC(".maps");
+
+// Is gaond's lease fresh (or is there no lease)?
+static __always_inline int lease_fresh(void) {
+  __u32 zero = 0;
+  struct gaon_lease* l = bpf_map_lookup_elem(&gaon_lease, &zero);
+  if (!l) return 0;
+  const __u64 bound = *(volatile __u64*)&l->bound_ns;
+  if (bound == 0) return 1;
+  const __u64 renewed = *(volatile __u64*)&l->renewed_ns;
+  return bpf_ktime_get_ns() - renewed <= bound;
+}
+
 enum {
   STAT_STEERED,
   STAT_FORWARDED,
@@ -92,6 +116,7 @@ enum {
   STAT_NOT_OURS,
   STAT_KEPT_GETS,
   STAT_KEPT_REPLIES,
+  STAT_LEASE_EXPIRED,
   STAT_N
 };
 
@@ -196,7 +221,9 @@ int gaon_steer(struct xdp_md* ctx) {
   void* end = (void*)(long)ctx->data_end;
   struct iphdr* ip = 0;
   const long flow = attached(data, end, port->role, &ip);
-  if (flow >= 0) {
+  if (flow >= 0 && !lease_fresh()) {
+    count(STAT_LEASE_EXPIRED);  // gaond stalled: around it, in the kernel
+  } else if (flow >= 0) {
     __u32 slot = port->role;
     if (flow > 0 && flow <= HINT_TABLES && ip) {
       if (slot == 0 && keep_get(ip, end, (__u32)flow - 1)) {

@@ -51,7 +51,9 @@ uint32_t Engine::poll(uint64_t now) {
   if (wire_ == nullptr || host_ == nullptr) return 0;
   std::array<Packet*, kBurst> burst;
   uint32_t total = 0;
-  if (uint32_t n = wire_->rx_burst(burst)) {
+  const uint32_t wire_n = wire_->rx_burst(burst);
+  if (wire_->gaps() + host_->gaps() != port_gaps_) gap(now);
+  if (uint32_t n = wire_n) {
     counters_.wire_rx.add(n);
     total += n;
     for (uint32_t i = 0; i < n; ++i) {
@@ -81,9 +83,10 @@ uint32_t Engine::poll(uint64_t now) {
 
 // Steers a burst: packets that are not flows of an instance go `pass`; the rest are grouped
 // by instance (in arrival order within each group) and handed to it.
-template <class Pass>
+// A datagram too large for a frame (Packet::oversize) of an instance's flow goes to `big`.
+template <class Pass, class Big>
 static uint32_t classify(std::span<Packet*> burst, const ParseOptions& opt, const FlowTable& flows,
-                         EngineCounters& c, Packet** matched, Pass&& pass) {
+                         EngineCounters& c, Packet** matched, Pass&& pass, Big&& big) {
   uint32_t m = 0;
   for (Packet* p : burst) {
     const ParseResult r = parse(*p, opt);
@@ -102,6 +105,10 @@ static uint32_t classify(std::span<Packet*> burst, const ParseOptions& opt, cons
     }
     p->instance = e->instance;
     p->flow_id = e->flow_id;
+    if (p->oversize != 0) {
+      big(p);
+      continue;
+    }
     matched[m++] = p;
   }
   return m;
@@ -128,8 +135,9 @@ static void for_each_group(Packet** pkts, uint32_t n, Fn&& fn) {
 
 void Engine::ingress(std::span<Packet*> burst, uint64_t now) {
   Packet* matched[kBurst];
-  const uint32_t m =
-      classify(burst, cfg_.parse, *flows_, counters_, matched, [this](Packet* p) { to_host(p); });
+  const uint32_t m = classify(
+      burst, cfg_.parse, *flows_, counters_, matched, [this](Packet* p) { to_host(p); },
+      [&](Packet* p) { oversize(p, Direction::ingress, now); });
   for_each_group(matched, m, [&](uint32_t id, std::span<Packet*> g) {
     Instance* inst = slots_[id].get();
     if (inst == nullptr) {  // cannot happen: flows go with their instance
@@ -143,8 +151,9 @@ void Engine::ingress(std::span<Packet*> burst, uint64_t now) {
 
 void Engine::egress(std::span<Packet*> burst, uint64_t now) {
   Packet* matched[kBurst];
-  const uint32_t m = classify(burst, cfg_.parse, *flows_, counters_, matched,
-                              [this](Packet* p) { to_wire(0, p, nullptr); });
+  const uint32_t m = classify(
+      burst, cfg_.parse, *flows_, counters_, matched, [this](Packet* p) { to_wire(0, p, nullptr); },
+      [&](Packet* p) { oversize(p, Direction::egress, now); });
   for_each_group(matched, m, [&](uint32_t id, std::span<Packet*> g) {
     Instance* inst = slots_[id].get();
     if (inst == nullptr) {
@@ -182,10 +191,12 @@ void Engine::run_instance(Instance& inst, std::span<Packet*> pkts, Direction dir
         break;
       case Verdict::drop:
         ic.dropped.add();
+        counters_.verdict_drops.add();
         pool_->free(p);
         break;
       default:
         ic.count(InstanceError::bad_verdict);
+        counters_.verdict_drops.add();
         pool_->free(p);
         break;
     }
@@ -193,9 +204,51 @@ void Engine::run_instance(Instance& inst, std::span<Packet*> pkts, Direction dir
   for (Packet* p : pkts) dispatch(p, own_cls);
   const size_t ne = ctx.emitted();
   ic.emitted.add(ne);
+  counters_.emitted.add(ne);
   for (size_t i = 0; i < ne; ++i) {
     emit_buf_[i]->dir = dir;
     dispatch(emit_buf_[i], inst.id_);
+  }
+}
+
+void Engine::gap(uint64_t now) {
+  port_gaps_ = wire_->gaps() + host_->gaps();
+  counters_.gaps.add();
+  for (auto& inst : slots_) {
+    if (!inst) continue;
+    Context ctx(inst->id_, inst->region_, inst->counters_, *pool_, {}, now);
+    ctx.set_hints(inst->hints_);
+    inst->kernel_->on_gap(ctx);
+  }
+}
+
+// The instance may only pass (whole, by the port) or drop a datagram it sees the head of.
+void Engine::oversize(Packet* p, Direction dir, uint64_t now) {
+  counters_.oversize.add();
+  Instance* inst = instance(p->instance);
+  const bool in = dir == Direction::ingress;
+  if (inst == nullptr) {
+    in ? to_host(p) : to_wire(0, p, nullptr);
+    return;
+  }
+  InstanceCounters& ic = inst->counters_;
+  (in ? ic.rx : ic.egress_rx).add();
+  Context ctx(inst->id_, inst->region_, ic, *pool_, {}, now);
+  ctx.set_hints(inst->hints_);
+  p->verdict = in ? Verdict::to_host : Verdict::to_wire;
+  if (inst->kernel_->on_oversize(ctx, *p, dir) == Verdict::drop) {
+    ic.dropped.add();
+    counters_.verdict_drops.add();
+    pool_->free(p);
+    return;
+  }
+  ic.oversize_passed.add();
+  if (in) {
+    ic.to_host.add();
+    to_host(p);
+  } else {
+    ic.to_wire.add();
+    to_wire(0, p, inst);
   }
 }
 
@@ -219,10 +272,12 @@ void Engine::flush_host() {
 
 void Engine::to_wire(uint32_t cls, Packet* p, Instance* inst) {
   if (arbiter_->enqueue(cls, p)) return;
-  if (inst != nullptr)
+  if (inst != nullptr) {
     inst->counters_.count(InstanceError::wire_queue_full);
-  else
+    counters_.class_drops.add();
+  } else {
     counters_.wire_drops.add();
+  }
   pool_->free(p);
 }
 
@@ -330,7 +385,7 @@ Result<std::unique_ptr<Instance>> Engine::remove_instance(uint32_t id) {
     std::vector<Packet*> queued(arbiter_->queue_depth());
     const uint32_t n = arbiter_->flush(id, queued);
     for (uint32_t i = 0; i < n; ++i) pool_->free(queued[i]);
-    counters_.wire_drops.add(n);
+    counters_.removal_drops.add(n);
     r = std::move(slots_[id]);
   });
   for (const FlowKey& k : gone) observer_->flow_removed(k);
@@ -412,6 +467,28 @@ nlohmann::json Engine::instance_stats(uint32_t id) {
   return j;
 }
 
+// Datapath thread (or inline), between polls: nothing is half-way.
+nlohmann::json Engine::conservation() const {
+  const auto& c = counters_;
+  const uint64_t in = c.wire_rx.get() + c.host_rx.get() + c.emitted.get();
+  const uint64_t out = c.wire_tx.get() + c.host_tx.get();
+  const uint64_t dropped = c.host_tx_drops.get() + c.wire_drops.get() + c.verdict_drops.get() +
+                           c.class_drops.get() + c.removal_drops.get();
+  const uint64_t queued = arbiter_->queued() + (wire_pending_n_ - wire_pending_off_) + host_n_;
+  return {
+      {"in",
+       {{"wire_rx", c.wire_rx.get()}, {"host_rx", c.host_rx.get()}, {"emitted", c.emitted.get()}}},
+      {"out", {{"wire_tx", c.wire_tx.get()}, {"host_tx", c.host_tx.get()}}},
+      {"dropped",
+       {{"host_port_full", c.host_tx_drops.get()},
+        {"host_class_queue_full", c.wire_drops.get()},
+        {"instance_queue_full", c.class_drops.get()},
+        {"verdict", c.verdict_drops.get()},
+        {"instance_removed", c.removal_drops.get()}}},
+      {"queued", queued},
+      {"balanced", in == out + dropped + queued}};
+}
+
 nlohmann::json Engine::stats() {
   nlohmann::json j;
   execute([&] {
@@ -423,7 +500,7 @@ nlohmann::json Engine::stats() {
           {{"port", wire_ ? wire_->name() : ""},
            {"rx", c.wire_rx.get()},
            {"tx", c.wire_tx.get()},
-           {"drops", c.wire_drops.get()}}},
+           {"drops", c.wire_drops.get() + c.removal_drops.get()}}},
          {"host",
           {{"port", host_ ? host_->name() : ""},
            {"rx", c.host_rx.get()},
@@ -432,6 +509,9 @@ nlohmann::json Engine::stats() {
          {"unmatched", c.unmatched.get()},
          {"not_parsed", parse},
          {"l4_csum_partial", c.csum_partial.get()},
+         {"oversize", c.oversize.get()},
+         {"gaps", c.gaps.get()},
+         {"conservation", conservation()},
          {"pool", {{"frames", pool_->capacity()}, {"free", pool_->available()}}},
          {"flows", flows_->size()},
          {"host_class", class_json(arbiter_->stats(0))}};

@@ -63,14 +63,23 @@ class Probe : public IKernel {
       if (p->hdr.payload_len && p->payload()[0] == 'x') p->verdict = Verdict::drop;
     }
   }
+  // The head of a datagram too large for a frame: 'd' drops it, anything else passes.
+  Verdict on_oversize(Context&, Packet& p, Direction) override {
+    ++oversize_;
+    return p.hdr.payload_len && p.payload()[0] == 'd' ? Verdict::drop : Verdict::to_wire;
+  }
+  void on_gap(Context&) override { ++gaps_; }
   Result<nlohmann::json> call(std::string_view op, std::span<const std::string> args) override {
-    if (op == "seen") return nlohmann::json{{"ingress", seen_[0]}, {"egress", seen_[1]}};
+    if (op == "seen")
+      return nlohmann::json{
+          {"ingress", seen_[0]}, {"egress", seen_[1]}, {"oversize", oversize_}, {"gaps", gaps_}};
     return nlohmann::json{args[0], args[1]};
   }
 
  private:
   uint64_t bytes_ = 0;
   uint64_t* seen_ = nullptr;
+  uint64_t oversize_ = 0, gaps_ = 0;
 };
 GAON_IKERNEL(Probe, "test-probe", "test ikernel: verdict by first payload byte");
 
@@ -108,6 +117,9 @@ class EngineTest : public ::testing::Test {
     // Every frame is back in the pool: nothing leaked, nothing freed twice.
     if (engine_) {
       EXPECT_EQ(engine_->pool().available(), engine_->pool().capacity());
+      // And every frame is accounted for.
+      const auto c = engine_->stats()["conservation"];
+      EXPECT_TRUE(c["balanced"].get<bool>()) << c.dump();
     }
   }
   uint32_t create(const std::string& type, std::vector<std::string> params = {},
@@ -258,6 +270,68 @@ TEST_F(EngineTest, VerdictsDropWireHostAndEmit) {
   EXPECT_EQ(counter(id, "emitted"), 1u);
   EXPECT_EQ(counter(id, "to_wire"), 2u);
   EXPECT_EQ(counter(id, "to_host"), 2u);
+}
+
+// A frame that holds only the head of a larger datagram (Packet::oversize) is never given
+// to process(): the instance sees it in on_oversize and may pass it (to its destination,
+// whatever verdict it asks for) or drop it; both are counted.
+TEST_F(EngineTest, TheHeadOfADatagramTooLargeForAFrameIsPassedOrDroppedNeverProcessed) {
+  const uint32_t id = create("test-probe");
+  attach(id, "udp:10.0.0.2:5000");
+  const Bytes w = test::build_frame(to_port(5000, "wire, were it processed"));
+  const Bytes d = test::build_frame(to_port(5000, "drop"));
+  const Bytes other = test::build_frame(to_port(5001, "not attached"));
+  for (const Bytes* f : {&w, &d, &other}) {
+    Packet* p = test::make_packet(engine_->pool(), *f);
+    ASSERT_NE(p, nullptr);
+    p->oversize = 7;
+    p->oversize_len = 9000;
+    ASSERT_EQ(wire_.inject({&p, 1}), 1u);
+  }
+  poll_until_idle();
+  EXPECT_EQ(collect(host_), (std::vector<Bytes>{w, other}));
+  EXPECT_TRUE(collect(wire_).empty());
+  auto seen = engine_->call(id, "seen", {});
+  ASSERT_TRUE(seen) << seen.error();
+  EXPECT_EQ((*seen)["ingress"], 0);  // process() saw none of them
+  EXPECT_EQ((*seen)["oversize"], 2);
+  EXPECT_EQ(counter(id, "oversize_passed"), 1u);
+  EXPECT_EQ(counter(id, "dropped"), 1u);
+  EXPECT_EQ(engine_->stats()["oversize"], 2);  // the unattached one passed without a look
+}
+
+// A port that reports gaps (Port::gaps): each new one reaches every instance once, before
+// the frames received in the same poll.
+class GappyPort final : public Port {
+ public:
+  explicit GappyPort(MemPort& inner) : inner_(inner) {}
+  uint32_t rx_burst(std::span<Packet*> out) override { return inner_.rx_burst(out); }
+  uint32_t tx_burst(std::span<Packet*> pkts) override { return inner_.tx_burst(pkts); }
+  std::string name() const override { return "gappy"; }
+  nlohmann::json stats() const override { return inner_.stats(); }
+  uint64_t gaps() const override { return gaps_; }
+  uint64_t gaps_ = 0;
+
+ private:
+  MemPort& inner_;
+};
+
+TEST_F(EngineTest, AGapAPortReportsReachesEveryInstanceOnce) {
+  GappyPort gappy(wire_);
+  engine_->set_ports(&gappy, &host_);
+  const uint32_t a = create("test-probe"), b = create("test-probe");
+  auto gaps = [&](uint32_t id) { return (*engine_->call(id, "seen", {}))["gaps"].get<int>(); };
+  poll_until_idle();
+  EXPECT_EQ(gaps(a), 0);
+  gappy.gaps_ = 2;  // two lapses since the last poll: one call
+  poll_until_idle();
+  EXPECT_EQ(gaps(a), 1);
+  EXPECT_EQ(gaps(b), 1);
+  EXPECT_EQ(engine_->stats()["gaps"], 1);
+  ++gappy.gaps_;
+  poll_until_idle();
+  EXPECT_EQ(gaps(b), 2);
+  engine_->set_ports(&wire_, &host_);
 }
 
 TEST_F(EngineTest, EgressHookSeesTheApplicationsReplies) {

@@ -45,6 +45,7 @@ nlohmann::json InstanceCounters::to_json() const {
           {"to_host", to_host.get()},
           {"dropped", dropped.get()},
           {"emitted", emitted.get()},
+          {"oversize_passed", oversize_passed.get()},
           {"errors", errs}};
 }
 

@@ -17,6 +17,8 @@
 
 #include <fmt/core.h>
 
+#include "netdev.h"
+
 namespace gaon::afpacket {
 
 Result<std::string> parse_spec(std::string_view text) {
@@ -39,6 +41,9 @@ Result<std::unique_ptr<AfPacketPort>> AfPacketPort::open(const std::string& ifna
   p->ifindex_ = int(if_nametoindex(ifname.c_str()));
   if (p->ifindex_ == 0)
     return make_error("{}: no such interface ({})", ifname, std::strerror(errno));
+  // A frame larger than a buffer would be cut (and dropped): refuse what could bring one.
+  if (auto fit = netdev::check_frames_fit(ifname, true, "an AF_PACKET frame"); !fit)
+    return Error{fit.error()};
   // A bridge port would have every frame forwarded twice: by the bridge and by gaond.
   if (access(fmt::format("/sys/class/net/{}/master", ifname).c_str(), F_OK) == 0)
     return make_error(
@@ -179,7 +184,9 @@ nlohmann::json AfPacketPort::stats() const {
           {"tx_calls", tx_calls_},
           {"rx_truncated", rx_truncated_},
           {"rx_pool_empty", pool_empty_},
-          {"tx_errors", tx_errors_}};
+          {"tx_errors", tx_errors_},
+          {"rx_dropped", {{"truncated", rx_truncated_}, {"pool_empty", pool_empty_}}},
+          {"tx_dropped", {{"send_errors", tx_errors_}}}};
 }
 
 }  // namespace gaon::afpacket

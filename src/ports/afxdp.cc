@@ -16,6 +16,7 @@
 #include <bpf/libbpf.h>
 #include <xdp/xsk.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -25,7 +26,11 @@
 
 #include <fmt/core.h>
 
+#include "gaon/clock.h"
+#include "gaon/counters.h"
+#include "gaon/lease.h"
 #include "gaon/net.h"
+#include "netdev.h"
 
 // The steering program's object file, embedded at build time (CMake: steer_bpf_obj.cc).
 extern const unsigned char gaon_steer_bpf_obj[];
@@ -79,9 +84,9 @@ struct BpfPort {
   uint32_t role;
   uint32_t peer;
 };
-constexpr uint32_t kStats = 6;
-const char* const kStatNames[kStats] = {"steered",  "forwarded", "fail_open",
-                                        "not_ours", "kept_gets", "kept_replies"};
+constexpr uint32_t kStats = 7;
+const char* const kStatNames[kStats] = {"steered",   "forwarded",    "fail_open",    "not_ours",
+                                        "kept_gets", "kept_replies", "lease_expired"};
 constexpr uint32_t kHintTables = 16;  // HINT_TABLES in steer.bpf.c
 
 static_assert(sizeof(BpfFlow) == sizeof(uint64_t));
@@ -121,6 +126,11 @@ struct Bump::Impl {
   size_t hints_bytes = 0;
   std::vector<std::unique_ptr<SteerHints>> tables;  // by table; null: free
   std::map<uint32_t, uint32_t> table_of;            // instance -> table
+  // The lease (gaon/lease.h): the program's gaon_lease map, mapped into gaond.
+  gaon_lease* lease = nullptr;
+  size_t lease_bytes = 0;
+  uint64_t lease_ns = 0, renewed_ns = 0;
+  Counter lapses;  // renewals that found the lease expired: traffic went around
 };
 
 struct XskPort::Rings {
@@ -181,7 +191,19 @@ void XskPort::kick_tx() {
   }
 }
 
+void Bump::renew_lease() {
+  Impl& im = *impl_;
+  if (im.lease == nullptr || im.lease_ns == 0) return;
+  const uint64_t now = mono_ns();
+  if (now - im.renewed_ns > im.lease_ns) im.lapses.add();
+  im.renewed_ns = now;
+  std::atomic_ref<__u64>(im.lease->renewed_ns).store(now, std::memory_order_release);
+}
+
+uint64_t XskPort::gaps() const { return this == bump_.wire_.get() ? bump_.impl_->lapses.get() : 0; }
+
 uint32_t XskPort::rx_burst(std::span<Packet*> out) {
+  if (this == bump_.wire_.get()) bump_.renew_lease();  // every poll starts here
   complete();
   kick_tx();  // transmits still outstanding go on even when nothing else happens
   refill();
@@ -224,13 +246,23 @@ uint32_t XskPort::tx_burst(std::span<Packet*> pkts) {
 }
 
 nlohmann::json XskPort::stats() const {
+  // What the kernel dropped before gaond saw it, and what it refused to send.
+  xdp_statistics xs{};
+  socklen_t len = sizeof(xs);
+  if (getsockopt(fd(), SOL_XDP, XDP_STATISTICS, &xs, &len) != 0) xs = {};
   return {{"rx", rx_},
           {"tx", tx_},
           {"rx_kicks", rx_kicks_},
           {"tx_kicks", tx_kicks_},
           {"fill_short", fill_short_},
           {"tx_ring_full", tx_full_},
-          {"tx_outstanding", outstanding_}};
+          {"tx_outstanding", outstanding_},
+          {"rx_dropped",
+           {{"ring_full", xs.rx_ring_full},
+            {"pool_empty", xs.rx_fill_ring_empty_descs},
+            {"kernel", xs.rx_dropped}}},
+          {"tx_dropped", nlohmann::json::object()},  // the ring takes what it has room for
+          {"tx_invalid", xs.tx_invalid_descs}};      // sent, then refused by the kernel
 }
 
 // ---------------------------------------------------------------- Bump
@@ -244,6 +276,7 @@ Bump::~Bump() {
   host_.reset();
   if (impl_->umem) xsk_umem__delete(impl_->umem);
   if (impl_->hints_mem) munmap(impl_->hints_mem, impl_->hints_bytes);
+  if (impl_->lease) munmap(impl_->lease, impl_->lease_bytes);
   if (impl_->obj) bpf_object__close(impl_->obj);
 }
 
@@ -281,11 +314,24 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
   im.flows_fd = map_fd("gaon_flows");
   im.stats_fd = map_fd("gaon_stats");
   im.hints_fd = map_fd("gaon_hints");
+  const int lease_fd = map_fd(GAON_LEASE_MAP);
   bpf_program* prog = bpf_object__find_program_by_name(im.obj, "gaon_steer");
   im.prog_fd = prog ? bpf_program__fd(prog) : -1;
   if (im.prog_fd < 0 || im.ports_fd < 0 || im.xsks_fd < 0 || im.peers_fd < 0 || im.flows_fd < 0 ||
-      im.stats_fd < 0 || im.hints_fd < 0)
+      im.stats_fd < 0 || im.hints_fd < 0 || lease_fd < 0)
     return make_error("the XDP program's object lacks its program or maps");
+  if (const bpf_map* m = bpf_object__find_map_by_name(im.obj, GAON_LEASE_MAP);
+      bpf_map__value_size(m) != sizeof(gaon_lease) || bpf_map__max_entries(m) != 1)
+    return make_error("the XDP program's map {}: value of {} bytes, {} expected", GAON_LEASE_MAP,
+                      bpf_map__value_size(m), sizeof(gaon_lease));
+  im.lease_bytes = size_t(sysconf(_SC_PAGESIZE));
+  void* lm = mmap(nullptr, im.lease_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, lease_fd, 0);
+  if (lm == MAP_FAILED) return make_error("mapping the XDP lease: {}", std::strerror(errno));
+  im.lease = static_cast<gaon_lease*>(lm);
+  im.lease_ns = opt.lease_ns;
+  im.renewed_ns = mono_ns();
+  im.lease->renewed_ns = im.renewed_ns;  // fresh before the program is attached
+  im.lease->bound_ns = opt.lease_ns;
   im.hints_bytes = size_t(kHintTables) * SteerHints::kBytes;
   void* hm = mmap(nullptr, im.hints_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, im.hints_fd, 0);
   if (hm == MAP_FAILED) return make_error("mapping the XDP hint tables: {}", std::strerror(errno));
@@ -314,6 +360,10 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
   // sockets send (native XDP on veth copies each such frame into a page first; measured in
   // docs/benchmarks.md: unattached traffic 0-1 % dearer than the kernel's own path in
   // generic mode, 3-15 % in native).
+  // Frames that do not fit a buffer would be lost between the program and gaond.
+  for (const Spec* sp : specs)
+    if (auto fit = netdev::check_frames_fit(sp->ifname, false, "an AF_XDP frame"); !fit)
+      return Error{fit.error()};
   const bool veths = driver_of(wire.ifname) == "veth" && driver_of(host.ifname) == "veth";
   const bool want_generic = opt.xdp_mode == "generic" || (opt.xdp_mode == "auto" && veths);
   int native_err = 0;
@@ -327,6 +377,12 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
       return make_error("attaching the XDP program to {} and {}: {}{}", wire.ifname, host.ifname,
                         native_err ? fmt::format("{} (native), ", std::strerror(-native_err)) : "",
                         fmt::format("{} (generic)", std::strerror(-e2)));
+    // Generic XDP runs after GRO: merged frames would not fit either.
+    for (const Spec* sp : specs)
+      if (auto fit = netdev::check_frames_fit(sp->ifname, true, "an AF_XDP frame"); !fit) {
+        for (int i = 0; i < 2; ++i) bpf_xdp_detach(im.ifindex[i], XDP_FLAGS_SKB_MODE, nullptr);
+        return make_error("{} (generic XDP sees frames after GRO)", fit.error());
+      }
   }
   // One UMEM over the whole pool, shared by both sockets.
   xsk_umem_config uc{};
@@ -458,6 +514,8 @@ nlohmann::json Bump::stats() const {
   }
   nlohmann::json j = {{"afxdp_mode", impl_->zerocopy ? "zero-copy" : "copy"},
                       {"xdp_mode", impl_->generic ? "generic" : "native"},
+                      {"lease_ms", impl_->lease_ns / 1e6},
+                      {"lease_lapses", impl_->lapses.get()},
                       {"steered_flows", steered},
                       {"hint_tables", tables}};
   const int cpus = libbpf_num_possible_cpus();

@@ -2,8 +2,10 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/sock_diag.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -94,31 +96,116 @@ static bool udp_target(Packet& p, sockaddr_in& to, sockaddr_in* from = nullptr) 
   return true;
 }
 
+// Why a frame the engine sends cannot go out as a datagram.
+enum class Unsent { none, not_udp, tail_lost };
+
+// The iovecs of the datagram a frame carries: its payload, then the tail kept for an
+// oversize one. `to` (and `from`) as for udp_target.
+static Unsent datagram_of(Packet& p, OversizeStore* big, iovec (&iov)[2], size_t& niov,
+                          sockaddr_in& to, sockaddr_in* from = nullptr) {
+  if (!udp_target(p, to, from)) return Unsent::not_udp;
+  iov[0] = {p.payload(), p.hdr.payload_len};
+  niov = 1;
+  if (p.oversize == 0) return Unsent::none;
+  const std::span<const uint8_t> tail = big ? big->tail(p.oversize) : std::span<const uint8_t>{};
+  if (tail.empty()) return Unsent::tail_lost;
+  iov[1] = {const_cast<uint8_t*>(tail.data()), tail.size()};
+  niov = 2;
+  return Unsent::none;
+}
+
+// Datagrams the kernel dropped because the socket's receive buffer was full (gaond did
+// not read fast enough, or the pool had no frames to read them into).
+static uint64_t socket_drops(int fd) {
+  uint32_t mem[SK_MEMINFO_VARS] = {};
+  socklen_t len = sizeof(mem);
+  if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0 || len <= SK_MEMINFO_DROPS * 4)
+    return 0;
+  return mem[SK_MEMINFO_DROPS];
+}
+
+// ---------------------------------------------------------------- OversizeStore
+
+Result<std::unique_ptr<OversizeStore>> OversizeStore::create(uint32_t slots) {
+  if (slots < 1 || slots > 256) return make_error("oversize store: 1..256 slots, not {}", slots);
+  std::unique_ptr<OversizeStore> s(new OversizeStore());
+  s->bytes_ = size_t(kBurst + slots) * kMaxDatagram;
+  void* m = mmap(nullptr, s->bytes_, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) return make_error("oversize store: mmap: {}", std::strerror(errno));
+  s->base_ = static_cast<uint8_t*>(m);
+  s->scratch_.resize(kBurst);
+  for (uint32_t i = 0; i < kBurst; ++i) s->scratch_[i] = i;
+  s->ring_.resize(slots);
+  for (uint32_t i = 0; i < slots; ++i) s->ring_[i].buf = uint32_t(kBurst) + i;
+  return s;
+}
+
+OversizeStore::~OversizeStore() {
+  if (base_ != nullptr) munmap(base_, bytes_);
+}
+
+uint32_t OversizeStore::keep(uint32_t i, uint32_t len) {
+  const uint32_t s = next_;
+  next_ = (next_ + 1) % uint32_t(ring_.size());
+  Slot& slot = ring_[s];
+  std::swap(slot.buf, scratch_[i]);
+  gen_ = (gen_ + 1) & 0xffffff;
+  if (gen_ == 0) gen_ = 1;
+  slot.gen = gen_;
+  slot.len = len;
+  ++kept_;
+  return gen_ << 8 | s;
+}
+
+std::span<const uint8_t> OversizeStore::tail(uint32_t ticket) const {
+  const uint32_t s = ticket & 0xff;
+  if (s >= ring_.size() || ring_[s].gen != ticket >> 8) return {};
+  return {buf(ring_[s].buf), ring_[s].len};
+}
+
+// ---------------------------------------------------------------- receive and send
+
+// What a sidecar port counts of datagrams larger than a frame.
+struct OversizeCounts {
+  uint64_t& rx;      // received (kept under a ticket)
+  uint64_t& passed;  // sent whole
+  uint64_t& lost;    // dropped: the tail was overwritten before the frame went out
+};
+
 // Receives up to `want` datagrams from `fd` straight into fresh pool frames, behind room
-// for the synthesized headers. Returns how many; their payload lengths go to `len` and,
-// when `from` is given, their sources to `from`. Truncated datagrams (larger than a
-// frame) are freed and counted. `drained` tells whether the socket had fewer than asked.
-static uint32_t recv_frames(int fd, BufferPool& pool, Packet** out, uint32_t want,
-                            sockaddr_in* from, uint32_t* len, uint64_t& truncated, bool& drained,
-                            uint64_t& calls) {
+// for the synthesized headers. Returns how many; their payload lengths (what is in the
+// frame) go to `len` and, when `from` is given, their sources to `from`. With `big`, what
+// does not fit a frame is kept there (Packet::oversize); without, such datagrams are
+// freed and counted as truncated. `drained` tells whether the socket had fewer than asked;
+// `refused` counts ICMP port unreachable reported on a connected socket.
+static uint32_t recv_frames(int fd, BufferPool& pool, OversizeStore* big, Packet** out,
+                            uint32_t want, sockaddr_in* from, uint32_t* len, uint64_t& truncated,
+                            uint64_t& oversize, uint64_t& refused, bool& drained, uint64_t& calls) {
+  constexpr uint32_t kHead = kMaxData - kSynthHeaders;
   mmsghdr msgs[kBurst];
-  iovec iov[kBurst];
+  iovec iov[kBurst][2];
   want = std::min<uint32_t>(want, kBurst);
   drained = false;
   if (want == 0 || pool.available() < want) return 0;
   for (uint32_t i = 0; i < want; ++i) {
     out[i] = pool.alloc();
-    iov[i] = {out[i]->data() + kSynthHeaders, kMaxData - kSynthHeaders};
+    iov[i][0] = {out[i]->data() + kSynthHeaders, kHead};
+    if (big) {
+      const std::span<uint8_t> rest = big->scratch(i);
+      iov[i][1] = {rest.data(), OversizeStore::kMaxDatagram - kHead};
+    }
     msgs[i].msg_hdr = {};
     if (from) {
       msgs[i].msg_hdr.msg_name = &from[i];
       msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
     }
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_iov = iov[i];
+    msgs[i].msg_hdr.msg_iovlen = big ? 2 : 1;
   }
   const int n = recvmmsg(fd, msgs, want, MSG_DONTWAIT, nullptr);
   ++calls;
+  if (n < 0 && errno == ECONNREFUSED) ++refused;  // a connected socket's peer is gone
   const uint32_t got = n > 0 ? uint32_t(n) : 0;
   drained = got < want;
   uint32_t kept = 0;
@@ -129,7 +216,12 @@ static uint32_t recv_frames(int fd, BufferPool& pool, Packet** out, uint32_t wan
       continue;
     }
     if (from) from[kept] = from[i];
-    len[kept] = msgs[i].msg_len;
+    len[kept] = std::min(msgs[i].msg_len, kHead);
+    if (msgs[i].msg_len > kHead) {
+      out[i]->oversize = big->keep(i, msgs[i].msg_len - kHead);
+      out[i]->oversize_len = msgs[i].msg_len;
+      ++oversize;
+    }
     out[kept++] = out[i];
   }
   for (uint32_t i = got; i < want; ++i) pool.free(out[i]);
@@ -138,12 +230,13 @@ static uint32_t recv_frames(int fd, BufferPool& pool, Packet** out, uint32_t wan
 
 // ---------------------------------------------------------------- ServicePort
 
-Result<std::unique_ptr<ServicePort>> ServicePort::open(const sockaddr_in& listen,
-                                                       BufferPool& pool) {
+Result<std::unique_ptr<ServicePort>> ServicePort::open(const sockaddr_in& listen, BufferPool& pool,
+                                                       OversizeStore* big) {
   auto fd = udp_socket();
   if (!fd) return Error{fd.error()};
   std::unique_ptr<ServicePort> port(new ServicePort(pool));
   port->fd_ = *fd;
+  port->big_ = big;
   port->addr_ = listen;
   if (bind(*fd, reinterpret_cast<const sockaddr*>(&listen), sizeof(listen)) != 0)
     return make_error("{}: {}", to_string(listen),
@@ -164,7 +257,15 @@ nlohmann::json ServicePort::stats() const {
           {"tx_calls", tx_calls_},
           {"truncated", truncated_},
           {"unsendable", unsendable_},
-          {"send_errors", send_errors_}};
+          {"send_errors", send_errors_},
+          {"oversize_rx", oversize_rx_},
+          {"oversize_passed", oversize_passed_},
+          {"oversize_lost", oversize_lost_},
+          {"rx_dropped", {{"truncated", truncated_}, {"socket_full", socket_drops(fd_)}}},
+          {"tx_dropped",
+           {{"unsendable", unsendable_},
+            {"send_errors", send_errors_},
+            {"oversize_lost", oversize_lost_}}}};
 }
 
 uint32_t ServicePort::rx_burst(std::span<Packet*> out) {
@@ -175,8 +276,8 @@ uint32_t ServicePort::rx_burst(std::span<Packet*> out) {
   }
   sockaddr_in from[kBurst];
   uint32_t len[kBurst];
-  const uint32_t n = recv_frames(fd_, pool_, out.data(), uint32_t(out.size()), from, len,
-                                 truncated_, drained_, rx_calls_);
+  const uint32_t n = recv_frames(fd_, pool_, big_, out.data(), uint32_t(out.size()), from, len,
+                                 truncated_, oversize_rx_, refused_, drained_, rx_calls_);
   for (uint32_t i = 0; i < n; ++i) frame_datagram(*out[i], from[i], addr_, len[i]);
   rx_ += n;
   return n;
@@ -184,7 +285,7 @@ uint32_t ServicePort::rx_burst(std::span<Packet*> out) {
 
 uint32_t ServicePort::tx_burst(std::span<Packet*> pkts) {
   mmsghdr msgs[kBurst];
-  iovec iov[kBurst];
+  iovec iov[kBurst][2];
   sockaddr_in to[kBurst];
   uint32_t taken = 0;
   while (taken < pkts.size()) {
@@ -192,22 +293,20 @@ uint32_t ServicePort::tx_burst(std::span<Packet*> pkts) {
     uint32_t n = 0, first = taken;
     for (uint32_t i = taken; i < pkts.size() && n < kBurst; ++i) {
       Packet* p = pkts[i];
-      if (!udp_target(*p, to[n])) {
-        ++unsendable_;
-        if (i == first) {  // only at the front: the caller keeps an unbroken tail
-          pool_.free(p);
-          ++first;
-          ++taken;
-          continue;
-        }
-        break;
+      size_t niov = 0;
+      if (const Unsent why = datagram_of(*p, big_, iov[n], niov, to[n]); why != Unsent::none) {
+        if (i != first) break;  // only at the front: the caller keeps an unbroken tail
+        ++(why == Unsent::tail_lost ? oversize_lost_ : unsendable_);
+        pool_.free(p);
+        ++first;
+        ++taken;
+        continue;
       }
-      iov[n] = {p->payload(), p->hdr.payload_len};
       msgs[n].msg_hdr = {};
       msgs[n].msg_hdr.msg_name = &to[n];
       msgs[n].msg_hdr.msg_namelen = sizeof(to[n]);
-      msgs[n].msg_hdr.msg_iov = &iov[n];
-      msgs[n].msg_hdr.msg_iovlen = 1;
+      msgs[n].msg_hdr.msg_iov = iov[n];
+      msgs[n].msg_hdr.msg_iovlen = niov;
       ++n;
     }
     if (n == 0) continue;
@@ -220,7 +319,10 @@ uint32_t ServicePort::tx_burst(std::span<Packet*> pkts) {
       taken = first + 1;
       continue;
     }
-    for (int i = 0; i < sent; ++i) pool_.free(pkts[first + uint32_t(i)]);
+    for (int i = 0; i < sent; ++i) {
+      oversize_passed_ += pkts[first + uint32_t(i)]->oversize != 0;
+      pool_.free(pkts[first + uint32_t(i)]);
+    }
     tx_ += uint32_t(sent);
     taken = first + uint32_t(sent);
     if (uint32_t(sent) < n) break;
@@ -250,6 +352,8 @@ AppPort::~AppPort() {
 std::string AppPort::name() const { return to_string(app_); }
 
 nlohmann::json AppPort::stats() const {
+  uint64_t full = closed_drops_;  // NAT sockets: the open ones and those closed since
+  for (const auto& [k, e] : nat_) full += socket_drops(e.fd);
   return {{"rx", rx_},
           {"tx", tx_},
           {"rx_calls", rx_calls_},
@@ -261,7 +365,16 @@ nlohmann::json AppPort::stats() const {
           {"nat_evicted", evicted_},
           {"truncated", truncated_},
           {"unsendable", unsendable_},
-          {"send_errors", send_errors_}};
+          {"send_errors", send_errors_},
+          {"oversize_rx", oversize_rx_},
+          {"oversize_passed", oversize_passed_},
+          {"oversize_lost", oversize_lost_},
+          {"refused", refused_},
+          {"rx_dropped", {{"truncated", truncated_}, {"socket_full", full}}},
+          {"tx_dropped",
+           {{"unsendable", unsendable_},
+            {"send_errors", send_errors_},
+            {"oversize_lost", oversize_lost_}}}};
 }
 
 static uint64_t client_key(const sockaddr_in& c) {
@@ -272,6 +385,7 @@ void AppPort::close_entry(uint64_t key) {
   auto it = nat_.find(key);
   if (it == nat_.end()) return;
   epoll_ctl(ep_, EPOLL_CTL_DEL, it->second.fd, nullptr);
+  closed_drops_ += socket_drops(it->second.fd);
   close(it->second.fd);
   lru_.erase(it->second.lru);
   nat_.erase(it);
@@ -311,14 +425,16 @@ AppPort::Nat* AppPort::nat_for(const sockaddr_in& client, uint64_t now) {
 uint32_t AppPort::tx_burst(std::span<Packet*> pkts) {
   const uint64_t now = Engine::now_ns();
   mmsghdr msgs[kBurst];
-  iovec iov[kBurst];
+  iovec iov[kBurst][2];
   uint32_t taken = 0;
   while (taken < pkts.size()) {
     // A run of frames from the same client goes out with one sendmmsg on its socket.
     sockaddr_in to, from;
     Packet* p = pkts[taken];
-    if (!udp_target(*p, to, &from)) {
-      ++unsendable_;
+    size_t niov = 0;
+    if (const Unsent why = datagram_of(*p, opt_.oversize, iov[0], niov, to, &from);
+        why != Unsent::none) {
+      ++(why == Unsent::tail_lost ? oversize_lost_ : unsendable_);
       pool_.free(p);
       ++taken;
       continue;
@@ -333,12 +449,13 @@ uint32_t AppPort::tx_burst(std::span<Packet*> pkts) {
     uint32_t n = 0;
     for (uint32_t i = taken; i < pkts.size() && n < kBurst; ++i) {
       sockaddr_in t2, f2;
-      if (i > taken && (!udp_target(*pkts[i], t2, &f2) || client_key(f2) != client_key(from)))
+      if (i > taken &&
+          (datagram_of(*pkts[i], opt_.oversize, iov[n], niov, t2, &f2) != Unsent::none ||
+           client_key(f2) != client_key(from)))
         break;
-      iov[n] = {pkts[i]->payload(), pkts[i]->hdr.payload_len};
       msgs[n].msg_hdr = {};
-      msgs[n].msg_hdr.msg_iov = &iov[n];
-      msgs[n].msg_hdr.msg_iovlen = 1;
+      msgs[n].msg_hdr.msg_iov = iov[n];
+      msgs[n].msg_hdr.msg_iovlen = niov;
       ++n;
     }
     const int sent = sendmmsg(e->fd, msgs, n, MSG_DONTWAIT);
@@ -346,11 +463,15 @@ uint32_t AppPort::tx_burst(std::span<Packet*> pkts) {
     if (sent < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) break;
       ++send_errors_;  // e.g. ECONNREFUSED: the application is not listening
+      refused_ += errno == ECONNREFUSED;
       pool_.free(pkts[taken]);
       ++taken;
       continue;
     }
-    for (int i = 0; i < sent; ++i) pool_.free(pkts[taken + uint32_t(i)]);
+    for (int i = 0; i < sent; ++i) {
+      oversize_passed_ += pkts[taken + uint32_t(i)]->oversize != 0;
+      pool_.free(pkts[taken + uint32_t(i)]);
+    }
     tx_ += uint32_t(sent);
     taken += uint32_t(sent);
     if (uint32_t(sent) < n) break;
@@ -380,8 +501,9 @@ uint32_t AppPort::rx_burst(std::span<Packet*> out) {
     Nat& e = it->second;
     uint32_t len[kBurst];
     bool empty = false;
-    const uint32_t n = recv_frames(e.fd, pool_, out.data() + got, uint32_t(out.size() - got),
-                                   nullptr, len, truncated_, empty, rx_calls_);
+    const uint32_t n =
+        recv_frames(e.fd, pool_, opt_.oversize, out.data() + got, uint32_t(out.size() - got),
+                    nullptr, len, truncated_, oversize_rx_, refused_, empty, rx_calls_);
     drained_ = drained_ && empty;
     for (uint32_t i = 0; i < n; ++i) frame_datagram(*out[got + i], service_, e.client, len[i]);
     got += n;
@@ -508,6 +630,12 @@ uint32_t PortGroup::tx_burst(std::span<Packet*> pkts) {
   return taken;
 }
 
+uint64_t PortGroup::gaps() const {
+  uint64_t n = 0;
+  for (const Port* m : members_) n += m->gaps();
+  return n;
+}
+
 nlohmann::json PortGroup::stats() const {
   nlohmann::json members = nlohmann::json::array();
   for (const Port* m : members_) {
@@ -515,7 +643,21 @@ nlohmann::json PortGroup::stats() const {
     j["name"] = m->name();
     members.push_back(j);
   }
-  return {{"members", members}, {"unroutable", unroutable_}};
+  // The members' drops added up, with this group's own.
+  nlohmann::json rx_dropped = nlohmann::json::object(), tx_dropped = {{"unroutable", unroutable_}};
+  uint64_t rx = 0, tx = 0;
+  for (const auto& m : members) {
+    rx += m.value("rx", uint64_t{0});
+    tx += m.value("tx", uint64_t{0});
+    const nlohmann::json mr = m.value("rx_dropped", nlohmann::json::object()),
+                         mt = m.value("tx_dropped", nlohmann::json::object());
+    for (const auto& [k, v] : mr.items())
+      rx_dropped[k] = rx_dropped.value(k, uint64_t{0}) + v.get<uint64_t>();
+    for (const auto& [k, v] : mt.items())
+      tx_dropped[k] = tx_dropped.value(k, uint64_t{0}) + v.get<uint64_t>();
+  }
+  return {{"members", members}, {"unroutable", unroutable_}, {"rx", rx},
+          {"tx", tx},           {"rx_dropped", rx_dropped},  {"tx_dropped", tx_dropped}};
 }
 
 void AppPort::sweep(uint64_t now_ns) {

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <string>
 #include <thread>
@@ -322,6 +323,38 @@ TEST_F(SidecarPort, WakeEndsAWaitEarly) {
   const uint64_t calls = wire_->stats()["rx_calls"];
   EXPECT_EQ(wire_->rx_burst(buf), 0u);  // a wake-up is not traffic: no receive syscall
   EXPECT_EQ(wire_->stats()["rx_calls"], calls);
+}
+
+}  // namespace
+}  // namespace gaon::sidecar
+
+namespace gaon::sidecar {
+namespace {
+
+// The store trades buffers, never copies, and a ticket whose slot was reused since is lost,
+// never someone else's bytes.
+TEST(OversizeStore, KeepsTailsUnderTicketsAndLosesOnlyOverwrittenOnes) {
+  auto s = OversizeStore::create(4);
+  ASSERT_TRUE(s) << s.error();
+  EXPECT_FALSE(OversizeStore::create(0));
+  EXPECT_FALSE(OversizeStore::create(257));
+  std::vector<uint32_t> tickets;
+  for (uint32_t i = 0; i < 6; ++i) {
+    const std::span<uint8_t> scratch = (*s)->scratch(i % 2);
+    std::memset(scratch.data(), 'a' + int(i), 3000);
+    tickets.push_back((*s)->keep(i % 2, 3000 - i));
+    EXPECT_NE(tickets.back(), 0u);
+  }
+  // 4 slots: the first two were overwritten by the 5th and 6th.
+  EXPECT_TRUE((*s)->tail(tickets[0]).empty());
+  EXPECT_TRUE((*s)->tail(tickets[1]).empty());
+  for (uint32_t i = 2; i < 6; ++i) {
+    const auto t = (*s)->tail(tickets[i]);
+    ASSERT_EQ(t.size(), 3000 - i);
+    EXPECT_EQ(t[0], 'a' + int(i));
+    EXPECT_EQ(t[t.size() - 1], 'a' + int(i));
+  }
+  EXPECT_EQ((*s)->kept(), 6u);
 }
 
 }  // namespace

@@ -48,8 +48,9 @@ uint64_t source_of(const Packet& p) {
 
 std::string_view Auth::reason_name(Reason r) {
   static constexpr std::string_view names[reasons_] = {
-      "not_udp",    "no_key",        "unsigned",   "malformed", "not_request",   "several_tokens",
-      "bad_header", "bad_signature", "bad_claims", "expired",   "not_yet_valid", "rate_limited"};
+      "not_udp",        "no_key",       "unsigned",      "malformed",  "not_request",
+      "several_tokens", "bad_header",   "bad_signature", "bad_claims", "expired",
+      "not_yet_valid",  "rate_limited", "too_large"};
   return r < reasons_ ? names[r] : "?";
 }
 

@@ -41,7 +41,8 @@
 // Counters (stats): passed, empty_passed, previous_key_used, rotations, and dropped by
 // reason: not_udp, no_key, unsigned (no token: trailer too short, no option), malformed
 // (CoAP or JWT form), not_request, several_tokens, bad_header (alg not HS256, "crit"),
-// bad_signature, bad_claims, expired, not_yet_valid, rate_limited.
+// bad_signature, bad_claims, expired, not_yet_valid, rate_limited, too_large (a datagram
+// larger than a frame: its token cannot be checked on the head the ikernel sees).
 #pragma once
 
 #include <array>
@@ -69,6 +70,7 @@ class Auth : public PerPacketIKernel<Auth> {
     expired,
     not_yet_valid,
     rate_limited,
+    too_large,
     reasons_
   };
   static std::string_view reason_name(Reason r);
@@ -80,6 +82,11 @@ class Auth : public PerPacketIKernel<Auth> {
   size_t state_bytes() const override;
   Result<void> init(StateRegion& region) override;
   Verdict on_packet(Context& ctx, Packet& p);
+  Verdict on_oversize(Context&, Packet& p, Direction dir) override {
+    if (dir == Direction::egress) return p.verdict;
+    ++s_->dropped[too_large];
+    return Verdict::drop;
+  }
   Result<nlohmann::json> call(std::string_view op, std::span<const std::string> args) override;
   void cleanup() override;
 

@@ -684,31 +684,102 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
       }
       return Verdict::to_host;
     }
-    case Kind::write: {
-      ++c.writes;
-      hint_written(r);
-      if (no_invalidation_) return Verdict::to_host;
-      Pending* e = r.noreply ? nullptr : track(client_of(p, true), uh.req_id, now, p_write);
-      for (size_t i = 0; i < r.nkeys; ++i) {
-        const uint64_t h = write_seen(r.keys[i], r, now);
-        if (e) e->hash[e->nkeys++] = h;
-      }
-      return Verdict::to_host;
-    }
+    case Kind::write:
     case Kind::unknown:
-      ++c.unknown_commands;
-      [[fallthrough]];
-    case Kind::flush: {
-      if (r.kind == Kind::flush) ++c.flushes;
-      if (no_invalidation_) return Verdict::to_host;
-      flush_all(now, r.kind == Kind::flush ? r.flush_delay : 0);
-      if (r.kind == Kind::flush && !r.noreply) track(client_of(p, true), uh.req_id, now, p_flush);
+    case Kind::flush:
+      udp_change(p, r, uh.req_id, now);
       return Verdict::to_host;
-    }
     case Kind::read:
       if (r.issue != ReqIssue::none) ++c.passed[size_t(r.issue)];
       return Verdict::to_host;
   }
+  return Verdict::to_host;
+}
+
+// A UDP request that may change data (a write, a flush, or one not understood), on its way
+// to memcached: invalidate first, and track its acknowledgement.
+void KvCache::udp_change(const Packet& p, const Request& r, uint16_t req_id, uint64_t now) {
+  Counters& c = hdr_->c;
+  switch (r.kind) {
+    case Kind::write: {
+      ++c.writes;
+      hint_written(r);
+      if (no_invalidation_) return;
+      Pending* e = r.noreply ? nullptr : track(client_of(p, true), req_id, now, p_write);
+      for (size_t i = 0; i < r.nkeys; ++i) {
+        const uint64_t h = write_seen(r.keys[i], r, now);
+        if (e) e->hash[e->nkeys++] = h;
+      }
+      return;
+    }
+    case Kind::unknown:
+    case Kind::flush:
+      if (r.kind == Kind::flush)
+        ++c.flushes;
+      else
+        ++c.unknown_commands;
+      if (no_invalidation_) return;
+      flush_all(now, r.kind == Kind::flush ? r.flush_delay : 0);
+      if (r.kind == Kind::flush && !r.noreply) track(client_of(p, true), req_id, now, p_flush);
+      return;
+    case Kind::get:
+    case Kind::read:
+      return;
+  }
+}
+
+// A datagram too large for a frame: only its head is here, and it passes whole. A request's
+// command line (ASCII) or header, extras and key (binary) fit the head, so a write is
+// invalidated like any other and its acknowledgement tracked, when the head shows it is the
+// datagram's only command (its data block ends where the datagram does). Anything else — a
+// line longer than the head, more commands after the first — counts as unknown
+// (everything is invalidated); gets and reads pass (their replies are not learned: nothing
+// waits for them). A reply this large is never learned.
+Verdict KvCache::on_oversize(Context& ctx, Packet& p, Direction dir) {
+  if (!p.is_udp()) return p.verdict;
+  Counters& c = hdr_->c;
+  const std::span<const uint8_t> payload(p.payload(), p.hdr.payload_len);
+  UdpHeader uh;
+  const bool framed = read_udp_header(payload, uh);
+  const uint64_t now = ctx.now_ns();
+  if (dir == Direction::egress) {
+    ++c.oversize_replies;
+    if (Pending* e = framed ? match(client_of(p, false), uh.req_id, now) : nullptr)
+      reply_done(*e, now);
+    return Verdict::to_wire;
+  }
+  ++c.requests;
+  ++c.oversize_requests;
+  Request r;
+  r.kind = Kind::unknown;
+  uint8_t head[kv::kBinMaxHead];
+  const uint64_t whole = p.oversize_len;  // the datagram's payload, frame header included
+  const std::span<const uint8_t> body =
+      framed ? payload.subspan(kv::kUdpHeader) : std::span<const uint8_t>{};
+  if (framed && (uh.total != 1 || uh.seq != 0)) {
+    r.kind = Kind::read;  // a request in several datagrams: memcached refuses those
+  } else if (!body.empty() && body[0] == kv::bin::kReq && body.size() >= kv::kBinHeader) {
+    // One request, exactly as long as the datagram, or it is not understood.
+    const size_t n = kv::kBinHeader + body[4] + net::load16(body.data() + 2);
+    if (n <= std::min(body.size(), sizeof(head)) &&
+        kv::kBinHeader + uint64_t(net::load32(body.data() + 8)) == whole - kv::kUdpHeader) {
+      std::memcpy(head, body.data(), n);
+      kv::parse_binary_head({head, n}, r);
+    }
+  } else if (!body.empty()) {
+    // One command line and its data block, ending where the datagram ends: anything after
+    // it would be another command, which this head cannot show.
+    const std::string_view text(reinterpret_cast<const char*>(body.data()), body.size());
+    if (const size_t eol = text.find('\n'); eol != std::string_view::npos) {
+      bool has_data = false;
+      uint64_t data_len = 0;
+      const bool ok = kv::parse_ascii_line(text.substr(0, eol), r, has_data, data_len);
+      const uint64_t end = kv::kUdpHeader + eol + 1 + (has_data ? data_len + 2 : 0);
+      if (!ok || end != whole) r.kind = Kind::unknown;
+    }
+  }
+  if (r.kind == Kind::get) r.kind = Kind::read;  // never served, not waited for
+  udp_change(p, r, uh.req_id, now);
   return Verdict::to_host;
 }
 
@@ -757,6 +828,30 @@ void KvCache::learn(const Response& resp, Pending& e, uint64_t now) {
   }
 }
 
+void KvCache::on_gap(Context& ctx) {
+  ++hdr_->c.gaps;
+  if (!no_invalidation_) flush_all(ctx.now_ns());
+}
+
+// A reply that ends what `e` waited for, learning nothing from it.
+void KvCache::reply_done(Pending& e, uint64_t now) {
+  switch (e.kind) {
+    case p_write:
+      for (size_t i = 0; i < e.nkeys; ++i) write_done(e.hash[i], now);
+      break;
+    case p_flush:
+      drop_all();
+      if (hdr_->flush_outstanding) --hdr_->flush_outstanding;
+      break;
+    case p_get:
+      ++hdr_->c.not_learned;
+      break;
+    default:
+      return;
+  }
+  e.kind = p_free;
+}
+
 Verdict KvCache::on_egress(Context& ctx, Packet& p) {
   track_hints(ctx);
   if (p.parsed && p.hdr.l4_proto == L4::tcp) return on_tcp_reply(ctx, p);
@@ -772,13 +867,8 @@ Verdict KvCache::on_egress(Context& ctx, Packet& p) {
   }
   switch (e->kind) {
     case p_write:
-      for (size_t i = 0; i < e->nkeys; ++i) write_done(e->hash[i], now);
-      e->kind = p_free;
-      break;
     case p_flush:
-      drop_all();
-      if (hdr_->flush_outstanding) --hdr_->flush_outstanding;
-      e->kind = p_free;
+      reply_done(*e, now);
       break;
     case p_get: {
       Response resp;
@@ -826,6 +916,9 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
                           {"writes", c.writes},
                           {"flushes", c.flushes},
                           {"unknown_commands", c.unknown_commands},
+                          {"oversize_requests", c.oversize_requests},
+                          {"oversize_replies", c.oversize_replies},
+                          {"gaps", c.gaps},
                           {"evictions", c.evictions},
                           {"items", c.items},
                           {"bytes_used", c.bytes_used},

@@ -19,6 +19,11 @@
 //   flush  flush_all / FLUSH: the whole instance is invalidated (O(1): a generation).
 //   other  requests that cannot change data pass; anything it does not understand is
 //          treated as a flush (it never guesses). Malformed requests pass untouched.
+//   too large  a datagram that does not fit a frame (sidecar; IKernel::on_oversize) passes
+//          whole; kvcache sees its head: a write's command line or binary header and key
+//          always fit there, so its keys are invalidated and its acknowledgement followed
+//          as for any write; a head that is not one whole command is treated as a flush;
+//          such gets pass (never served) and replies this large are never learned.
 //
 // TCP: each client→memcached connection is followed from its SYN (tcp_connections of
 // them; the least recently used goes when more come) and its byte stream scanned in order
@@ -33,6 +38,20 @@
 // segment), a line it cannot frame — it invalidates the whole instance for that segment:
 // it never guesses. Retransmitted bytes it already scanned pass. TCP itself always passes
 // unchanged, in both directions.
+//
+// Stalls: in a bump, a gaond that stops polling for longer than its lease (gaond
+// --lease-ms) has the steering program forward its flows in the kernel, writes included.
+// When gaond resumes, before the next frame, kvcache drops everything and learns nothing
+// until write_timeout_ms has passed (a flush that is never acknowledged), so a write that
+// went around it cannot be undone by a value read before it; TCP connections whose bytes
+// went around show a gap and are no longer followed (each segment invalidates).
+// Restarts of memcached: in sidecar mode a restart is visible — memcached's port refuses
+// datagrams while it is down (ICMP port unreachable, ECONNREFUSED on gaond's socket) — and
+// kvcache does the same (drops everything), so it does not keep serving values memcached
+// lost. Whether seen or not, a write after the restart passes through kvcache and
+// invalidates as any write, so no value older than an acknowledged write is served. In a
+// bump a restart is not seen (values memcached lost may be served until evicted, expired or
+// written, as from any cache in front of it).
 //
 // Consistency: after memcached has acknowledged a write, the old value is never served.
 // Each key hashes to a version bucket. A write bumps the bucket's version when it passes
@@ -74,7 +93,10 @@
 //   clear            drop everything
 // Counters: requests, hits, misses, hit_keys, miss_keys, fills, rejected_fills (by
 // reason), invalidations, writes, flushes, evictions, items, bytes_used, passed (by
-// request issue), unknown_commands, pending_evicted, unmatched_replies, not_learned;
+// request issue), unknown_commands, pending_evicted, unmatched_replies, not_learned,
+// oversize_requests / oversize_replies (datagrams too large for a frame, passed whole: see
+// "too large" above), gaps (times traffic went around it or memcached restarted: see
+// "stalls");
 // tcp: segments, commands, writes, untracked (segments of connections not followed:
 // each invalidated everything), gaps, lost (unframeable streams), evicted, flushes, acks
 // (write replies matched), acks_untracked (connections whose replies stopped being matched).
@@ -104,6 +126,8 @@ class KvCache : public PerPacketIKernel<KvCache> {
   void prefetch(Context& ctx, std::span<Packet*> burst);
   Verdict on_packet(Context& ctx, Packet& p);
   Verdict on_egress(Context& ctx, Packet& p);
+  Verdict on_oversize(Context& ctx, Packet& p, Direction dir) override;
+  void on_gap(Context& ctx) override;
   Result<nlohmann::json> call(std::string_view op, std::span<const std::string> args) override;
   HintKind hint_kind() const override {
     return steer_hints_ ? HintKind::memcached_get : HintKind::none;
@@ -123,7 +147,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
   struct Counters {
     uint64_t requests, hits, misses, hit_keys, miss_keys, fills, invalidations, writes, flushes,
         evictions, items, bytes_used, unknown_commands, pending_evicted, unmatched_replies,
-        not_learned, replies_too_big, emit_failed;
+        not_learned, replies_too_big, emit_failed, oversize_requests, oversize_replies, gaps;
     // TCP (write invalidation on memcached's TCP socket)
     uint64_t tcp_segments, tcp_commands, tcp_writes, tcp_untracked, tcp_gaps, tcp_lost, tcp_evicted,
         tcp_flushes, tcp_acks, tcp_acks_untracked;
@@ -218,6 +242,8 @@ class KvCache : public PerPacketIKernel<KvCache> {
              std::array<Slot*, kv::kMaxKeys>& hits);
   Pending* track(uint64_t client, uint16_t req_id, uint64_t now, PendKind kind);
   Pending* match(uint64_t client, uint16_t req_id, uint64_t now);
+  void reply_done(Pending& e, uint64_t now);
+  void udp_change(const Packet& p, const kv::Request& r, uint16_t req_id, uint64_t now);
   void learn(const kv::Response& resp, Pending& pe, uint64_t now);
   void flush_all(uint64_t now, int64_t delay_s = 0);
   Verdict on_tcp(Context& ctx, Packet& p);

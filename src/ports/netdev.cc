@@ -1,0 +1,56 @@
+#include "netdev.h"
+
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "gaon/packet.h"
+
+namespace gaon::netdev {
+
+namespace {
+
+// An ethtool value (ETHTOOL_G*), or -1 when the driver does not say.
+int ethtool_get(int fd, const std::string& ifname, uint32_t cmd) {
+  struct ethtool_value v {};
+  v.cmd = cmd;
+  ifreq ifr{};
+  std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname.c_str());
+  ifr.ifr_data = reinterpret_cast<char*>(&v);
+  return ioctl(fd, SIOCETHTOOL, &ifr) == 0 ? int(v.data) : -1;
+}
+
+}  // namespace
+
+Result<void> check_frames_fit(const std::string& ifname, bool after_gro, const char* who) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return make_error("{}: socket: {}", ifname, std::strerror(errno));
+  ifreq ifr{};
+  std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname.c_str());
+  const bool have_mtu = ioctl(fd, SIOCGIFMTU, &ifr) == 0;
+  const int mtu = ifr.ifr_mtu;
+  const int gro = after_gro ? ethtool_get(fd, ifname, ETHTOOL_GGRO) : 0;
+  const int flags = after_gro ? ethtool_get(fd, ifname, ETHTOOL_GFLAGS) : 0;
+  close(fd);
+  constexpr int kL2 = 14 + 4;  // Ethernet header and one VLAN tag
+  if (have_mtu && mtu + kL2 > int(kMaxData))
+    return make_error(
+        "{}: MTU {} makes frames of up to {} bytes, but {} holds at most {} (set it to {} or "
+        "less: ip link set {} mtu {})",
+        ifname, mtu, mtu + kL2, who, kMaxData, kMaxData - kL2, ifname, kMaxData - kL2);
+  if (gro > 0 || (flags > 0 && (flags & ETH_FLAG_LRO)))
+    return make_error(
+        "{}: {} is on, so the kernel merges TCP segments into frames of up to 64 KiB that {} "
+        "cannot hold (turn it off: ethtool -K {} {} off)",
+        ifname, gro > 0 ? "GRO" : "LRO", who, ifname, gro > 0 ? "gro" : "lro");
+  return ok();
+}
+
+}  // namespace gaon::netdev

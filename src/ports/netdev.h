@@ -1,0 +1,17 @@
+// What a port needs to know of a network interface before it takes its frames: whether
+// every frame the kernel hands it fits one of the engine's buffers.
+#pragma once
+
+#include <string>
+
+#include "gaon/result.h"
+
+namespace gaon::netdev {
+
+// Fails, naming the interface, the limit and the fix, when a frame `ifname` receives could
+// be larger than a buffer's kMaxData bytes: its MTU (plus Ethernet and one VLAN tag) is
+// too large, or — when the frames are taken after GRO (`after_gro`: packet sockets and
+// generic XDP) — GRO or LRO is on, which hands the stack merged frames of up to 64 KiB.
+Result<void> check_frames_fit(const std::string& ifname, bool after_gro, const char* who);
+
+}  // namespace gaon::netdev
