@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -14,6 +15,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -201,6 +203,145 @@ Ran run(const std::vector<std::string>& argv, std::chrono::milliseconds wait) {
   r.out = c.output();
   r.err = c.errors();
   return r;
+}
+
+namespace {
+
+// The shared libraries `exe` loads from under directory `root`, as ldd resolves them:
+// {the name it is loaded by, the file found}. Sets `err` when ldd fails or a library is
+// missing.
+std::vector<std::pair<std::string, std::string>> libs_under(const std::string& exe,
+                                                            const std::string& root,
+                                                            std::string& err) {
+  namespace fs = std::filesystem;
+  const Ran r = run({"/usr/bin/ldd", exe});
+  if (r.out.find("not a dynamic executable") != std::string::npos ||
+      r.err.find("not a dynamic executable") != std::string::npos)
+    return {};
+  if (r.status != 0) {
+    err = "ldd " + exe + " failed (status " + std::to_string(r.status) + "): " + r.err;
+    return {};
+  }
+  std::error_code ec;
+  const std::string base = fs::weakly_canonical(root, ec).string() + "/";
+  std::vector<std::pair<std::string, std::string>> libs;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t arrow = line.find(" => ");
+    if (arrow == std::string::npos) continue;  // the vdso, the dynamic loader
+    const size_t b = line.find_first_not_of(" \t");
+    const std::string name = line.substr(b, arrow - b);
+    std::string path = line.substr(arrow + 4);
+    path = path.substr(0, path.find(" ("));
+    if (path == "not found") {
+      err = exe + " needs " + name + ", which ldd does not find";
+      return {};
+    }
+    if (fs::weakly_canonical(path, ec).string().rfind(base, 0) == 0) libs.emplace_back(name, path);
+  }
+  return libs;
+}
+
+// Empty when `uid`:`gid` (no supplementary groups) may access each file with its mode
+// (access(2): X_OK, R_OK), through every directory above it; otherwise why not.
+std::string probe_access(uid_t uid, gid_t gid,
+                         const std::vector<std::pair<std::string, int>>& files) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return std::string("pipe: ") + strerror(errno);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(p[0]);
+    close(p[1]);
+    return std::string("fork: ") + strerror(errno);
+  }
+  if (pid == 0) {  // {index of the file, errno}; index -1: the change of user failed
+    int res[2] = {-1, 0};
+    if (setgroups(0, nullptr) != 0 || setresgid(gid, gid, gid) != 0 ||
+        setresuid(uid, uid, uid) != 0) {
+      res[1] = errno;
+    } else {
+      for (size_t i = 0; i < files.size(); ++i)
+        if (access(files[i].first.c_str(), files[i].second) != 0) {
+          res[0] = int(i);
+          res[1] = errno;
+          break;
+        }
+    }
+    if (res[1] != 0 && write(p[1], res, sizeof(res)) != sizeof(res)) _exit(2);
+    _exit(res[1] != 0);
+  }
+  close(p[1]);
+  int res[2] = {0, 0};
+  const ssize_t n = read(p[0], res, sizeof(res));
+  close(p[0]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  const std::string who = "uid " + std::to_string(uid) + " gid " + std::to_string(gid);
+  if (n == ssize_t(sizeof(res))) {
+    if (res[0] < 0) return "cannot become " + who + ": " + strerror(res[1]);
+    const auto& [path, mode] = files[size_t(res[0])];
+    return who + " cannot " + (mode == X_OK ? "execute " : "read ") + path + ": " +
+           strerror(res[1]);
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return "the access check as " + who + " failed";
+  return "";
+}
+
+}  // namespace
+
+AsOtherUsers::AsOtherUsers(const std::vector<std::string>& programs, const std::vector<uid_t>& uids,
+                           gid_t gid)
+    : gid_(gid) {
+  namespace fs = std::filesystem;
+  if (access("/usr/bin/setpriv", X_OK) != 0) {
+    unusable_ = "/usr/bin/setpriv (util-linux) is missing";
+    return;
+  }
+  char tmpl[] = "/tmp/gaon-as-user-XXXXXX";
+  if (!mkdtemp(tmpl)) {
+    unusable_ = std::string("cannot make a directory under /tmp: ") + strerror(errno);
+    return;
+  }
+  dir_ = tmpl;
+  std::vector<std::pair<std::string, int>> copies = {{dir_, X_OK}};
+  try {
+    fs::permissions(dir_, fs::perms(0755));
+    for (const auto& program : programs) {
+      const std::string exe = std::string(GAON_BIN_DIR) + "/" + program;
+      std::vector<std::pair<std::string, std::string>> files = {{program, exe}};
+      for (auto& lib : libs_under(exe, GAON_BIN_DIR, unusable_)) files.push_back(lib);
+      if (!unusable_.empty()) return;
+      for (const auto& [name, from] : files) {
+        const std::string to = dir_ + "/" + name;
+        fs::copy_file(from, to, fs::copy_options::overwrite_existing);  // follows symlinks
+        fs::permissions(to, fs::perms(0755));
+        copies.emplace_back(to, name == program ? X_OK : R_OK);
+      }
+    }
+  } catch (const fs::filesystem_error& e) {
+    unusable_ = std::string("cannot copy the programs into ") + dir_ + ": " + e.what();
+    return;
+  }
+  for (const uid_t uid : uids)
+    if (unusable_ = probe_access(uid, gid, copies); !unusable_.empty()) return;
+}
+
+AsOtherUsers::~AsOtherUsers() {
+  std::error_code ec;
+  if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+}
+
+std::vector<std::string> AsOtherUsers::argv(uid_t uid, const std::string& program,
+                                            const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {"/usr/bin/setpriv",
+                                   "--reuid=" + std::to_string(uid),
+                                   "--regid=" + std::to_string(gid_),
+                                   "--clear-groups",
+                                   "/usr/bin/env",
+                                   "LD_LIBRARY_PATH=" + dir_,
+                                   dir_ + "/" + program};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
 }
 
 std::vector<std::string> memcached_argv(uint16_t port, const std::string& ip) {

@@ -58,6 +58,35 @@ class Child {
 // udp:127.0.0.1:host_port, the control socket at `control` (wait for "ready" on stderr).
 Child start_sidecar_gaond(uint16_t wire_port, uint16_t host_port, const std::string& control);
 
+// Programs of the build tree (GAON_BIN_DIR) made runnable by other users. The build tree
+// may sit where only its owner can enter (a clone under /root or in a `mktemp -d`, mode
+// 0700), so each program, and every shared library it loads from the build tree
+// (libgaon.so.0, ...), is copied into a fresh directory under /tmp that everyone may
+// enter and read (0755); the copies run with LD_LIBRARY_PATH pointing there. The directory
+// is removed when this goes away.
+class AsOtherUsers {
+ public:
+  // Copies GAON_BIN_DIR/<name> for each of `programs` and checks that each of `uids`
+  // (with group `gid`, no supplementary groups) can run the copies; unusable() says why
+  // not, when not.
+  AsOtherUsers(const std::vector<std::string>& programs, const std::vector<uid_t>& uids,
+               gid_t gid = 65534);
+  ~AsOtherUsers();
+  AsOtherUsers(const AsOtherUsers&) = delete;
+  AsOtherUsers& operator=(const AsOtherUsers&) = delete;
+  // Empty when every uid can run every copy; otherwise the cause (for a GTEST_SKIP).
+  const std::string& unusable() const { return unusable_; }
+  // The command line that runs the copy of `program` (one of those copied) with `args` as
+  // `uid` (setpriv: real and effective uid and gid, no supplementary groups).
+  std::vector<std::string> argv(uid_t uid, const std::string& program,
+                                const std::vector<std::string>& args) const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_, unusable_;
+  gid_t gid_;
+};
+
 // Runs argv to its end (killed after `wait`): exit status (as Child::stop) and output.
 struct Ran {
   int status = -1;
