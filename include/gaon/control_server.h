@@ -24,6 +24,9 @@
 
 namespace gaon::control {
 
+// gaond's --state-dir when it runs as root with the default control socket.
+inline constexpr const char* kDefaultStateDir = "/var/lib/gaon";
+
 struct ServerOptions {
   std::string path = kDefaultPath;
   uint32_t max_instances_per_owner = 16;
@@ -33,6 +36,15 @@ struct ServerOptions {
   // Adds what gaond knows beyond the engine (ports, the XDP program) to a `stats` reply
   // without an instance, for root and gaond's own user (others see only their instances).
   std::function<void(nlohmann::json&)> more_stats;
+  // Where persistent instances (created with "persist": true) and their flows are
+  // recorded, so that start() brings them back after a restart (docs/control.md,
+  // "Restarts"); "" records nothing. Instances made outside the protocol (adopt) are not
+  // recorded. A state file that cannot be used is reported through `log` and skipped:
+  // start() never fails because of it.
+  std::string state_dir;
+  // One-line notices about the state file (default: "gaond: ..." on stderr). Called from
+  // start() and from the control thread.
+  std::function<void(const std::string&)> log;
 };
 
 // A sidecar service: clients use `wire`, the application listens on `host`. A socket
@@ -50,7 +62,8 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Registers an instance made outside the protocol (gaond --ikernel): persistent, owned
-  // by `uid`, holding `bytes` of state.
+  // by `uid`, holding `bytes` of state; not recorded in the state file (gaond makes it
+  // again from its command line).
   void adopt(uint32_t id, uint32_t uid, const std::string& type, uint64_t bytes,
              std::vector<FlowKey> flows);
 

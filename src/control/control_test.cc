@@ -15,7 +15,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <mutex>
 #include <thread>
 #include <tuple>
 
@@ -25,6 +28,7 @@
 #include "gaon/libgaon.hpp"
 #include "gaon/mem_port.h"
 #include "procs.h"
+#include "state_file.h"
 
 namespace gaon::control {
 namespace {
@@ -344,24 +348,20 @@ TEST_F(ControlServer, AttachBySocketByAddressAndConflicts) {
 // Bob uses gaonctl.
 TEST_F(ControlServer, TenantsAreIsolated) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to act as two other users (CI runs as root)";
-  auto as_user = [](const char* uid, std::vector<std::string> argv) {
-    argv.insert(argv.begin(), {"/usr/bin/setpriv", std::string("--reuid=") + uid, "--regid=65534",
-                               "--clear-groups"});
-    return argv;
-  };
-  auto as = [&](const char* uid, std::vector<std::string> argv) {
-    return test::Child::start(as_user(uid, std::move(argv)));
-  };
+  // Copies of the programs they run, which the build tree may not let them reach.
+  const test::AsOtherUsers users({"gaon-example-echo", "gaonctl"}, {64001, 64002});
+  if (!users.unusable().empty())
+    GTEST_SKIP() << "cannot run build-tree programs as another user: " << users.unusable();
   auto bob = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), {std::string(GAON_BIN_DIR) + "/gaonctl", "--control", path_});
-    const auto r = test::run(as_user("64002", std::move(args)));
+    args.insert(args.begin(), {"--control", path_});
+    const auto r = test::run(users.argv(64002, "gaonctl", args));
     return std::pair<int, std::string>{r.status, r.out + r.err};
   };
   const uint16_t pa = test::free_port(), pb = test::free_port();
   const std::string fa = fmt::format("udp:127.0.0.1:{}", pa),
                     fb = fmt::format("udp:127.0.0.1:{}", pb);
   test::Child alice =
-      as("64001", {std::string(GAON_BIN_DIR) + "/gaon-example-echo", std::to_string(pa), path_});
+      test::Child::start(users.argv(64001, "gaon-example-echo", {std::to_string(pa), path_}));
   ASSERT_TRUE(alice.wait_output("answers")) << alice.errors();
   Client root = connect();
   auto all = root.call("list");
@@ -509,6 +509,217 @@ TEST_F(ControlServer, PipelinedRequestsKeepTheirSocketForTheAttach) {
   EXPECT_EQ((*r1)["ok"], true);
   EXPECT_EQ((*r2)["ok"], true) << r2->dump();
   close(s);
+}
+
+// ---------------------------------------------------------------- restarts
+
+// An engine and a control server recording into `state_dir`, its notices collected.
+struct Recorded {
+  explicit Recorded(const std::string& state_dir, uint32_t max_instances = 16) {
+    static int n = 0;
+    path = fmt::format("/tmp/gaon-control-state-{}-{}.sock", getpid(), n++);
+    engine = std::move(*Engine::create({.pool_frames = 1024}));
+    engine->set_ports(&wire, &host);
+    dp = std::thread([this] { engine->run(stop); });
+    auto srv = Server::start(*engine, Registry::global(),
+                             {.path = path,
+                              .max_instances_per_owner = max_instances,
+                              .state_dir = state_dir,
+                              .log =
+                                  [this](const std::string& line) {
+                                    std::lock_guard lk(mu);
+                                    notices.push_back(line);
+                                  }},
+                             {});
+    EXPECT_TRUE(srv) << srv.error();
+    if (srv) server = std::move(*srv);
+  }
+  ~Recorded() {
+    server.reset();
+    stop = true;
+    dp.join();
+  }
+  std::vector<std::string> log() {
+    std::lock_guard lk(mu);
+    return notices;
+  }
+  Client connect() { return std::move(*Client::connect(path)); }
+  std::string path;
+  MemPort wire{"wire"}, host{"host"};
+  std::unique_ptr<Engine> engine;
+  std::atomic<bool> stop{false};
+  std::thread dp;
+  std::unique_ptr<Server> server;
+  std::mutex mu;
+  std::vector<std::string> notices;
+};
+
+// A UDP socket bound to 127.0.0.1 (some free port) and the flow it attaches.
+std::pair<int, std::string> bound_socket() {
+  const int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  return {s, fmt::format("udp:127.0.0.1:{}", ntohs(a.sin_port))};
+}
+
+std::string temp_dir() {
+  char tmpl[] = "/tmp/gaon-state-XXXXXX";
+  return mkdtemp(tmpl);
+}
+
+// What a restart keeps of an instance in "list".
+json kept(const json& i) {
+  return {{"type", i["type"]},      {"owner", i["owner"]},
+          {"params", i["params"]},  {"state_quota", i["state_quota"]},
+          {"flows", i["flows"]},    {"traffic_class", i["traffic_class"]},
+          {"persist", i["persist"]}};
+}
+
+TEST(ControlServerRestart, PersistentInstancesAndTheirFlowsComeBack) {
+  const std::string dir = temp_dir();
+  json before = json::array();
+  {
+    Recorded d(dir);
+    // gaond --ikernel's instance: adopted, made again from the command line, not recorded.
+    auto inst = Instance::create({.type = "passthrough"}, Registry::global());
+    ASSERT_TRUE(inst) << inst.error();
+    const uint32_t adopted = *d.engine->add_instance(std::move(*inst));
+    d.server->adopt(adopted, getuid(), "passthrough", 0, {});
+    Client c = d.connect();
+    auto a = c.call("create", {{"type", "kvcache"},
+                               {"params", {"capacity=1M"}},
+                               {"quota", "8M"},
+                               {"weight", 5},
+                               {"rate_bps", 3000000},
+                               {"persist", true}});
+    ASSERT_TRUE(a) << a.error();
+    auto b = c.call("create", {{"type", "echo"}, {"persist", true}});
+    auto gone = c.call("create", {{"type", "echo"}, {"persist", true}});
+    auto session = c.call("create", {{"type", "echo"}});
+    ASSERT_TRUE(b && gone && session);
+    auto [s1, f1] = bound_socket();
+    auto [s2, f2] = bound_socket();
+    auto [s3, f3] = bound_socket();
+    auto [s4, f4] = bound_socket();
+    ASSERT_TRUE(c.call("attach", {{"instance", (*a)["instance"]}}, s1));
+    ASSERT_TRUE(c.call("attach", {{"instance", (*a)["instance"]}}, s2));
+    ASSERT_TRUE(c.call("attach", {{"instance", (*b)["instance"]}}, s3));
+    ASSERT_TRUE(c.call("attach", {{"instance", (*session)["instance"]}}, s4));
+    ASSERT_TRUE(c.call("detach", {{"instance", (*a)["instance"]}, {"flow", f2}}));
+    ASSERT_TRUE(c.call("destroy", {{"instance", (*gone)["instance"]}}));
+    for (int s : {s1, s2, s3, s4}) close(s);
+    // The file holds the two persistent instances as they are now, nothing else.
+    auto rec = decode_state(
+        [&] {
+          std::ifstream in(dir + "/state.json");
+          return std::string(std::istreambuf_iterator<char>(in), {});
+        }(),
+        Registry::global());
+    ASSERT_TRUE(rec) << rec.error();
+    ASSERT_EQ(rec->size(), 2u);
+    EXPECT_EQ((*rec)[0].type, "kvcache");
+    EXPECT_EQ((*rec)[0].owner, getuid());
+    EXPECT_EQ((*rec)[0].params, std::vector<std::string>{"capacity=1M"});
+    EXPECT_EQ((*rec)[0].quota, 8u << 20);
+    EXPECT_EQ((*rec)[0].tc.weight, 5u);
+    EXPECT_EQ((*rec)[0].tc.rate_bps, 3000000u);
+    ASSERT_EQ((*rec)[0].flows.size(), 1u);
+    EXPECT_EQ((*rec)[0].flows[0].to_string(), f1);
+    EXPECT_EQ((*rec)[1].type, "echo");
+    ASSERT_EQ((*rec)[1].flows.size(), 1u);
+    EXPECT_EQ((*rec)[1].flows[0].to_string(), f3);
+    auto listed = c.call("list");
+    ASSERT_TRUE(listed) << listed.error();
+    for (const auto& i : *listed)
+      if (i["persist"] == true && i["type"] != "passthrough") before.push_back(kept(i));
+    ASSERT_EQ(before.size(), 2u);
+    EXPECT_EQ(d.log().size(), 1u);  // "restored 0 of 0"
+  }
+  Recorded again(dir);
+  const auto log = again.log();
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_NE(log[0].find("restored 2 of 2 persistent instances, 2 flows"), std::string::npos)
+      << log[0];
+  Client c = again.connect();
+  json after = json::array();
+  auto listed = c.call("list");
+  ASSERT_TRUE(listed) << listed.error();
+  for (const auto& i : *listed) after.push_back(kept(i));
+  EXPECT_EQ(after, before);
+  std::filesystem::remove_all(dir);
+}
+
+// On restore, per-owner limits still apply and a flow already taken is refused: each is
+// one line, and everything else comes back.
+TEST(ControlServerRestart, LimitsAndConflictsSkipOnlyTheirEntry) {
+  const std::string dir = temp_dir();
+  std::vector<SavedInstance> saved;
+  for (uint32_t id : {4, 5, 6})
+    saved.push_back(
+        {.id = id,
+         .type = "echo",
+         .owner = 64001,
+         .quota = 1 << 20,
+         .flows = {*FlowKey::parse(id == 6 ? "udp:127.0.0.1:7301" : "udp:127.0.0.1:7300")}});
+  saved.push_back({.id = 9, .type = "echo", .owner = 0, .quota = 1 << 20});
+  {
+    auto sf = StateFile::open(dir);
+    ASSERT_TRUE(sf) << sf.error();
+    ASSERT_TRUE(sf->save(saved));
+  }
+  {
+    Recorded d(dir, /*max_instances=*/2);
+    const auto log = d.log();
+    ASSERT_EQ(log.size(), 3u);
+    EXPECT_NE(log[0].find("instance 5 (echo, uid 64001): flow udp:127.0.0.1:7300 not restored"),
+              std::string::npos)
+        << log[0];
+    EXPECT_NE(log[1].find("instance 6 (echo, uid 64001) not restored: per-owner limit"),
+              std::string::npos)
+        << log[1];
+    EXPECT_NE(log[2].find("restored 3 of 4 persistent instances, 1 flows"), std::string::npos)
+        << log[2];
+    for (const auto& l : log) EXPECT_EQ(l.find('\n'), std::string::npos) << l;
+    EXPECT_NE(log[0].find(dir + "/state.json"), std::string::npos) << log[0];
+    Client c = d.connect();
+    EXPECT_EQ(c.call("list")->size(), 3u);
+  }
+  // What was not restored is not recorded either.
+  auto sf = StateFile::open(dir);
+  ASSERT_TRUE(sf) << sf.error();
+  auto now = sf->load(Registry::global());
+  ASSERT_TRUE(now) << now.error();
+  EXPECT_EQ(now->size(), 3u);
+  std::filesystem::remove_all(dir);
+}
+
+// A state file it cannot read or a state dir it cannot use: one line, and the server runs.
+TEST(ControlServerRestart, ABadStateFileOrDirIsOneLineAndTheServerRuns) {
+  const std::string dir = temp_dir();
+  { std::ofstream(dir + "/state.json") << R"({"format": "gaond-state", "version": 1, "instan)"; }
+  {
+    Recorded d(dir);
+    const auto log = d.log();
+    ASSERT_EQ(log.size(), 1u);
+    EXPECT_NE(log[0].find("state file " + dir + "/state.json: not valid JSON"), std::string::npos)
+        << log[0];
+    EXPECT_NE(log[0].find("starting without it"), std::string::npos) << log[0];
+    Client c = d.connect();
+    EXPECT_TRUE(c.call("create", {{"type", "echo"}, {"persist", true}}));
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir + "/state.json.bad"));
+  { std::ofstream(dir + "/not-a-dir") << "x"; }
+  Recorded d(dir + "/not-a-dir");
+  const auto log = d.log();
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_NE(log[0].find("state dir " + dir + "/not-a-dir"), std::string::npos) << log[0];
+  Client c = d.connect();
+  EXPECT_TRUE(c.call("create", {{"type", "echo"}, {"persist", true}}));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -14,9 +14,11 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "gaon/params.h"
+#include "state_file.h"
 
 namespace gaon::control {
 
@@ -38,6 +40,12 @@ struct Owned {
   std::string type;
   uint64_t bytes = 0;  // state it holds (counts against its owner's limit)
   std::vector<FlowKey> flows;
+  // What the state file records, for persistent instances made through the protocol
+  // (recorded); adopt()ed ones are made again from gaond's command line.
+  bool recorded = false;
+  std::vector<std::string> params;  // as given
+  uint64_t quota = 0;
+  TrafficClass tc;
 };
 
 std::string addr_string(const sockaddr_in& a) {
@@ -59,6 +67,7 @@ struct Server::Impl {
   std::mutex owned_mu;  // adopt() runs on gaond's main thread
   uint64_t next_serial = 1;
   std::thread thread;
+  std::optional<StateFile> state;  // recording persistent instances (opt.state_dir)
 
   Impl(Engine& e, const Registry& r, ServerOptions o, std::vector<Service> s)
       : engine(e), reg(r), opt(std::move(o)), services(std::move(s)) {}
@@ -68,6 +77,12 @@ struct Server::Impl {
   void read_client(Conn& c);
   bool flush(Conn& c);  // false: drop the client
   void drop(int fd);
+  void log(const std::string& line);
+  void restore_state();
+  void save_state();
+  Result<uint32_t> create_instance(uint32_t uid, uint64_t conn, const std::string& type,
+                                   const std::vector<std::string>& params, uint64_t quota,
+                                   const TrafficClass& tc);
   nlohmann::json handle(Conn& c, const Request& r);
 
   Result<nlohmann::json> op_types();
@@ -122,6 +137,15 @@ Result<std::unique_ptr<Server>> Server::start(Engine& engine, const Registry& re
     ev.data.fd = fd;
     epoll_ctl(impl->ep, EPOLL_CTL_ADD, fd, &ev);
   }
+  if (!impl->opt.state_dir.empty()) {
+    auto sf = StateFile::open(impl->opt.state_dir);
+    if (sf) {
+      impl->state.emplace(std::move(*sf));
+      impl->restore_state();
+    } else {
+      impl->log(sf.error() + "; persistent instances will not outlive this gaond");
+    }
+  }
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->run(); });
   return std::unique_ptr<Server>(new Server(std::move(impl)));
@@ -144,7 +168,69 @@ Server::~Server() {
 void Server::adopt(uint32_t id, uint32_t uid, const std::string& type, uint64_t bytes,
                    std::vector<FlowKey> flows) {
   std::lock_guard lk(impl_->owned_mu);
-  impl_->owned[id] = Owned{uid, 0, type, bytes, std::move(flows)};
+  impl_->owned[id] = Owned{.uid = uid, .type = type, .bytes = bytes, .flows = std::move(flows)};
+}
+
+// ---------------------------------------------------------------- the state file
+
+void Server::Impl::log(const std::string& line) {
+  if (opt.log)
+    opt.log(line);
+  else
+    fmt::print(stderr, "gaond: {}\n", line);
+}
+
+// Before the control thread starts: nothing else touches `owned` yet.
+void Server::Impl::restore_state() {
+  auto saved = state->load(reg);
+  if (!saved) {
+    log(saved.error() + "; starting without it");
+  } else {
+    std::sort(saved->begin(), saved->end(),
+              [](const SavedInstance& a, const SavedInstance& b) { return a.id < b.id; });
+    size_t restored = 0, flows = 0;
+    for (const SavedInstance& s : *saved) {
+      const std::string what = fmt::format("state file {}: instance {} ({}, uid {})", state->path(),
+                                           s.id, s.type, s.owner);
+      auto id = create_instance(s.owner, 0, s.type, s.params, s.quota, s.tc);
+      if (!id) {
+        log(fmt::format("{} not restored: {}", what, id.error()));
+        continue;
+      }
+      ++restored;
+      for (const FlowKey& k : s.flows) {
+        if (auto r = engine.add_flow(k, *id); !r) {
+          log(fmt::format("{}: flow {} not restored: {}", what, k.to_string(), r.error()));
+          continue;
+        }
+        ++flows;
+        std::lock_guard lk(owned_mu);
+        owned[*id].flows.push_back(k);
+      }
+    }
+    log(fmt::format("state file {}: restored {} of {} persistent instances, {} flows",
+                    state->path(), restored, saved->size(), flows));
+  }
+  save_state();  // the ids it has now, and only what came back
+}
+
+void Server::Impl::save_state() {
+  if (!state) return;
+  std::vector<SavedInstance> out;
+  {
+    std::lock_guard lk(owned_mu);
+    for (const auto& [id, o] : owned)
+      if (o.recorded)
+        out.push_back({.id = id,
+                       .type = o.type,
+                       .owner = o.uid,
+                       .params = o.params,
+                       .quota = o.quota,
+                       .bytes = o.bytes,
+                       .tc = o.tc,
+                       .flows = o.flows});
+  }
+  if (auto r = state->save(out); !r) log(r.error());
 }
 
 // ---------------------------------------------------------------- the loop
@@ -409,57 +495,76 @@ Result<nlohmann::json> Server::Impl::op_create(Conn& c, const nlohmann::json& m)
   if (!rate) return Error{rate.error()};
   if (!persist) return Error{persist.error()};
   if (*weight == 0 || *weight > 1000) return make_error("\"weight\" must be 1..1000");
+  auto id = create_instance(c.uid, *persist ? 0 : c.serial, *type, *params, quota,
+                            {.weight = uint32_t(*weight), .rate_bps = *rate});
+  if (!id) return Error{id.error()};
+  if (*persist) save_state();
+  return nlohmann::json{{"instance", *id}};
+}
+
+// Creates an instance for `uid` (tied to connection `conn`; 0: persistent, recorded in the
+// state file) within its owner's limits.
+Result<uint32_t> Server::Impl::create_instance(uint32_t uid, uint64_t conn, const std::string& type,
+                                               const std::vector<std::string>& params,
+                                               uint64_t quota, const TrafficClass& tc) {
   // A non-root owner's quota is cut to what its limit has left, so nothing larger is ever
   // allocated.
   uint64_t left = UINT64_MAX;
-  if (c.uid != 0) {
+  if (uid != 0) {
     std::lock_guard lk(owned_mu);
     uint64_t held = 0;
     for (const auto& [id, o] : owned)
-      if (o.uid == c.uid) held += o.bytes;
+      if (o.uid == uid) held += o.bytes;
     left = opt.max_state_per_owner - std::min(held, opt.max_state_per_owner);
   }
   const bool clamped = quota > left;
   if (clamped) quota = left;
-  auto inst = Instance::create({.type = *type,
-                                .params = *params,
-                                .owner_uid = c.uid,
-                                .state_quota = quota,
-                                .tc = {.weight = uint32_t(*weight), .rate_bps = *rate}},
-                               reg);
+  auto inst = Instance::create(
+      {.type = type, .params = params, .owner_uid = uid, .state_quota = quota, .tc = tc}, reg);
   if (!inst)
     return clamped ? make_error("{} (per-owner limit: uid {} has {} state bytes left)",
-                                inst.error(), c.uid, left)
+                                inst.error(), uid, left)
                    : Error{inst.error()};
   const uint64_t bytes = (*inst)->state().size();  // what it really holds, not its quota
-  if (c.uid != 0) {
+  if (uid != 0) {
     std::lock_guard lk(owned_mu);
     uint32_t n = 0;
     uint64_t held = 0;
     for (const auto& [id, o] : owned)
-      if (o.uid == c.uid) ++n, held += o.bytes;
+      if (o.uid == uid) ++n, held += o.bytes;
     if (n >= opt.max_instances_per_owner)
-      return make_error("per-owner limit: uid {} already has {} instances", c.uid, n);
+      return make_error("per-owner limit: uid {} already has {} instances", uid, n);
     if (held + bytes > opt.max_state_per_owner)
       return make_error("per-owner limit: {} more state bytes would exceed uid {}'s {} bytes",
-                        bytes, c.uid, opt.max_state_per_owner);
+                        bytes, uid, opt.max_state_per_owner);
   }
   auto id = engine.add_instance(std::move(*inst));
   if (!id) return Error{id.error()};
   {
     std::lock_guard lk(owned_mu);
-    owned[*id] = Owned{c.uid, *persist ? 0 : c.serial, *type, bytes, {}};
+    owned[*id] = Owned{.uid = uid,
+                       .conn = conn,
+                       .type = type,
+                       .bytes = bytes,
+                       .recorded = conn == 0,
+                       .params = params,
+                       .quota = quota,
+                       .tc = tc};
   }
-  return nlohmann::json{{"instance", *id}};
+  return *id;
 }
 
 Result<nlohmann::json> Server::Impl::op_destroy(Conn& c, const nlohmann::json& m) {
   auto id = authorize(c, m);
   if (!id) return Error{id.error()};
+  bool recorded = false;
   {
     std::lock_guard lk(owned_mu);
+    auto o = owned.find(*id);
+    recorded = o != owned.end() && o->second.recorded;
     owned.erase(*id);
   }
+  if (recorded) save_state();
   auto inst = engine.remove_instance(*id);
   if (!inst) return Error{inst.error()};
   return nlohmann::json{{"instance", *id}};
@@ -605,6 +710,7 @@ Result<nlohmann::json> Server::Impl::op_attach(Conn& c, const nlohmann::json& m,
     added.push_back(k);
   }
   nlohmann::json flows = nlohmann::json::array();
+  bool recorded = false;
   {
     std::lock_guard lk(owned_mu);
     auto& o = owned[*id];
@@ -612,7 +718,9 @@ Result<nlohmann::json> Server::Impl::op_attach(Conn& c, const nlohmann::json& m,
       o.flows.push_back(k);
       flows.push_back(k.to_string());
     }
+    recorded = o.recorded;
   }
+  if (recorded) save_state();
   return nlohmann::json{{"instance", *id}, {"flows", flows}};
 }
 
@@ -623,15 +731,18 @@ Result<nlohmann::json> Server::Impl::op_detach(Conn& c, const nlohmann::json& m)
   if (!flow) return Error{flow.error()};
   auto k = FlowKey::parse(*flow);
   if (!k) return Error{k.error()};
+  bool recorded = false;
   {
     std::lock_guard lk(owned_mu);
-    auto& fl = owned[*id].flows;
-    auto it = std::find_if(fl.begin(), fl.end(),
+    auto& o = owned[*id];
+    auto it = std::find_if(o.flows.begin(), o.flows.end(),
                            [&](const FlowKey& f) { return f.to_string() == k->to_string(); });
-    if (it == fl.end())
+    if (it == o.flows.end())
       return make_error("flow {} is not attached to instance {}", k->to_string(), *id);
-    fl.erase(it);
+    o.flows.erase(it);
+    recorded = o.recorded;
   }
+  if (recorded) save_state();
   if (auto r = engine.remove_flow(*k); !r) return Error{r.error()};
   return nlohmann::json{{"instance", *id}, {"flow", k->to_string()}};
 }

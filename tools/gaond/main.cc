@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -48,12 +49,35 @@ int fail(const std::string& msg) {
   return 2;
 }
 
-// The ports' stats and `more` (the bump's XDP program, idle waits), added to `j`.
+// A port's books against the engine's (Port::stats): every frame it delivered reached the
+// engine, and every frame it took from the engine was sent or dropped under a reason.
+nlohmann::json port_books(const nlohmann::json& ps, uint64_t engine_rx, uint64_t engine_tx) {
+  uint64_t dropped = 0;
+  const nlohmann::json tx_dropped = ps.value("tx_dropped", nlohmann::json::object());
+  for (const auto& [k, v] : tx_dropped.items()) dropped += v.get<uint64_t>();
+  const uint64_t rx = ps.value("rx", uint64_t{0}), tx = ps.value("tx", uint64_t{0});
+  return {{"delivered", rx},
+          {"engine_received", engine_rx},
+          {"taken", engine_tx},
+          {"sent", tx},
+          {"dropped", tx_dropped},
+          {"lost_before_gaond", ps.value("rx_dropped", nlohmann::json::object())},
+          {"balanced", rx == engine_rx && engine_tx == tx + dropped}};
+}
+
+// The ports' stats and `more` (the bump's XDP program, idle waits), added to `j`, with the
+// conservation check of the engine and both ports (all read between two polls).
 void port_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& host,
                 const std::function<void(nlohmann::json&)>& more, nlohmann::json& j) {
   engine.execute([&] {
     j["wire"]["port_stats"] = wire.stats();
     j["host"]["port_stats"] = host.stats();
+    const auto& c = engine.counters();
+    nlohmann::json& cons = j["conservation"];
+    cons["wire_port"] = port_books(j["wire"]["port_stats"], c.wire_rx.get(), c.wire_tx.get());
+    cons["host_port"] = port_books(j["host"]["port_stats"], c.host_rx.get(), c.host_tx.get());
+    cons["all_balanced"] = cons.value("balanced", false) && cons["wire_port"]["balanced"] == true &&
+                           cons["host_port"]["balanced"] == true;
     if (more) more(j);
   });
 }
@@ -81,6 +105,7 @@ int main(int argc, char** argv) {
       "bump in the wire (AF_XDP between two interfaces)"};
   std::vector<std::string> wire_specs, host_specs, flow_specs;
   std::string xdp_mode = "auto";
+  uint32_t lease_ms = 50;
   std::string type;
   std::vector<std::string> params;
   std::string quota_text = "256M";
@@ -92,6 +117,7 @@ int main(int argc, char** argv) {
   std::string control_path = geteuid() == 0 ? gaon::control::kDefaultPath : "none";
   uint32_t max_instances = 16;
   std::string max_state_text = "1G";
+  std::string state_dir;
   app.add_flag("--list", list, "list the ikernel types and exit");
   app.add_option("--wire", wire_specs,
                  "where clients are: udp:IP:PORT, the service address they send to (sidecar; "
@@ -115,6 +141,12 @@ int main(int argc, char** argv) {
                  "afxdp: attach the steering program in native or generic XDP (auto: native, "
                  "but generic between veths, where it is cheaper, or without native support)")
       ->capture_default_str();
+  app.add_option("--lease-ms", lease_ms,
+                 "afxdp: when gaond has not polled for this long (stopped, hung), the steering "
+                 "program forwards attached flows in the kernel until it polls again; kvcache "
+                 "then starts afresh (0: only a gaond that is gone is bypassed)")
+      ->check(CLI::Range(0u, 60000u))
+      ->capture_default_str();
   app.add_option("--wire-rate-bps", wire_rate_bps,
                  "emulate a wire of this many bits/s shared by all services (0: as fast as "
                  "the sockets go); the arbiter's weights then decide who gets it");
@@ -135,6 +167,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-state-per-owner", max_state_text,
                  "state bytes one non-root user's instances may take in total")
       ->capture_default_str();
+  auto* state_dir_opt = app.add_option(
+      "--state-dir", state_dir,
+      "where the persistent instances (gaonctl create) and their flows are recorded, to be "
+      "restored when gaond starts again ('' or 'none': nowhere; default /var/lib/gaon as root "
+      "with the default control socket, nowhere otherwise)");
   CLI11_PARSE(app, argc, argv);
 
   const auto& reg = gaon::Registry::global();
@@ -149,6 +186,11 @@ int main(int argc, char** argv) {
                             host_specs.size()));
   if (type.empty() && control_path == "none")
     return fail("--ikernel is required without a control socket (see --list, --control)");
+  if (state_dir_opt->count() == 0 && geteuid() == 0 && control_path == gaon::control::kDefaultPath)
+    state_dir = gaon::control::kDefaultStateDir;
+  if (state_dir == "none") state_dir.clear();
+  if (!state_dir.empty() && control_path == "none")
+    return fail("--state-dir records what the control socket creates: it needs --control");
   auto max_state = gaon::parse_param_value(gaon::ParamType::size, max_state_text);
   if (!max_state) return fail("--max-state-per-owner " + max_state.error());
   // afxdp:IFACE pairs make a bump in the wire; udp:IP:PORT pairs, sidecar services.
@@ -215,7 +257,9 @@ int main(int argc, char** argv) {
   std::function<void(int)> idle_wait;
   std::function<void()> wake;
   std::function<void(nlohmann::json&)> more_stats;
-  // Sidecar: one ServicePort + AppPort per service, grouped into the engine's two ports.
+  // Sidecar: one ServicePort + AppPort per service, grouped into the engine's two ports,
+  // and where they keep datagrams larger than a frame (outlives them).
+  std::unique_ptr<gaon::sidecar::OversizeStore> oversize;
   std::vector<std::unique_ptr<gaon::sidecar::ServicePort>> wires;
   std::vector<std::unique_ptr<gaon::sidecar::AppPort>> hosts;
   gaon::sidecar::PortGroup wire_group("wire", gaon::sidecar::PortGroup::Route::by_source,
@@ -248,7 +292,9 @@ int main(int argc, char** argv) {
                "{} (clients) | {} (application)\n",
                wire_specs[0], host_specs[0]);
   } else if (xdp_bump) {
-    auto b = gaon::afxdp::Bump::open(*bump_wire, *bump_host, engine.pool(), {.xdp_mode = xdp_mode});
+    auto b =
+        gaon::afxdp::Bump::open(*bump_wire, *bump_host, engine.pool(),
+                                {.xdp_mode = xdp_mode, .lease_ns = uint64_t(lease_ms) * 1'000'000});
     if (!b) return fail(b.error());
     xdp = std::move(*b);
     engine.set_flow_observer(xdp.get());
@@ -261,12 +307,16 @@ int main(int argc, char** argv) {
                host_specs[0]);
     fmt::print(stderr, "gaond: {}\n", xdp->describe());
   } else {
+    auto big = gaon::sidecar::OversizeStore::create();
+    if (!big) return fail(big.error());
+    oversize = std::move(*big);
     for (size_t i = 0; i < services.size(); ++i) {
-      auto w = gaon::sidecar::ServicePort::open(services[i].wire, engine.pool());
+      auto w = gaon::sidecar::ServicePort::open(services[i].wire, engine.pool(), oversize.get());
       if (!w) return fail(w.error());
-      auto h = gaon::sidecar::AppPort::open(
-          services[i].host, services[i].wire, engine.pool(),
-          {.max_clients = 4096, .idle_timeout_ns = uint64_t(nat_idle_s * 1e9)});
+      auto h = gaon::sidecar::AppPort::open(services[i].host, services[i].wire, engine.pool(),
+                                            {.max_clients = 4096,
+                                             .idle_timeout_ns = uint64_t(nat_idle_s * 1e9),
+                                             .oversize = oversize.get()});
       if (!h) return fail(h.error());
       wire_group.add(**w, services[i].wire);
       host_group.add(**h, services[i].wire);
@@ -335,6 +385,7 @@ int main(int argc, char** argv) {
   if (!busy_poll) engine.set_waker(wake);
   std::atomic<bool> stop{false};
   std::thread datapath([&] {
+    const int idle_ms = lease_ms == 0 ? 10 : int(std::clamp(lease_ms / 4, 1u, 10u));
     if (cpu >= 0) {
       cpu_set_t set;
       CPU_ZERO(&set);
@@ -343,9 +394,10 @@ int main(int argc, char** argv) {
     }
     if (busy_poll)
       engine.run(stop);
-    else  // an event loop: block as soon as there is nothing more to do
+    else  // an event loop: block as soon as there is nothing more to do (and wake up
+          // often enough to renew the lease while idle)
       engine.run(
-          stop, [&] { idle_wait(10); }, 1);
+          stop, [&] { idle_wait(idle_ms); }, 1);
   });
   std::unique_ptr<gaon::control::Server> control;
   if (control_path != "none") {
@@ -355,7 +407,8 @@ int main(int argc, char** argv) {
          .max_instances_per_owner = max_instances,
          .max_state_per_owner = std::get<uint64_t>(*max_state),
          .more_stats =
-             [&](nlohmann::json& j) { port_stats(engine, *wire_port, *host_port, more_stats, j); }},
+             [&](nlohmann::json& j) { port_stats(engine, *wire_port, *host_port, more_stats, j); },
+         .state_dir = state_dir},  // restores what it records, before the first request
         services);
     if (!srv) {
       stop = true;
