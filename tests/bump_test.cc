@@ -627,5 +627,40 @@ TEST(AfPacketArgs, ABridgedInterfaceOrOneWithXdpIsRefusedWithTheReason) {
   run({"/usr/bin/ip", "netns", "del", ns});
 }
 
+// Frames an interface could hand gaond that do not fit a buffer (1 792 bytes) are refused
+// at start, with the limit and the fix, rather than lost one by one later: a jumbo MTU
+// (AF_XDP and AF_PACKET), GRO where frames are taken after it (AF_PACKET).
+TEST(PortArgs, InterfacesWhoseFramesMayNotFitABufferAreRefusedWithTheFix) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces)";
+  const std::string ns = "gaon-mtutest-" + std::to_string(getpid());
+  ASSERT_EQ(run({"/usr/bin/ip", "netns", "add", ns}).status, 0);
+  auto in_ns = [&](std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"/usr/bin/ip", "netns", "exec", ns});
+    return run(argv);
+  };
+  ASSERT_EQ(
+      in_ns({"/usr/bin/ip", "link", "add", "a0", "type", "veth", "peer", "name", "b0"}).status, 0);
+  for (const char* i : {"a0", "b0"})
+    ASSERT_EQ(in_ns({"/usr/bin/ip", "link", "set", i, "up"}).status, 0);
+  ASSERT_EQ(in_ns({"/usr/bin/ip", "link", "set", "a0", "mtu", "3000"}).status, 0);
+  auto gaond = [&](const std::string& kind) {
+    return in_ns({std::string(GAON_BIN_DIR) + "/gaond", "--control", "none", "--wire", kind + ":a0",
+                  "--host", kind + ":b0", "--ikernel", "echo", "--flow", "udp:10.0.0.1:7"});
+  };
+  for (const char* kind : {"afxdp", "afpacket"}) {
+    const auto r = gaond(kind);
+    EXPECT_EQ(r.status, 2) << kind;
+    EXPECT_NE(r.err.find("a0: MTU 3000"), std::string::npos) << kind << ": " << r.err;
+    EXPECT_NE(r.err.find("ip link set a0 mtu 1774"), std::string::npos) << r.err;
+  }
+  ASSERT_EQ(in_ns({"/usr/bin/ip", "link", "set", "a0", "mtu", "1500"}).status, 0);
+  ASSERT_EQ(in_ns({"/usr/sbin/ethtool", "-K", "a0", "gro", "on"}).status, 0);
+  const auto r = gaond("afpacket");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("a0: GRO is on"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("ethtool -K a0 gro off"), std::string::npos) << r.err;
+  run({"/usr/bin/ip", "netns", "del", ns});
+}
+
 }  // namespace
 }  // namespace gaon::test

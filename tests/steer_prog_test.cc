@@ -160,7 +160,7 @@ TEST_F(SteerProgTest, AttachedFlowsGoAroundAGaondWhoseLeaseExpired) {
       {"TCP", test::build_frame(tcp)},
       {"a flow without hints", udp(test::mc_dgram("get a\r\n", 7), 11212)},
   };
-  table_->add("a");         // cached: its GETs are always steered while the lease holds
+  table_->add("a");          // cached: its GETs are always steered while the lease holds
   lease(1 * kMs, 50 * kMs);  // fresh
   for (const auto& [what, frame] : attached) EXPECT_EQ(decide(frame), "steered") << what;
   lease(51 * kMs, 50 * kMs);  // gaond has not polled for 51 ms
