@@ -601,65 +601,67 @@ TEST_F(AfPacketBumpTest, EverythingCrossesAndAttachedFlowsAreAnswered) {
   EXPECT_EQ(tcp_transfer(port, 256 << 10), "");
 }
 
-TEST(AfPacketArgs, ABridgedInterfaceOrOneWithXdpIsRefusedWithTheReason) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces)";
-  // A veth pair of our own in a namespace of our own, one end in a bridge.
-  const std::string ns = "gaon-argtest-" + std::to_string(getpid());
-  ASSERT_EQ(run({"/usr/bin/ip", "netns", "add", ns}).status, 0);
-  auto in_ns = [&](std::vector<std::string> argv) {
-    argv.insert(argv.begin(), {"/usr/bin/ip", "netns", "exec", ns});
+// A veth pair of our own (a0, b0) in a namespace of our own, removed afterwards, and
+// gaond's answer to a command line that uses it.
+class OwnVethPair : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces)";
+    ASSERT_EQ(run({"/usr/bin/ip", "netns", "add", ns_}).status, 0);
+    made_ = true;
+    ASSERT_EQ(
+        in_ns({"/usr/bin/ip", "link", "add", "a0", "type", "veth", "peer", "name", "b0"}).status,
+        0);
+  }
+  void TearDown() override {
+    if (made_) run({"/usr/bin/ip", "netns", "del", ns_});
+  }
+  Ran in_ns(std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"/usr/bin/ip", "netns", "exec", ns_});
     return run(argv);
-  };
-  ASSERT_EQ(
-      in_ns({"/usr/bin/ip", "link", "add", "a0", "type", "veth", "peer", "name", "b0"}).status, 0);
+  }
+  Ran gaond(const std::string& wire, const std::string& host) {
+    return in_ns({std::string(GAON_BIN_DIR) + "/gaond", "--control", "none", "--wire", wire,
+                  "--host", host, "--ikernel", "echo", "--flow", "udp:10.0.0.1:7"});
+  }
+  const std::string ns_ = "gaon-argtest-" + std::to_string(getpid());
+  bool made_ = false;
+};
+
+class AfPacketArgs : public OwnVethPair {};
+
+TEST_F(AfPacketArgs, ABridgedInterfaceOrOneWithXdpIsRefusedWithTheReason) {
   ASSERT_EQ(in_ns({"/usr/bin/ip", "link", "add", "brx", "type", "bridge"}).status, 0);
   ASSERT_EQ(in_ns({"/usr/bin/ip", "link", "set", "a0", "master", "brx"}).status, 0);
-  const auto r =
-      in_ns({std::string(GAON_BIN_DIR) + "/gaond", "--control", "none", "--wire", "afpacket:a0",
-             "--host", "afpacket:b0", "--ikernel", "echo", "--flow", "udp:10.0.0.1:7"});
+  const auto r = gaond("afpacket:a0", "afpacket:b0");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("a0 is a port of a bridge"), std::string::npos) << r.err;
-  const auto mixed =
-      in_ns({std::string(GAON_BIN_DIR) + "/gaond", "--control", "none", "--wire", "afpacket:b0",
-             "--host", "afxdp:a0", "--ikernel", "echo", "--flow", "udp:10.0.0.1:7"});
+  const auto mixed = gaond("afpacket:b0", "afxdp:a0");
   EXPECT_EQ(mixed.status, 2);
   EXPECT_NE(mixed.err.find("the same kind"), std::string::npos) << mixed.err;
-  run({"/usr/bin/ip", "netns", "del", ns});
 }
 
 // Frames an interface could hand gaond that do not fit a buffer (1 792 bytes) are refused
 // at start, with the limit and the fix, rather than lost one by one later: a jumbo MTU
 // (AF_XDP and AF_PACKET), GRO where frames are taken after it (AF_PACKET).
-TEST(PortArgs, InterfacesWhoseFramesMayNotFitABufferAreRefusedWithTheFix) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces)";
-  const std::string ns = "gaon-mtutest-" + std::to_string(getpid());
-  ASSERT_EQ(run({"/usr/bin/ip", "netns", "add", ns}).status, 0);
-  auto in_ns = [&](std::vector<std::string> argv) {
-    argv.insert(argv.begin(), {"/usr/bin/ip", "netns", "exec", ns});
-    return run(argv);
-  };
-  ASSERT_EQ(
-      in_ns({"/usr/bin/ip", "link", "add", "a0", "type", "veth", "peer", "name", "b0"}).status, 0);
+class PortArgs : public OwnVethPair {};
+
+TEST_F(PortArgs, InterfacesWhoseFramesMayNotFitABufferAreRefusedWithTheFix) {
   for (const char* i : {"a0", "b0"})
     ASSERT_EQ(in_ns({"/usr/bin/ip", "link", "set", i, "up"}).status, 0);
   ASSERT_EQ(in_ns({"/usr/bin/ip", "link", "set", "a0", "mtu", "3000"}).status, 0);
-  auto gaond = [&](const std::string& kind) {
-    return in_ns({std::string(GAON_BIN_DIR) + "/gaond", "--control", "none", "--wire", kind + ":a0",
-                  "--host", kind + ":b0", "--ikernel", "echo", "--flow", "udp:10.0.0.1:7"});
-  };
-  for (const char* kind : {"afxdp", "afpacket"}) {
-    const auto r = gaond(kind);
+  for (const std::string kind : {"afxdp", "afpacket"}) {
+    const auto r = gaond(kind + ":a0", kind + ":b0");
     EXPECT_EQ(r.status, 2) << kind;
     EXPECT_NE(r.err.find("a0: MTU 3000"), std::string::npos) << kind << ": " << r.err;
     EXPECT_NE(r.err.find("ip link set a0 mtu 1774"), std::string::npos) << r.err;
   }
   ASSERT_EQ(in_ns({"/usr/bin/ip", "link", "set", "a0", "mtu", "1500"}).status, 0);
   ASSERT_EQ(in_ns({"/usr/sbin/ethtool", "-K", "a0", "gro", "on"}).status, 0);
-  const auto r = gaond("afpacket");
+  const auto r = gaond("afpacket:a0", "afpacket:b0");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("a0: GRO is on"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("ethtool -K a0 gro off"), std::string::npos) << r.err;
-  run({"/usr/bin/ip", "netns", "del", ns});
 }
 
 }  // namespace

@@ -30,11 +30,8 @@ bool bindable(int type, uint16_t port) {
   if (fd < 0) return false;
   const int one = 1;
   if (type == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  const sockaddr_in a = loopback(port);
+  const bool ok = bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0;
   close(fd);
   return ok;
 }
@@ -76,13 +73,18 @@ uint16_t free_port() {
   throw std::runtime_error("no free port");
 }
 
-int bind_udp(uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+sockaddr_in loopback(uint16_t port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   a.sin_port = htons(port);
-  if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) return fd;
+  return a;
+}
+
+int bind_udp(uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const sockaddr_in a = loopback(port);
+  if (fd >= 0 && bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0) return fd;
   if (fd >= 0) close(fd);
   return -1;
 }
@@ -367,12 +369,7 @@ std::optional<Child> start_memcached(uint16_t port) {
   return c;
 }
 
-McUdp::McUdp(uint16_t port) {
-  fd_ = socket(AF_INET, SOCK_DGRAM, 0);
-  to_.sin_family = AF_INET;
-  to_.sin_port = htons(port);
-  to_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-}
+McUdp::McUdp(uint16_t port) : fd_(socket(AF_INET, SOCK_DGRAM, 0)), to_(loopback(port)) {}
 McUdp::McUdp(int fd, const sockaddr_in& to) : fd_(fd), to_(to) {}
 McUdp::~McUdp() { close(fd_); }
 
@@ -423,11 +420,8 @@ bool wait_udp_ready(uint16_t port, std::chrono::milliseconds wait) {
 
 std::string tcp_command(uint16_t port, const std::string& cmd, const std::string& until) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+  const sockaddr_in a = loopback(port);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0) {
     close(fd);
     return "";
   }

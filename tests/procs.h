@@ -16,6 +16,9 @@ namespace gaon::test {
 // tests running at the same time.
 uint16_t free_port();
 
+// 127.0.0.1:port.
+sockaddr_in loopback(uint16_t port);
+
 // A UDP socket bound to 127.0.0.1:port (0: any free port); -1 when the bind fails.
 int bind_udp(uint16_t port);
 

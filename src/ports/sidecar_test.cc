@@ -22,13 +22,7 @@
 namespace gaon::sidecar {
 namespace {
 
-sockaddr_in loopback(uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return a;
-}
+using test::loopback;
 
 // A plain UDP socket: a client, or the application behind the AppPort.
 struct Sock {
