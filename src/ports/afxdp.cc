@@ -129,7 +129,7 @@ struct Bump::Impl {
   // The lease (gaon/lease.h): the program's gaon_lease map, mapped into gaond.
   gaon_lease* lease = nullptr;
   size_t lease_bytes = 0;
-  uint64_t lease_ns = 0, renewed_ns = 0;
+  uint64_t lease_ns = 0, renewed_ns = 0;  // renewed_ns: at the last poll (0: none yet)
   Counter lapses;  // renewals that found the lease expired: traffic went around
 };
 
@@ -195,7 +195,7 @@ void Bump::renew_lease() {
   Impl& im = *impl_;
   if (im.lease == nullptr || im.lease_ns == 0) return;
   const uint64_t now = mono_ns();
-  if (now - im.renewed_ns > im.lease_ns) im.lapses.add();
+  if (im.renewed_ns != 0 && now - im.renewed_ns > im.lease_ns) im.lapses.add();
   im.renewed_ns = now;
   std::atomic_ref<__u64>(im.lease->renewed_ns).store(now, std::memory_order_release);
 }
@@ -329,8 +329,8 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
   if (lm == MAP_FAILED) return make_error("mapping the XDP lease: {}", std::strerror(errno));
   im.lease = static_cast<gaon_lease*>(lm);
   im.lease_ns = opt.lease_ns;
-  im.renewed_ns = mono_ns();
-  im.lease->renewed_ns = im.renewed_ns;  // fresh before the program is attached
+  im.lease->renewed_ns = mono_ns();  // fresh before the program is attached; a lapse
+                                     // before the first poll (start-up) is not counted
   im.lease->bound_ns = opt.lease_ns;
   im.hints_bytes = size_t(kHintTables) * SteerHints::kBytes;
   void* hm = mmap(nullptr, im.hints_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, im.hints_fd, 0);
