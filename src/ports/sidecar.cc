@@ -166,13 +166,6 @@ std::span<const uint8_t> OversizeStore::tail(uint32_t ticket) const {
 
 // ---------------------------------------------------------------- receive and send
 
-// What a sidecar port counts of datagrams larger than a frame.
-struct OversizeCounts {
-  uint64_t& rx;      // received (kept under a ticket)
-  uint64_t& passed;  // sent whole
-  uint64_t& lost;    // dropped: the tail was overwritten before the frame went out
-};
-
 // Receives up to `want` datagrams from `fd` straight into fresh pool frames, behind room
 // for the synthesized headers. Returns how many; their payload lengths (what is in the
 // frame) go to `len` and, when `from` is given, their sources to `from`. With `big`, what
