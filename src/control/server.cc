@@ -30,8 +30,9 @@ struct Conn {
   uint32_t uid = 0;
   pid_t pid = 0;
   FrameReader reader;
-  std::string out;      // reply bytes not yet written
-  std::deque<int> fds;  // descriptors received (SCM_RIGHTS), oldest first
+  std::string out;       // reply bytes not yet written
+  std::deque<int> fds;   // descriptors received (SCM_RIGHTS), oldest first
+  bool overrun = false;  // its unread replies passed the backlog: it is dropped
 };
 
 struct Owned {
@@ -319,7 +320,10 @@ void Server::Impl::read_client(Conn& c) {
     c.reader.append({buf, size_t(n)});
     if (size_t(n) < sizeof(buf)) break;
   }
-  while (auto e = c.reader.next()) {
+  // Requests are answered until the unread replies pass the backlog limit: the client is
+  // dropped then, and the rest of what it sent costs nothing (a client that floods without
+  // reading cannot keep the control thread from the others).
+  while (auto e = c.out.size() > opt.max_backlog ? std::nullopt : c.reader.next()) {
     nlohmann::json reply;
     if (e->kind == FrameReader::Event::too_large) {
       reply = error_reply(nullptr, fmt::format("request of {} bytes is larger than the {} allowed",
@@ -331,8 +335,9 @@ void Server::Impl::read_client(Conn& c) {
     } else {
       reply = handle(c, *r);
     }
-    c.out += frame(reply);  // every complete request is answered now; flush() drops a
-  }                         // client whose unread replies pass the backlog limit
+    c.out += frame(reply);
+  }
+  c.overrun = c.out.size() > opt.max_backlog;
   // Descriptors no attach took are not kept, unless a request is still arriving (the
   // descriptor travels with its request's first byte).
   if (c.reader.buffered() == 0) {
@@ -352,7 +357,7 @@ bool Server::Impl::flush(Conn& c) {
     }
     c.out.erase(0, size_t(n));
   }
-  if (c.out.size() > opt.max_backlog) return false;  // it stopped reading its replies
+  if (c.overrun || c.out.size() > opt.max_backlog) return false;  // it stopped reading them
   epoll_event e{};
   e.events = EPOLLIN | (c.out.empty() ? 0u : uint32_t(EPOLLOUT));
   e.data.fd = c.fd;
