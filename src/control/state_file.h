@@ -38,6 +38,7 @@ struct SavedInstance {
   uint64_t bytes = 0;               // state it held
   TrafficClass tc;
   std::vector<FlowKey> flows;
+  bool operator==(const SavedInstance&) const = default;
 };
 
 // The document above (with a trailing newline).

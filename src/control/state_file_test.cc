@@ -57,20 +57,6 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-// Field by field (TrafficClass has no ==).
-bool same(const std::vector<SavedInstance>& a, const std::vector<SavedInstance>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const SavedInstance &x = a[i], &y = b[i];
-    if (x.id != y.id || x.type != y.type || x.owner != y.owner || x.params != y.params ||
-        x.quota != y.quota || x.bytes != y.bytes || x.tc.weight != y.tc.weight ||
-        x.tc.rate_bps != y.tc.rate_bps || x.tc.burst_bytes != y.tc.burst_bytes ||
-        x.flows != y.flows)
-      return false;
-  }
-  return true;
-}
-
 void expect_one_line(const std::string& e) { EXPECT_EQ(e.find('\n'), std::string::npos) << e; }
 
 TEST(StateFile, RoundTripsEverythingItRecords) {
@@ -82,7 +68,7 @@ TEST(StateFile, RoundTripsEverythingItRecords) {
   EXPECT_EQ(doc["instances"][0]["flows"][1], "udp:10.0.0.1:53,10.0.0.2:4000");
   auto out = decode_state(text, Registry::global());
   ASSERT_TRUE(out) << out.error();
-  EXPECT_TRUE(same(*out, in)) << encode_state(*out);
+  EXPECT_TRUE(*out == in) << encode_state(*out);
   auto empty = decode_state(encode_state({}), Registry::global());
   ASSERT_TRUE(empty) << empty.error();
   EXPECT_TRUE(empty->empty());
@@ -108,7 +94,7 @@ TEST(StateFile, SavesAtomicallyPrivatelyAndLoadsBack) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   auto back = sf->load(Registry::global());
   ASSERT_TRUE(back) << back.error();
-  EXPECT_TRUE(same(*back, sample())) << encode_state(*back);
+  EXPECT_TRUE(*back == sample()) << encode_state(*back);
   ASSERT_TRUE(sf->save({sample()[1]}));
   EXPECT_EQ(sf->load(Registry::global())->size(), 1u);
   // Only the file is left in the directory (no temporary).
