@@ -16,7 +16,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -270,15 +269,6 @@ TEST_F(BumpTest, AttachedFlowsAreAnsweredAndTheRestNeverReachesGaond) {
   close(app);
 }
 
-// Resident memory of a process, in KiB (VmRSS).
-uint64_t rss_kib(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
-  return 0;
-}
-
 // The bump offered far more than it may send for 2 s: a flood of requests to an echo whose
 // replies are limited to 2 Mbit/s (some 2 300 a second, against 16 000 offered): its
 // arbiter queue overflows (counted as instance_queue_full), gaond answers on
@@ -296,32 +286,11 @@ TEST_F(BumpTest, OverloadKeepsGaondResponsiveAndEveryFrameAccountedFor) {
   const uint64_t rss_before = rss_kib(gaond_.pid());
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> offered{0};
-  std::thread flood([&] {
-    const int fd = socket_in("gaon-client", SOCK_DGRAM);
-    const sockaddr_in to = addr(kServerIp, flooded);
-    char payload[64] = "flood";
-    mmsghdr m[32];
-    iovec iov{payload, sizeof(payload)};
-    for (auto& x : m) {
-      x = {};
-      x.msg_hdr.msg_name = const_cast<sockaddr_in*>(&to);
-      x.msg_hdr.msg_namelen = sizeof(to);
-      x.msg_hdr.msg_iov = &iov;
-      x.msg_hdr.msg_iovlen = 1;
-    }
-    // 32 frames every 2 ms, some 16 000 a second: several times what the instance may send,
-    // well within what gaond reads (also built with sanitizers), so the other instance's
-    // requests are not lost in a full receive ring before gaond sees them.
-    char sink[2048];
-    for (auto next = std::chrono::steady_clock::now(); !stop; next += 2ms) {
-      const int n = sendmmsg(fd, m, 32, MSG_DONTWAIT);
-      if (n > 0) offered += uint64_t(n);
-      while (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0) {
-      }
-      std::this_thread::sleep_until(next);
-    }
-    close(fd);
-  });
+  // 32 frames every 2 ms, some 16 000 a second: several times what the instance may send,
+  // well within what gaond reads (also built with sanitizers), so the other instance's
+  // requests are not lost in a full receive ring before gaond sees them.
+  const int flood_fd = socket_in("gaon-client", SOCK_DGRAM);
+  std::thread flood([&] { flood_udp({flood_fd}, addr(kServerIp, flooded), stop, offered, 2ms); });
   int asked = 0, answered = 0, crossed = 0, stats_calls = 0;
   auto slowest = std::chrono::steady_clock::duration::zero();
   const auto end = std::chrono::steady_clock::now() + 2s;
@@ -337,6 +306,7 @@ TEST_F(BumpTest, OverloadKeepsGaondResponsiveAndEveryFrameAccountedFor) {
   }
   stop = true;
   flood.join();
+  close(flood_fd);
   const uint64_t rss_after = rss_kib(gaond_.pid());
   std::this_thread::sleep_for(300ms);
   auto s = ctl_->call("stats");

@@ -408,6 +408,38 @@ std::vector<std::string> McUdp::ask(const std::string& body, uint16_t req_id, si
   return out;
 }
 
+void flood_udp(const std::vector<int>& fds, const sockaddr_in& to, const std::atomic<bool>& stop,
+               std::atomic<uint64_t>& offered, std::chrono::microseconds pace) {
+  char payload[64] = "flood";
+  iovec iov{payload, sizeof(payload)};
+  mmsghdr m[32];
+  for (auto& x : m) {
+    x = {};
+    x.msg_hdr.msg_name = const_cast<sockaddr_in*>(&to);
+    x.msg_hdr.msg_namelen = sizeof(to);
+    x.msg_hdr.msg_iov = &iov;
+    x.msg_hdr.msg_iovlen = 1;
+  }
+  char sink[2048];
+  auto next = std::chrono::steady_clock::now();
+  for (size_t k = 0; !stop && !fds.empty(); ++k) {
+    const int fd = fds[k % fds.size()];
+    const int n = sendmmsg(fd, m, 32, MSG_DONTWAIT);
+    if (n > 0) offered += uint64_t(n);
+    while (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0) {
+    }
+    if (pace.count() > 0) std::this_thread::sleep_until(next += pace);
+  }
+}
+
+uint64_t rss_kib(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+  return 0;
+}
+
 bool wait_udp_ready(uint16_t port, std::chrono::milliseconds wait) {
   McUdp c(port);
   const auto deadline = std::chrono::steady_clock::now() + wait;

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -129,6 +130,16 @@ class McUdp {
   int fd_ = -1;
   sockaddr_in to_{};
 };
+
+// Sends 64-byte datagrams to `to` in bursts of 32, from the sockets `fds` in turn (reading
+// and discarding whatever comes back), until `stop`: one burst every `pace`, or as fast as
+// the kernel takes them when `pace` is 0. What the kernel took is added to `offered`.
+void flood_udp(const std::vector<int>& fds, const sockaddr_in& to, const std::atomic<bool>& stop,
+               std::atomic<uint64_t>& offered,
+               std::chrono::microseconds pace = std::chrono::microseconds(0));
+
+// Resident memory of a process, in KiB (VmRSS of /proc/PID/status; 0 if unreadable).
+uint64_t rss_kib(pid_t pid);
 
 // Waits until something answers a memcached `version` on UDP port `port`.
 bool wait_udp_ready(uint16_t port,
