@@ -17,10 +17,10 @@
 //     keeps the fill ring full; tx puts frames on the tx ring, kicks the kernel whenever
 //     transmits are outstanding (copy mode sends ~32 per kick) and frees frames when the
 //     completion ring returns them. Syscalls are per burst, never per packet.
-//   Steering hints (steer_hints.h): the program keeps a kvcache instance's GETs for keys it
-//     does not hold, and memcached's miss replies, in the kernel.
+//   Fast paths (fast_path.h): an instance whose type has one gets fast-path memory with
+//     its first flow, and the program runs the type's XDP code on its frames first.
 // Zero-copy when the driver offers it, copy mode otherwise; the modes are in stats().
-// IPv4 flows only for now (the steering program passes IPv6 to the other side).
+// IPv4 and IPv6 flows (xdp_program.h).
 #pragma once
 
 #include <cstdint>
@@ -33,6 +33,7 @@
 #include "gaon/pool.h"
 #include "gaon/port.h"
 #include "gaon/result.h"
+#include "gaon/xdp_abi.h"
 
 namespace gaon::afxdp {
 
@@ -80,9 +81,10 @@ class Bump final : public FlowObserver {
     std::string bpf_object;     // path of steer.bpf.o; empty: the one built in
     // auto: native, or generic when the driver has no native XDP or both are veths
     std::string xdp_mode = "auto";
-    // gaond's lease on the program (gaon/lease.h): attached flows go around gaond once it
+    // gaond's lease on the program (gaon/xdp_abi.h): attached flows go around gaond once it
     // has not polled for this long. 0: no lease (only a gaond that is gone is bypassed).
     uint64_t lease_ns = 50'000'000;
+    uint32_t fp_chunks = GAON_FP_CHUNKS_DEFAULT;  // fast-path memory, MiB
   };
   static Result<std::unique_ptr<Bump>> open(const Spec& wire, const Spec& host, BufferPool& pool,
                                             const Options& opt);
@@ -94,11 +96,12 @@ class Bump final : public FlowObserver {
   Port& wire() { return *wire_; }
   Port& host() { return *host_; }
 
-  // FlowObserver: the program's flow map (local IPv4 address and port of each flow), and
-  // a hint table for each instance whose type keeps hints (steer_hints.h; 16 at most).
-  Result<void> flow_added(const FlowKey& key, uint32_t instance, HintKind hints) override;
+  // FlowObserver: the program's flow map (local address and port of each flow), and
+  // fast-path memory for each instance whose type has a fast path (xdp_program.h).
+  Result<void> flow_added(const FlowKey& key, uint32_t instance, const FastPathSpec& fp) override;
   void flow_removed(const FlowKey& key) override;
-  SteerHints* hints(uint32_t instance) override;
+  FastPathState* fast_path(uint32_t instance) override;
+  nlohmann::json fast_path_stats(uint32_t instance) override;
   void instance_removed(uint32_t instance) override;
 
   // Blocks up to timeout_ms until a socket has frames (or wake() is called).

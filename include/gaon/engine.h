@@ -71,13 +71,16 @@ struct EngineCounters {
 class FlowObserver {
  public:
   virtual ~FlowObserver() = default;
-  // A failure undoes the add_flow that caused it (its error is add_flow's). `hints` is
-  // what the instance's type keeps (IKernel::hint_kind).
-  virtual Result<void> flow_added(const FlowKey& key, uint32_t instance, HintKind hints) = 0;
+  // A failure undoes the add_flow that caused it (its error is add_flow's). `fp` is what
+  // the instance's type runs in XDP (IKernel::fast_path).
+  virtual Result<void> flow_added(const FlowKey& key, uint32_t instance,
+                                  const FastPathSpec& fp) = 0;
   virtual void flow_removed(const FlowKey& key) = 0;
-  // The hint table given to `instance` by flow_added, if any (steer_hints.h).
-  virtual SteerHints* hints(uint32_t /*instance*/) { return nullptr; }
-  // The instance is gone (its flows were removed first): its hint table may be reused.
+  // The fast-path memory given to `instance` by flow_added, if any (fast_path.h).
+  virtual FastPathState* fast_path(uint32_t /*instance*/) { return nullptr; }
+  // The fast path's counters for `instance` (summed over CPUs), or null.
+  virtual nlohmann::json fast_path_stats(uint32_t /*instance*/) { return nullptr; }
+  // The instance is gone (its flows were removed first): its fast-path memory may be reused.
   virtual void instance_removed(uint32_t /*instance*/) {}
 };
 

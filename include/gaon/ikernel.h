@@ -18,7 +18,7 @@
 //   on_gap(ctx)                 optional: its flows' frames may have gone around it
 //   call(op, args)     named state operations for the owner (run between bursts)
 //   cleanup()
-//   hint_kind()        optional: the steering hints it keeps in a bump (steer_hints.h)
+//   fast_path()        optional: the part it runs in XDP in a bump (fast_path.h)
 // process/process_egress run on the datapath: no allocation, no exceptions, no locks, no
 // syscalls, bounded work. One virtual call per burst; PerPacketIKernel turns that into a
 // direct (inlinable) call per packet.
@@ -34,10 +34,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gaon/fast_path.h"
 #include "gaon/packet.h"
 #include "gaon/params.h"
 #include "gaon/result.h"
-#include "gaon/steer_hints.h"
 
 namespace gaon {
 
@@ -85,10 +85,10 @@ class Context {
   StateRegion& state() { return state_; }
   InstanceCounters& counters() { return counters_; }
   uint64_t now_ns() const { return now_ns_; }
-  // The instance's steering hint table in a bump, if its type declared a HintKind and the
-  // ports have one (steer_hints.h); nullptr otherwise (sidecar, mem ports, none left).
-  SteerHints* hints() const { return hints_; }
-  void set_hints(SteerHints* h) { hints_ = h; }
+  // The instance's fast-path memory in a bump, if its type has a fast path and the ports
+  // gave it some (fast_path.h); nullptr otherwise (sidecar, mem ports, none left).
+  FastPathState* fast_path() const { return fast_path_; }
+  void set_fast_path(FastPathState* f) { fast_path_ = f; }
 
   // A fresh packet from the pool, or nullptr when the pool is empty (counted).
   Packet* alloc();
@@ -107,7 +107,7 @@ class Context {
   std::span<Packet*> emit_buf_;
   size_t n_emit_ = 0;
   uint64_t now_ns_;
-  SteerHints* hints_ = nullptr;
+  FastPathState* fast_path_ = nullptr;
 };
 
 // A named state operation of a type, exposed to the instance's owner.
@@ -142,8 +142,12 @@ class IKernel {
   // A named state operation (the op is one of the type's declared ops).
   virtual Result<nlohmann::json> call(std::string_view op, std::span<const std::string> args);
   virtual void cleanup() {}
-  // Which steering hints the instance keeps (steer_hints.h); asked when a flow is added.
-  virtual HintKind hint_kind() const { return HintKind::none; }
+  // What the instance runs in XDP (fast_path.h); asked when a flow is added.
+  virtual FastPathSpec fast_path() const { return {}; }
+  // The fast-path memory it was given (with its first flow in a bump; zeroed), before any
+  // frame of that flow reaches it: lay out there the state the program reads. Run on the
+  // datapath thread, between bursts.
+  virtual void on_fast_path(FastPathState&) {}
 };
 
 // For ikernels that decide packet by packet: write

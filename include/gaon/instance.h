@@ -101,7 +101,7 @@ class Instance {
   bool initialized_ = false;  // init succeeded: cleanup is owed
   StateRegion region_;
   InstanceCounters counters_;
-  SteerHints* hints_ = nullptr;  // datapath only; set by the engine from its FlowObserver
+  FastPathState* fast_path_ = nullptr;  // datapath only; set by the engine from its FlowObserver
 };
 
 }  // namespace gaon

@@ -168,7 +168,7 @@ void Engine::egress(std::span<Packet*> burst, uint64_t now) {
 void Engine::run_instance(Instance& inst, std::span<Packet*> pkts, Direction dir, uint64_t now) {
   InstanceCounters& ic = inst.counters_;
   Context ctx(inst.id_, inst.region_, ic, *pool_, emit_buf_, now);
-  ctx.set_hints(inst.hints_);
+  ctx.set_fast_path(inst.fast_path_);
   if (dir == Direction::ingress) {
     ic.rx.add(pkts.size());
     inst.kernel_->process(ctx, pkts);
@@ -217,7 +217,7 @@ void Engine::gap(uint64_t now) {
   for (auto& inst : slots_) {
     if (!inst) continue;
     Context ctx(inst->id_, inst->region_, inst->counters_, *pool_, {}, now);
-    ctx.set_hints(inst->hints_);
+    ctx.set_fast_path(inst->fast_path_);
     inst->kernel_->on_gap(ctx);
   }
 }
@@ -234,7 +234,7 @@ void Engine::oversize(Packet* p, Direction dir, uint64_t now) {
   InstanceCounters& ic = inst->counters_;
   (in ? ic.rx : ic.egress_rx).add();
   Context ctx(inst->id_, inst->region_, ic, *pool_, {}, now);
-  ctx.set_hints(inst->hints_);
+  ctx.set_fast_path(inst->fast_path_);
   p->verdict = in ? Verdict::to_host : Verdict::to_wire;
   if (inst->kernel_->on_oversize(ctx, *p, dir) == Verdict::drop) {
     ic.dropped.add();
@@ -395,21 +395,24 @@ Result<std::unique_ptr<Instance>> Engine::remove_instance(uint32_t id) {
 
 Result<uint32_t> Engine::add_flow(const FlowKey& key, uint32_t id) {
   Result<uint32_t> r = make_error("no instance {}", id);
-  HintKind kind = HintKind::none;
+  FastPathSpec fp;
   execute([&] {
     if (Instance* inst = instance(id)) {
       r = flows_->add(key, id);
-      kind = inst->kernel().hint_kind();
+      fp = inst->kernel().fast_path();
     }
   });
   if (r && observer_ != nullptr) {
-    if (auto o = observer_->flow_added(key, id, kind); !o) {
+    if (auto o = observer_->flow_added(key, id, fp); !o) {
       execute([&] { flows_->remove(key); });
       return Error{o.error()};
     }
-    if (SteerHints* h = observer_->hints(id))
+    if (FastPathState* f = observer_->fast_path(id))
       execute([&] {
-        if (Instance* inst = instance(id)) inst->hints_ = h;
+        Instance* inst = instance(id);
+        if (inst == nullptr || inst->fast_path_ == f) return;
+        inst->fast_path_ = f;
+        inst->kernel().on_fast_path(*f);
       });
   }
   return r;
@@ -442,6 +445,10 @@ Result<nlohmann::json> Engine::call(uint32_t id, std::string_view op,
   execute([&] {
     if (Instance* inst = instance(id)) r = inst->call(op, args);
   });
+  // The instance's counters in XDP, beside those of gaond (one instance, summed over tiers
+  // and CPUs by whoever reads both).
+  if (r && op == "stats" && observer_ != nullptr && r->is_object())
+    if (nlohmann::json fp = observer_->fast_path_stats(id); !fp.is_null()) (*r)["fast_path"] = fp;
   return r;
 }
 
@@ -464,6 +471,8 @@ nlohmann::json Engine::instance_stats(uint32_t id) {
       j["flows"] = flows;
     }
   });
+  if (!j.is_null() && observer_ != nullptr)
+    if (nlohmann::json fp = observer_->fast_path_stats(id); !fp.is_null()) j["fast_path"] = fp;
   return j;
 }
 

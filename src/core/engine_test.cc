@@ -378,9 +378,9 @@ TEST_F(EngineTest, TheFlowObserverSeesEveryChangeAndCanRefuse) {
   struct Recorder : FlowObserver {
     std::vector<std::string> log;
     bool refuse = false;
-    Result<void> flow_added(const FlowKey& k, uint32_t inst, HintKind hints) override {
+    Result<void> flow_added(const FlowKey& k, uint32_t inst, const FastPathSpec& fp) override {
       if (refuse) return make_error("no room");
-      log.push_back(fmt::format("+{} {} {}", k.to_string(), inst, int(hints)));
+      log.push_back(fmt::format("+{} {} {}", k.to_string(), inst, fp.prog));
       return ok();
     }
     void flow_removed(const FlowKey& k) override { log.push_back("-" + k.to_string()); }

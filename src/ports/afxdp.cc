@@ -28,13 +28,9 @@
 
 #include "gaon/clock.h"
 #include "gaon/counters.h"
-#include "gaon/lease.h"
 #include "gaon/net.h"
+#include "gaon/xdp_program.h"
 #include "netdev.h"
-
-// The steering program's object file, embedded at build time (CMake: steer_bpf_obj.cc).
-extern const unsigned char gaon_steer_bpf_obj[];
-extern const unsigned long gaon_steer_bpf_obj_len;
 
 namespace gaon::afxdp {
 
@@ -73,62 +69,15 @@ std::string driver_of(const std::string& ifname) {
   return ok ? std::string(info.driver) : "";
 }
 
-// Mirrors struct gaon_flow / gaon_port in steer.bpf.c.
-struct BpfFlow {
-  uint32_t ip;
-  uint16_t port;
-  uint8_t proto;
-  uint8_t pad;
-};
-struct BpfPort {
-  uint32_t role;
-  uint32_t peer;
-};
-constexpr uint32_t kStats = 7;
-const char* const kStatNames[kStats] = {"steered",   "forwarded",    "fail_open",    "not_ours",
-                                        "kept_gets", "kept_replies", "lease_expired"};
-constexpr uint32_t kHintTables = 16;  // HINT_TABLES in steer.bpf.c
-
-static_assert(sizeof(BpfFlow) == sizeof(uint64_t));
-uint64_t map_key(const BpfFlow& f) {
-  uint64_t k;
-  std::memcpy(&k, &f, sizeof(k));
-  return k;
-}
-
-BpfFlow bpf_flow(const FlowKey& k) {
-  BpfFlow f{};
-  std::memcpy(&f.ip, k.local_ip, 4);
-  f.port = htons(k.local_port);
-  f.proto = k.proto;
-  return f;
-}
-
 }  // namespace
 
 struct Bump::Impl {
-  bpf_object* obj = nullptr;
-  int prog_fd = -1, ports_fd = -1, xsks_fd = -1, peers_fd = -1, flows_fd = -1, stats_fd = -1;
+  std::unique_ptr<XdpProgram> xdp;  // the steering program, its maps, fast paths, lease
   int ifindex[2] = {0, 0};
   bool generic = false;   // XDP in generic (skb) mode: the driver has no native XDP
   bool zerocopy = false;  // both sockets bound zero-copy
   xsk_umem* umem = nullptr;
-  std::mutex flows_mu;  // flow_added/removed (control thread) and stats (any thread)
-  struct FlowRef {
-    int refs = 0;
-    uint32_t value = 0;  // in the map: hint table + 1, or 0
-  };
-  std::map<uint64_t, FlowRef> flow_refs;  // by BpfFlow: several engine flows may share one
   uint32_t ring = 2048;
-  // Hint tables (steer_hints.h): the program's gaon_hints map, mapped into gaond.
-  int hints_fd = -1;
-  uint8_t* hints_mem = nullptr;
-  size_t hints_bytes = 0;
-  std::vector<std::unique_ptr<SteerHints>> tables;  // by table; null: free
-  std::map<uint32_t, uint32_t> table_of;            // instance -> table
-  // The lease (gaon/lease.h): the program's gaon_lease map, mapped into gaond.
-  gaon_lease* lease = nullptr;
-  size_t lease_bytes = 0;
   uint64_t lease_ns = 0, renewed_ns = 0;  // renewed_ns: at the last poll (0: none yet)
   Counter lapses;  // renewals that found the lease expired: traffic went around
 };
@@ -193,11 +142,11 @@ void XskPort::kick_tx() {
 
 void Bump::renew_lease() {
   Impl& im = *impl_;
-  if (im.lease == nullptr || im.lease_ns == 0) return;
+  if (im.xdp == nullptr || im.lease_ns == 0) return;
   const uint64_t now = mono_ns();
   if (im.renewed_ns != 0 && now - im.renewed_ns > im.lease_ns) im.lapses.add();
   im.renewed_ns = now;
-  std::atomic_ref<__u64>(im.lease->renewed_ns).store(now, std::memory_order_release);
+  std::atomic_ref<__u64>(im.xdp->lease()->renewed_ns).store(now, std::memory_order_release);
 }
 
 uint64_t XskPort::gaps() const { return this == bump_.wire_.get() ? bump_.impl_->lapses.get() : 0; }
@@ -275,9 +224,7 @@ Bump::~Bump() {
   wire_.reset();
   host_.reset();
   if (impl_->umem) xsk_umem__delete(impl_->umem);
-  if (impl_->hints_mem) munmap(impl_->hints_mem, impl_->hints_bytes);
-  if (impl_->lease) munmap(impl_->lease, impl_->lease_bytes);
-  if (impl_->obj) bpf_object__close(impl_->obj);
+  impl_->xdp.reset();
 }
 
 Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, BufferPool& pool,
@@ -294,55 +241,18 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
   }
   if (im.ifindex[0] == im.ifindex[1])
     return make_error("the wire and host interfaces are the same");
-  libbpf_set_print(nullptr);  // errors are reported by what fails, not libbpf's chatter
-  if (opt.bpf_object.empty()) {
-    bpf_object_open_opts oo{};
-    oo.sz = sizeof(oo);
-    oo.object_name = "gaon_steer";
-    im.obj = bpf_object__open_mem(gaon_steer_bpf_obj, gaon_steer_bpf_obj_len, &oo);
-  } else {
-    im.obj = bpf_object__open_file(opt.bpf_object.c_str(), nullptr);
-  }
-  if (im.obj == nullptr) return make_error("the XDP program: {}", std::strerror(errno));
-  if (int e = bpf_object__load(im.obj); e != 0)
-    return make_error("loading the XDP program: {} (root, or CAP_BPF and CAP_NET_ADMIN?)",
-                      std::strerror(-e));
-  auto map_fd = [&](const char* name) { return bpf_object__find_map_fd_by_name(im.obj, name); };
-  im.ports_fd = map_fd("gaon_ports");
-  im.xsks_fd = map_fd("gaon_xsks");
-  im.peers_fd = map_fd("gaon_peers");
-  im.flows_fd = map_fd("gaon_flows");
-  im.stats_fd = map_fd("gaon_stats");
-  im.hints_fd = map_fd("gaon_hints");
-  const int lease_fd = map_fd(GAON_LEASE_MAP);
-  bpf_program* prog = bpf_object__find_program_by_name(im.obj, "gaon_steer");
-  im.prog_fd = prog ? bpf_program__fd(prog) : -1;
-  if (im.prog_fd < 0 || im.ports_fd < 0 || im.xsks_fd < 0 || im.peers_fd < 0 || im.flows_fd < 0 ||
-      im.stats_fd < 0 || im.hints_fd < 0 || lease_fd < 0)
-    return make_error("the XDP program's object lacks its program or maps");
-  if (const bpf_map* m = bpf_object__find_map_by_name(im.obj, GAON_LEASE_MAP);
-      bpf_map__value_size(m) != sizeof(gaon_lease) || bpf_map__max_entries(m) != 1)
-    return make_error("the XDP program's map {}: value of {} bytes, {} expected", GAON_LEASE_MAP,
-                      bpf_map__value_size(m), sizeof(gaon_lease));
-  im.lease_bytes = size_t(sysconf(_SC_PAGESIZE));
-  void* lm = mmap(nullptr, im.lease_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, lease_fd, 0);
-  if (lm == MAP_FAILED) return make_error("mapping the XDP lease: {}", std::strerror(errno));
-  im.lease = static_cast<gaon_lease*>(lm);
+  auto x = XdpProgram::load({opt.bpf_object, opt.fp_chunks});
+  if (!x) return Error{x.error()};
+  im.xdp = std::move(*x);
   im.lease_ns = opt.lease_ns;
-  im.lease->renewed_ns = mono_ns();  // fresh before the program is attached; a lapse
-                                     // before the first poll (start-up) is not counted
-  im.lease->bound_ns = opt.lease_ns;
-  im.hints_bytes = size_t(kHintTables) * SteerHints::kBytes;
-  void* hm = mmap(nullptr, im.hints_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, im.hints_fd, 0);
-  if (hm == MAP_FAILED) return make_error("mapping the XDP hint tables: {}", std::strerror(errno));
-  im.hints_mem = static_cast<uint8_t*>(hm);
-  im.tables.resize(kHintTables);
+  gaon_lease* lease = im.xdp->lease();
+  lease->renewed_ns = mono_ns();  // fresh before the program is attached; a lapse
+                                  // before the first poll (start-up) is not counted
+  lease->bound_ns = opt.lease_ns;
   for (uint32_t slot = 0; slot < 2; ++slot) {
-    const BpfPort p{slot, 1 - slot};
     const uint32_t ifx = uint32_t(im.ifindex[slot]);
-    if (bpf_map_update_elem(im.ports_fd, &ifx, &p, BPF_ANY) != 0 ||
-        bpf_map_update_elem(im.peers_fd, &slot, &ifx, BPF_ANY) != 0)
-      return make_error("filling the XDP program's maps: {}", std::strerror(errno));
+    if (auto r = im.xdp->set_port(ifx, gaon_role(slot), 1 - slot); !r) return Error{r.error()};
+    if (auto r = im.xdp->set_peer(slot, ifx); !r) return Error{r.error()};
   }
   // Attach to both interfaces, replacing any program there (an earlier gaond's). Native
   // mode when the driver has it, generic otherwise; both interfaces in the same mode.
@@ -350,7 +260,7 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
     for (int i = 0; i < 2; ++i) {
       bpf_xdp_detach(im.ifindex[i], XDP_FLAGS_DRV_MODE, nullptr);
       bpf_xdp_detach(im.ifindex[i], XDP_FLAGS_SKB_MODE, nullptr);
-      if (int e = bpf_xdp_attach(im.ifindex[i], im.prog_fd, mode, nullptr); e != 0) return e;
+      if (int e = bpf_xdp_attach(im.ifindex[i], im.xdp->prog_fd(), mode, nullptr); e != 0) return e;
     }
     return 0;
   };
@@ -428,75 +338,26 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
   }
   for (uint32_t slot = 0; slot < 2; ++slot) {
     ports[slot]->refill();
-    const int fd = ports[slot]->fd();
-    if (bpf_map_update_elem(im.xsks_fd, &slot, &fd, BPF_ANY) != 0)
-      return make_error("registering the AF_XDP socket with the program: {}", std::strerror(errno));
+    if (auto r = im.xdp->set_xsk(slot, ports[slot]->fd()); !r) return Error{r.error()};
   }
   b->waiter_.watch(b->wire_->fd());
   b->waiter_.watch(b->host_->fd());
   return b;
 }
 
-Result<void> Bump::flow_added(const FlowKey& key, uint32_t instance, HintKind hints) {
-  if (key.family != 4) return make_error("AF_XDP steering handles IPv4 flows only (for now)");
-  const BpfFlow f = bpf_flow(key);
-  Impl& im = *impl_;
-  std::lock_guard lk(im.flows_mu);
-  // The instance's hint table: given with its first flow, kept until it is removed. When
-  // all are taken its frames are simply all steered (hints are only ever an optimisation).
-  uint32_t value = 0;
-  if (hints == HintKind::memcached_get) {
-    auto t = im.table_of.find(instance);
-    if (t == im.table_of.end())
-      for (uint32_t i = 0; i < kHintTables; ++i)
-        if (!im.tables[i]) {
-          uint8_t* base = im.hints_mem + size_t(i) * SteerHints::kBytes;
-          std::memset(base, 0, SteerHints::kBytes);
-          im.tables[i] = std::make_unique<SteerHints>(base);
-          t = im.table_of.emplace(instance, i).first;
-          break;
-        }
-    if (t != im.table_of.end()) value = t->second + 1;
-  }
-  const uint64_t k = map_key(f);
-  Impl::FlowRef& ref = im.flow_refs[k];
-  // One local address shared by flows of instances with different tables: steer it all.
-  const uint32_t want = ref.refs == 0 || ref.value == value ? value : 0;
-  if (ref.refs == 0 || want != ref.value) {
-    if (bpf_map_update_elem(im.flows_fd, &f, &want, BPF_ANY) != 0) {
-      if (ref.refs == 0) im.flow_refs.erase(k);
-      return make_error("the XDP flow map: {}", std::strerror(errno));
-    }
-    ref.value = want;
-  }
-  ++ref.refs;
-  return ok();
+Result<void> Bump::flow_added(const FlowKey& key, uint32_t instance, const FastPathSpec& fp) {
+  return impl_->xdp->add_flow(key, instance, fp);
 }
 
-void Bump::flow_removed(const FlowKey& key) {
-  const BpfFlow f = bpf_flow(key);
-  std::lock_guard lk(impl_->flows_mu);
-  auto it = impl_->flow_refs.find(map_key(f));
-  if (it == impl_->flow_refs.end()) return;
-  if (--it->second.refs == 0) {
-    bpf_map_delete_elem(impl_->flows_fd, &f);
-    impl_->flow_refs.erase(it);
-  }
+void Bump::flow_removed(const FlowKey& key) { impl_->xdp->remove_flow(key); }
+
+FastPathState* Bump::fast_path(uint32_t instance) { return impl_->xdp->fast_path(instance); }
+
+nlohmann::json Bump::fast_path_stats(uint32_t instance) {
+  return impl_->xdp->fast_path_stats(instance);
 }
 
-SteerHints* Bump::hints(uint32_t instance) {
-  std::lock_guard lk(impl_->flows_mu);
-  auto t = impl_->table_of.find(instance);
-  return t == impl_->table_of.end() ? nullptr : impl_->tables[t->second].get();
-}
-
-void Bump::instance_removed(uint32_t instance) {
-  std::lock_guard lk(impl_->flows_mu);
-  auto t = impl_->table_of.find(instance);
-  if (t == impl_->table_of.end()) return;
-  impl_->tables[t->second].reset();
-  impl_->table_of.erase(t);
-}
+void Bump::instance_removed(uint32_t instance) { impl_->xdp->instance_removed(instance); }
 
 std::string Bump::describe() const {
   return fmt::format("AF_XDP {} ({}), {} XDP on {} and {}",
@@ -506,27 +367,13 @@ std::string Bump::describe() const {
 }
 
 nlohmann::json Bump::stats() const {
-  size_t steered, tables;
-  {
-    std::lock_guard lk(impl_->flows_mu);
-    steered = impl_->flow_refs.size();
-    tables = impl_->table_of.size();
-  }
-  nlohmann::json j = {{"afxdp_mode", impl_->zerocopy ? "zero-copy" : "copy"},
-                      {"xdp_mode", impl_->generic ? "generic" : "native"},
-                      {"lease_ms", impl_->lease_ns / 1e6},
-                      {"lease_lapses", impl_->lapses.get()},
-                      {"steered_flows", steered},
-                      {"hint_tables", tables}};
-  const int cpus = libbpf_num_possible_cpus();
-  std::vector<uint64_t> per(size_t(cpus > 0 ? cpus : 1));
-  for (uint32_t i = 0; i < kStats; ++i) {
-    uint64_t sum = 0;
-    if (bpf_map_lookup_elem(impl_->stats_fd, &i, per.data()) == 0)
-      for (uint64_t v : per) sum += v;
-    j["xdp"][kStatNames[i]] = sum;
-  }
-  return j;
+  return {{"afxdp_mode", impl_->zerocopy ? "zero-copy" : "copy"},
+          {"xdp_mode", impl_->generic ? "generic" : "native"},
+          {"lease_ms", impl_->lease_ns / 1e6},
+          {"lease_lapses", impl_->lapses.get()},
+          {"steered_flows", impl_->xdp->flows()},
+          {"fast_path_memory_free_mb", impl_->xdp->fp_chunks_free()},
+          {"xdp", impl_->xdp->stats()}};
 }
 
 }  // namespace gaon::afxdp

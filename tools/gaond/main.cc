@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> wire_specs, host_specs, flow_specs;
   std::string xdp_mode = "auto";
   uint32_t lease_ms = 50;
+  uint32_t xdp_memory_mb = GAON_FP_CHUNKS_DEFAULT;
   std::string type;
   std::vector<std::string> params;
   std::string quota_text = "256M";
@@ -146,6 +147,12 @@ int main(int argc, char** argv) {
                  "program forwards attached flows in the kernel until it polls again; kvcache "
                  "then starts afresh (0: only a gaond that is gone is bypassed)")
       ->check(CLI::Range(0u, 60000u))
+      ->capture_default_str();
+  app.add_option("--xdp-memory-mb", xdp_memory_mb,
+                 "afxdp: memory for the fast paths' state in the kernel (kvcache's tables, "
+                 "shared by its instances in MiB chunks; an instance that does not fit runs in "
+                 "gaond only, and says why in its stats)")
+      ->check(CLI::Range(1u, 65536u))
       ->capture_default_str();
   app.add_option("--wire-rate-bps", wire_rate_bps,
                  "emulate a wire of this many bits/s shared by all services (0: as fast as "
@@ -292,9 +299,10 @@ int main(int argc, char** argv) {
                "{} (clients) | {} (application)\n",
                wire_specs[0], host_specs[0]);
   } else if (xdp_bump) {
-    auto b =
-        gaon::afxdp::Bump::open(*bump_wire, *bump_host, engine.pool(),
-                                {.xdp_mode = xdp_mode, .lease_ns = uint64_t(lease_ms) * 1'000'000});
+    auto b = gaon::afxdp::Bump::open(*bump_wire, *bump_host, engine.pool(),
+                                     {.xdp_mode = xdp_mode,
+                                      .lease_ns = uint64_t(lease_ms) * 1'000'000,
+                                      .fp_chunks = xdp_memory_mb});
     if (!b) return fail(b.error());
     xdp = std::move(*b);
     engine.set_flow_observer(xdp.get());

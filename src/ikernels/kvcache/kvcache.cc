@@ -12,13 +12,17 @@
 #include "gaon/net.h"
 #include "gaon/reply.h"
 
+// kvcache.bpf.o, embedded at build time (CMake: kvcache_bpf_obj.cc).
+extern const unsigned char gaon_kvcache_bpf_obj[];
+extern const unsigned long gaon_kvcache_bpf_obj_len;
+
 namespace gaon::ikernels {
 
 using namespace kv;
 
 namespace {
 
-uint64_t key_hash(std::string_view k) { return XXH3_64bits(k.data(), k.size()); }
+uint64_t key_hash(std::string_view k) { return kv::Table::hash(k); }
 
 constexpr uint64_t kSecond = kSecondNs;
 constexpr uint64_t kNever = UINT64_MAX;
@@ -46,8 +50,8 @@ std::vector<ParamSpec> KvCache::param_specs() {
        "client TCP connections scanned for writes at once", 1, 1 << 20},
       {"udp_checksum", ParamType::boolean, "false",
        "compute UDP checksums of replies (false: 0, none, on IPv4)"},
-      {"steer_hints", ParamType::boolean, "true",
-       "in a bump, GETs for keys not cached and miss replies stay in the kernel"},
+      {"fast_path", ParamType::boolean, "true",
+       "in a bump, serve GET hits in XDP and keep misses in the kernel"},
       {"hint_age_ms", ParamType::u64, "10000",
        "how often each key not cached gets a GET through to gaond again", 1, 3.6e6},
       {"unsafe_no_invalidation", ParamType::boolean, "false",
@@ -73,144 +77,62 @@ Result<void> KvCache::configure(const Params& p) {
   ntcp_ = std::bit_ceil(p.u64("tcp_connections"));
   udp_checksum_ = p.flag("udp_checksum");
   no_invalidation_ = p.flag("unsafe_no_invalidation");
-  steer_hints_ = p.flag("steer_hints");
+  fast_path_ = p.flag("fast_path");
   hint_age_ns_ = p.u64("hint_age_ms") * 1000000ull;
-  slot_size_ = (sizeof(Slot) + max_key_ + max_value_ + 7) & ~uint64_t{7};
-  const uint64_t set_bytes = kWays * slot_size_ + sizeof(SetMeta);
-  uint64_t sets = capacity_ / set_bytes;
-  if (sets == 0)
-    return make_error("capacity={} is too small for one set of {} slots of {} bytes", capacity_,
-                      kWays, slot_size_);
-  nsets_ = 1;
-  while (nsets_ * 2 <= sets) nsets_ *= 2;
+  auto g = kv::Table::geometry(capacity_, uint32_t(max_key_), uint32_t(max_value_));
+  if (!g) return Error{g.error()};
+  geom_ = *g;
   wall_minus_mono_s_ = wall_minus_mono_s();
   return ok();
 }
 
 size_t KvCache::state_bytes() const {
-  return sizeof(Header) + nsets_ * sizeof(SetMeta) + nsets_ * kWays * slot_size_ +
-         nver_ * sizeof(VerBucket) + npend_ * sizeof(Pending) + ntcp_ * sizeof(TcpConn) + 6 * 64;
+  return sizeof(Header) + geom_.bytes + nver_ * sizeof(VerBucket) + npend_ * sizeof(Pending) +
+         ntcp_ * sizeof(TcpConn) + 4096 + 4 * 64;
 }
 
 Result<void> KvCache::init(StateRegion& region) {
   hdr_ = region.carve<Header>(1, 64);
-  sets_ = region.carve<SetMeta>(nsets_, 64);
-  slots_ = region.carve<uint8_t>(nsets_ * kWays * slot_size_, 64);
+  uint8_t* table = region.carve<uint8_t>(geom_.bytes, 4096);
   vers_ = region.carve<VerBucket>(nver_, 64);
   pend_ = region.carve<Pending>(npend_, 64);
   tcp_ = region.carve<TcpConn>(ntcp_, 64);
-  if (!hdr_ || !sets_ || !slots_ || !vers_ || !pend_ || !tcp_)
-    return make_error("state region too small");
+  if (!hdr_ || !table || !vers_ || !pend_ || !tcp_) return make_error("state region too small");
   for (uint64_t i = 0; i < ntcp_; ++i) new (&tcp_[i]) TcpConn{};
-  hdr_->generation = 1;
+  table_.lay_out(table, geom_, table_flags(), 1);
   return ok();
 }
 
 // ---------------------------------------------------------------- the table
 
-KvCache::Slot* KvCache::find(uint64_t h, std::string_view key, uint64_t now) {
-  const size_t si = h & (nsets_ - 1);
-  SetMeta& m = sets_[si];
-  const uint32_t tag = uint32_t(h >> 32) | 1;
-  for (uint32_t w = 0; w < kWays; ++w) {
-    if (m.tag[w] != tag) continue;
-    Slot* s = slot(si * kWays + w);
-    if (s->hash != h || s->klen != key.size() || std::memcmp(s->data(), key.data(), key.size()))
-      continue;
-    if (s->generation != hdr_->generation) {  // flushed: already uncounted
-      m.tag[w] = 0;
-      return nullptr;
-    }
-    if (s->expire_ns <= now) {
-      m.tag[w] = 0;
-      uncount(*s);
-      return nullptr;
-    }
-    m.ref |= uint8_t(1u << w);
-    return s;
-  }
-  return nullptr;
+FastPathSpec KvCache::fast_path() const {
+  if (!fast_path_) return {};
+  return {GAON_FP_KVCACHE,
+          "gaon_fp_kvcache",
+          {gaon_kvcache_bpf_obj, gaon_kvcache_bpf_obj_len},
+          geom_.bytes};
 }
 
-void KvCache::insert(uint64_t h, const Value& v, std::string_view key, uint64_t expire_ns) {
-  const size_t si = h & (nsets_ - 1);
-  SetMeta& m = sets_[si];
-  const uint32_t tag = uint32_t(h >> 32) | 1;
-  int way = -1;
-  auto drop = [&](uint32_t w) {  // uncount a live slot that is about to be reused
-    Slot* s = slot(si * kWays + w);
-    if (m.tag[w] != 0 && s->generation == hdr_->generation) uncount(*s);
-  };
-  for (uint32_t w = 0; w < kWays && way < 0; ++w) {  // the same key: replace it
-    Slot* s = slot(si * kWays + w);
-    if (m.tag[w] == tag && s->hash == h && s->klen == key.size() &&
-        std::memcmp(s->data(), key.data(), key.size()) == 0)
-      way = int(w);
-  }
-  for (uint32_t w = 0; w < kWays && way < 0; ++w) {  // a free or dead slot
-    Slot* s = slot(si * kWays + w);
-    if (m.tag[w] == 0 || s->generation != hdr_->generation) way = int(w);
-  }
-  while (way < 0) {  // CLOCK: second chance for recently hit entries
-    const uint32_t w = m.hand;
-    m.hand = uint8_t((m.hand + 1) % kWays);
-    if (m.ref & (1u << w)) {
-      m.ref &= uint8_t(~(1u << w));
-    } else {
-      way = int(w);
-      ++hdr_->c.evictions;
-    }
-  }
-  drop(uint32_t(way));
-  Slot* s = slot(si * kWays + uint32_t(way));
-  s->hash = h;
-  s->generation = hdr_->generation;
-  s->expire_ns = expire_ns;
-  s->cas = v.cas;
-  s->has_cas = v.has_cas;
-  s->flags = v.flags;
-  s->klen = uint16_t(key.size());
-  s->vlen = uint16_t(v.data.size());
-  std::memcpy(s->data(), key.data(), key.size());
-  std::memcpy(s->data() + key.size(), v.data.data(), v.data.size());
-  m.tag[way] = tag;
-  m.ref &= uint8_t(~(1u << way));
-  ++hdr_->c.items;
-  hdr_->c.bytes_used += s->klen + s->vlen;
-  if (hints_) hints_->add(key);
+// In a bump the table moves, with the instance's first flow, into the fast-path memory
+// the ports give it (its XDP program reads it there): empty, and with a generation above
+// any handed out so far, so nothing pending from before is learned into it.
+void KvCache::on_fast_path(FastPathState& fp) {
+  if (!fast_path_ || &fp == fp_ || fp.bytes < geom_.bytes) return;
+  fp_ = &fp;
+  table_.lay_out(fp.mem, geom_, table_flags(), table_.generation() + 1);
 }
 
-// A live entry leaves the table.
-void KvCache::uncount(Slot& s) {
-  --hdr_->c.items;
-  hdr_->c.bytes_used -= s.klen + s.vlen;
-  if (hints_)  // and its next GET reaches gaond, to be learned again
-    hints_->left(std::string_view(reinterpret_cast<const char*>(s.data()), s.klen));
-}
-
-// Every entry leaves the table at once (a new generation: the slots are reclaimed lazily).
-void KvCache::drop_all() {
-  ++hdr_->generation;
-  hdr_->c.items = 0;
-  hdr_->c.bytes_used = 0;
-  if (hints_) hints_->clear();
+void KvCache::age(Context& ctx) {
+  if (hint_age_ns_ && ctx.now_ns() - aged_ns_ >= hint_age_ns_) {
+    // Every key not cached gets one GET through to gaond again (a key whose reply was
+    // lost; bounded work: 32 KiB cleared once per period).
+    if (aged_ns_ != 0) table_.forget_all();
+    aged_ns_ = ctx.now_ns();
+  }
 }
 
 bool KvCache::invalidate_hash(uint64_t h) {
-  const size_t si = h & (nsets_ - 1);
-  SetMeta& m = sets_[si];
-  const uint32_t tag = uint32_t(h >> 32) | 1;
-  bool found = false;
-  for (uint32_t w = 0; w < kWays; ++w) {
-    if (m.tag[w] != tag) continue;
-    Slot* s = slot(si * kWays + w);
-    if (s->hash != h) continue;
-    m.tag[w] = 0;
-    if (s->generation == hdr_->generation) {
-      uncount(*s);
-      found = true;
-    }
-  }
+  const bool found = table_.invalidate(h);
   if (found) ++hdr_->c.invalidations;
   return found;
 }
@@ -228,8 +150,7 @@ uint64_t KvCache::expiry_for(int64_t e, uint64_t now) const {
 // A write's keys may exist now, cacheable: their next GETs reach gaond (steering hints;
 // with or without invalidation, which is a separate matter).
 void KvCache::hint_written(const Request& r) {
-  if (hints_)
-    for (size_t i = 0; i < r.nkeys; ++i) hints_->forget(r.keys[i]);
+  for (size_t i = 0; i < r.nkeys; ++i) table_.forget(key_hash(r.keys[i]));
 }
 
 uint64_t KvCache::write_seen(std::string_view key, const Request& r, uint64_t now) {
@@ -281,7 +202,7 @@ KvCache::Pending* KvCache::track(uint64_t client, uint16_t req_id, uint64_t now,
   e.client = client;
   e.req_id = req_id;
   e.issue_ns = now;
-  e.generation = hdr_->generation;
+  e.generation = table_.generation();
   e.kind = kind;
   e.nkeys = 0;
   // A request id reused while the previous request is in flight: the replies cannot be
@@ -302,11 +223,11 @@ KvCache::Pending* KvCache::match(uint64_t client, uint16_t req_id, uint64_t now)
 // ---------------------------------------------------------------- ingress
 
 bool KvCache::serve(Context& ctx, Packet& p, const Request& r, uint16_t req_id,
-                    std::array<Slot*, kMaxKeys>& hits) {
+                    std::array<const kv_slot*, kMaxKeys>& hits) {
   const auto csum = udp_checksum_ ? reply::UdpChecksum::full : reply::UdpChecksum::none;
   uint8_t* pl = p.payload();
   if (r.proto == Proto::binary) {
-    const Slot* s = hits[0];
+    const kv_slot* s = hits[0];
     if (!s->has_cas) return false;
     const bool with_key = r.opcode == bin::GETK || r.opcode == bin::GETKQ;
     const size_t klen = with_key ? s->klen : 0;
@@ -324,17 +245,18 @@ bool KvCache::serve(Context& ctx, Packet& p, const Request& r, uint16_t req_id,
     net::store32(h + 16, uint32_t(s->cas >> 32));
     net::store32(h + 20, uint32_t(s->cas));
     net::store32(h + kBinHeader, s->flags);
-    std::memcpy(h + kBinHeader + 4 + klen, const_cast<Slot*>(s)->data() + s->klen, s->vlen);
+    std::memcpy(h + kBinHeader + 4 + klen, kv::Table::value(*s).data(), s->vlen);
   } else {
     // One datagram per key, "END" in the last, as memcached sends them. The request's
     // packet carries the first; the others are emitted from the pool.
     const size_t n = r.nkeys;
     std::array<size_t, kMaxKeys> len;  // the first n are set
+    std::array<kv::Table::Text, kMaxKeys> text;
     for (size_t i = 0; i < n; ++i) {
-      const Slot* s = hits[i];
+      const kv_slot* s = hits[i];
       if (r.cas && !s->has_cas) return false;
-      len[i] = kUdpHeader + ascii_value_len(r.keys[i], s->flags, s->vlen, r.cas, s->cas) +
-               (i + 1 == n ? 5 : 0);
+      text[i] = kv::Table::reply_text(*s, r.cas, i + 1 == n);
+      len[i] = kUdpHeader + text[i].head.size() + text[i].tail.size();
       if (len[i] > kUdpMaxPayload) {
         ++hdr_->c.replies_too_big;
         return false;
@@ -351,15 +273,11 @@ bool KvCache::serve(Context& ctx, Packet& p, const Request& r, uint16_t req_id,
       }
     }
     auto build = [&](Packet& q, size_t i) {
-      Slot* s = hits[i];
       reply::set_payload_len(q, uint32_t(len[i]));
-      uint8_t* out = q.payload();
-      const size_t w = write_ascii_value(
-          out + kUdpHeader, r.keys[i], s->flags,
-          std::string_view(reinterpret_cast<const char*>(s->data() + s->klen), s->vlen), r.cas,
-          s->cas);
-      if (i + 1 == n) std::memcpy(out + kUdpHeader + w, "END\r\n", 5);
-      write_udp_header(out, req_id);
+      uint8_t* out = q.payload() + kUdpHeader;  // the slot's text: memcached's reply
+      std::memcpy(out, text[i].head.data(), text[i].head.size());
+      std::memcpy(out + text[i].head.size(), text[i].tail.data(), text[i].tail.size());
+      write_udp_header(q.payload(), req_id);
       reply::swap_addresses(q);
       reply::finish_udp(q, csum);
     };
@@ -394,19 +312,10 @@ void KvCache::prefetch(Context&, std::span<Packet*> burst) {
     e.hashed = e.req.kind == Kind::get && e.req.issue == ReqIssue::none && e.req.nkeys != 0;
     if (!e.hashed) continue;
     e.hash0 = key_hash(e.req.keys[0]);
-    __builtin_prefetch(&sets_[e.hash0 & (nsets_ - 1)]);
+    table_.prefetch_set(e.hash0);
   }
-  for (uint32_t i = 0; i < pre_n_; ++i) {
-    if (!pre_[i].hashed) continue;
-    const size_t si = pre_[i].hash0 & (nsets_ - 1);
-    const uint32_t tag = uint32_t(pre_[i].hash0 >> 32) | 1;
-    for (uint32_t w = 0; w < kWays; ++w)
-      if (sets_[si].tag[w] == tag) {
-        const auto* s = reinterpret_cast<const uint8_t*>(slot(si * kWays + w));
-        __builtin_prefetch(s);
-        __builtin_prefetch(s + 64);
-      }
-  }
+  for (uint32_t i = 0; i < pre_n_; ++i)
+    if (pre_[i].hashed) table_.prefetch_slots(pre_[i].hash0);
 }
 
 // The request prefetch() parsed for `p` (they come in the burst's order), or parsed now.
@@ -429,7 +338,7 @@ const Request& KvCache::request_of(const Packet& p, const uint64_t*& hash0) {
 // until acknowledged or write_timeout_ms).
 // A flush_all with a delay (seconds) also bounds the life of what is learned until then.
 void KvCache::flush_all(uint64_t now, int64_t delay_s) {
-  drop_all();
+  table_.drop_all();
   if (now - hdr_->last_flush_ns >= write_timeout_ns_) hdr_->flush_outstanding = 0;
   ++hdr_->flush_outstanding;
   hdr_->last_flush_ns = now;
@@ -639,7 +548,7 @@ Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
 }
 
 Verdict KvCache::on_packet(Context& ctx, Packet& p) {
-  track_hints(ctx);
+  age(ctx);
   if (p.parsed && p.hdr.l4_proto == L4::tcp) return on_tcp(ctx, p);
   if (!p.is_udp()) return Verdict::to_host;
   Counters& c = hdr_->c;
@@ -656,12 +565,12 @@ Verdict KvCache::on_packet(Context& ctx, Packet& p) {
         ++c.passed[size_t(r.issue)];
         return Verdict::to_host;
       }
-      std::array<Slot*, kMaxKeys> hits;  // the first nkeys are set
+      std::array<const kv_slot*, kMaxKeys> hits;  // the first nkeys are set
       std::array<uint64_t, kMaxKeys> hashes;
       size_t nhit = 0;
       for (size_t i = 0; i < r.nkeys; ++i) {
         hashes[i] = i == 0 && hash0 ? *hash0 : key_hash(r.keys[i]);
-        hits[i] = find(hashes[i], r.keys[i], now);
+        hits[i] = table_.find(hashes[i], r.keys[i], now);
         nhit += hits[i] != nullptr;
       }
       if (nhit == r.nkeys && serve(ctx, p, r, uh.req_id, hits)) {
@@ -800,7 +709,7 @@ void KvCache::learn(const Response& resp, Pending& e, uint64_t now) {
       why = r_unknown_key;
     else if (e.suspect)
       why = r_suspect;
-    else if (e.generation != hdr_->generation ||
+    else if (e.generation != table_.generation() ||
              (hdr_->flush_outstanding && now - hdr_->last_flush_ns < write_timeout_ns_))
       why = r_flushed;
     else if (b.version != e.version[i])
@@ -820,10 +729,10 @@ void KvCache::learn(const Response& resp, Pending& e, uint64_t now) {
     if (why == r_count && expire <= now) why = r_expired;
     if (why != r_count) {
       ++c.rejected[why];
-      if (hints_) hints_->forget(key);  // its next GET reaches gaond: learned then
+      table_.forget(h);  // its next GET reaches gaond: learned then
       continue;
     }
-    insert(h, val, key, expire);
+    table_.insert(h, key, kv::Item{val.data, val.flags, val.cas, val.has_cas}, expire);
     ++c.fills;
   }
 }
@@ -840,7 +749,7 @@ void KvCache::reply_done(Pending& e, uint64_t now) {
       for (size_t i = 0; i < e.nkeys; ++i) write_done(e.hash[i], now);
       break;
     case p_flush:
-      drop_all();
+      table_.drop_all();
       if (hdr_->flush_outstanding) --hdr_->flush_outstanding;
       break;
     case p_get:
@@ -853,7 +762,7 @@ void KvCache::reply_done(Pending& e, uint64_t now) {
 }
 
 Verdict KvCache::on_egress(Context& ctx, Packet& p) {
-  track_hints(ctx);
+  age(ctx);
   if (p.parsed && p.hdr.l4_proto == L4::tcp) return on_tcp_reply(ctx, p);
   if (!p.is_udp()) return Verdict::to_wire;
   const std::span<const uint8_t> payload(p.payload(), p.hdr.payload_len);
@@ -919,9 +828,9 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
                           {"oversize_requests", c.oversize_requests},
                           {"oversize_replies", c.oversize_replies},
                           {"gaps", c.gaps},
-                          {"evictions", c.evictions},
-                          {"items", c.items},
-                          {"bytes_used", c.bytes_used},
+                          {"evictions", table_.evictions()},
+                          {"items", table_.items()},
+                          {"bytes_used", table_.bytes_used()},
                           {"passed_by_issue", passed},
                           {"pending_evicted", c.pending_evicted},
                           {"unmatched_replies", c.unmatched_replies},
@@ -940,10 +849,12 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
                             {"acks", c.tcp_acks},
                             {"acks_untracked", c.tcp_acks_untracked}}},
                           {"geometry",
-                           {{"sets", nsets_},
-                            {"ways", kWays},
-                            {"slots", nsets_ * kWays},
-                            {"slot_bytes", slot_size_},
+                           {{"sets", geom_.nsets},
+                            {"ways", KV_WAYS},
+                            {"slots", uint64_t(geom_.nsets) * KV_WAYS},
+                            {"slot_bytes", geom_.slot_bytes},
+                            {"table_bytes", geom_.bytes},
+                            {"in_fast_path_memory", fp_ != nullptr},
                             {"max_key", max_key_},
                             {"max_value", max_value_},
                             {"pending", npend_},
@@ -952,12 +863,12 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
   }
   if (op == "get") {
     const std::string& key = args[0];
-    Slot* s = find(key_hash(key), key, now);
+    const kv_slot* s = table_.find(key_hash(key), key, now);
     if (s == nullptr) return nlohmann::json{{"key", key}, {"hit", false}};
     nlohmann::json j{{"key", key},
                      {"hit", true},
                      {"flags", s->flags},
-                     {"value", std::string(reinterpret_cast<char*>(s->data() + s->klen), s->vlen)}};
+                     {"value", std::string(kv::Table::value(*s))}};
     if (s->has_cas) j["cas"] = s->cas;
     if (s->expire_ns != kNever) j["expires_in_ms"] = (s->expire_ns - now) / 1000000;
     return j;
@@ -969,8 +880,8 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
     return nlohmann::json{{"key", args[0]}, {"invalidated", found}};
   }
   if (op == "clear") {
-    const uint64_t items = c.items;
-    drop_all();
+    const uint64_t items = table_.items();
+    table_.drop_all();
     return nlohmann::json{{"cleared", items}};
   }
   return IKernel::call(op, args);

@@ -64,9 +64,10 @@
 // Expiry: an entry never outlives max_ttl, nor the exptime of a write seen for its key
 // (taken one second early: memcached's clock ticks in seconds), nor a delayed flush_all.
 //
-// State (all inside the instance's region): a set-associative table of 8-way sets of
-// fixed-size slots (key ≤ max_key, value ≤ max_value), CLOCK eviction within a set,
-// XXH3 hashes; version buckets; a direct-mapped table of pending requests.
+// State (inside the instance's region, but for the table in a bump, which is in its
+// fast-path memory): the item table (kv_table.h, laid out as kv_abi.h says: 8-way sets of
+// fixed-size slots holding memcached's reply text, CLOCK eviction, per-slot sequence
+// counters for the XDP reader); version buckets; a direct-mapped table of pending requests.
 //
 // Parameters:
 //   capacity=64M          bytes for the item table (slots + set metadata)
@@ -78,10 +79,12 @@
 //   versions=65536        version buckets
 //   tcp_connections=256   client TCP connections followed at once (about 2.6 KiB each)
 //   udp_checksum=false    compute UDP checksums of replies (false: 0 = none, IPv4 only)
-//   steer_hints=true      in a bump (afxdp ports), keep a hint table of the cached keys for
-//                         the XDP program (gaon/steer_hints.h): GETs for keys not cached
-//                         (after their first) and memcached's miss replies then go between
-//                         client and memcached in the kernel, never crossing gaond
+//   fast_path=true       in a bump (afxdp ports), run the fast path (kvcache.bpf.c, see
+//                         docs/fast-path.md): the table moves into the fast-path memory and
+//                         the XDP program answers single-key GET hits (ASCII get/gets,
+//                         binary GET/GETQ/GETK/GETKQ; IPv4 and IPv6) in the driver; GETs for
+//                         keys not cached (after their first) and memcached's miss replies
+//                         go between client and memcached in the kernel
 //   hint_age_ms=10000     how often every key not cached gets one GET through to gaond
 //                         again (keys leaving the cache or not learned get it at once)
 //   unsafe_no_invalidation=false  TESTING ONLY: ignore writes and flushes, so stale
@@ -91,12 +94,12 @@
 //   get KEY          the cached item, if any: flags, value, cas
 //   invalidate KEY   drop KEY (and block learning it from replies already in flight)
 //   clear            drop everything
-// Counters: requests, hits, misses, hit_keys, miss_keys, fills, rejected_fills (by
-// reason), invalidations, writes, flushes, evictions, items, bytes_used, passed (by
-// request issue), unknown_commands, pending_evicted, unmatched_replies, not_learned,
-// oversize_requests / oversize_replies (datagrams too large for a frame, passed whole: see
-// "too large" above), gaps (times traffic went around it or memcached restarted: see
-// "stalls");
+// Counters (gaond's; the fast path's are under "fast_path" in stats: answered in XDP,
+// forwarded, handed up, torn, fail_open, lease_expired): requests, hits, misses, hit_keys,
+// miss_keys, fills, rejected_fills (by reason), invalidations, writes, flushes, evictions, items,
+// bytes_used, passed (by request issue), unknown_commands, pending_evicted, unmatched_replies,
+// not_learned, oversize_requests / oversize_replies (datagrams too large for a frame, passed whole:
+// see "too large" above), gaps (times traffic went around it or memcached restarted: see "stalls");
 // tcp: segments, commands, writes, untracked (segments of connections not followed:
 // each invalidated everything), gaps, lost (unframeable streams), evicted, flushes, acks
 // (write replies matched), acks_untracked (connections whose replies stopped being matched).
@@ -108,6 +111,7 @@
 #include <vector>
 
 #include "gaon/ikernel.h"
+#include "kv_table.h"
 #include "mc_proto.h"
 #include "mc_stream.h"
 
@@ -115,8 +119,6 @@ namespace gaon::ikernels {
 
 class KvCache : public PerPacketIKernel<KvCache> {
  public:
-  static constexpr uint32_t kWays = 8;
-
   static std::vector<ParamSpec> param_specs();
   static std::vector<StateOpSpec> state_ops();
 
@@ -129,9 +131,8 @@ class KvCache : public PerPacketIKernel<KvCache> {
   Verdict on_oversize(Context& ctx, Packet& p, Direction dir) override;
   void on_gap(Context& ctx) override;
   Result<nlohmann::json> call(std::string_view op, std::span<const std::string> args) override;
-  HintKind hint_kind() const override {
-    return steer_hints_ ? HintKind::memcached_get : HintKind::none;
-  }
+  FastPathSpec fast_path() const override;
+  void on_fast_path(FastPathState& fp) override;
 
   enum Reject : uint8_t {
     r_version,
@@ -146,8 +147,8 @@ class KvCache : public PerPacketIKernel<KvCache> {
 
   struct Counters {
     uint64_t requests, hits, misses, hit_keys, miss_keys, fills, invalidations, writes, flushes,
-        evictions, items, bytes_used, unknown_commands, pending_evicted, unmatched_replies,
-        not_learned, replies_too_big, emit_failed, oversize_requests, oversize_replies, gaps;
+        unknown_commands, pending_evicted, unmatched_replies, not_learned, replies_too_big,
+        emit_failed, oversize_requests, oversize_replies, gaps;
     // TCP (write invalidation on memcached's TCP socket)
     uint64_t tcp_segments, tcp_commands, tcp_writes, tcp_untracked, tcp_gaps, tcp_lost, tcp_evicted,
         tcp_flushes, tcp_acks, tcp_acks_untracked;
@@ -157,28 +158,10 @@ class KvCache : public PerPacketIKernel<KvCache> {
 
  private:
   struct Header {
-    uint64_t generation;      // bumped by every flush (in and acknowledged)
     uint64_t flush_until_ns;  // a delayed flush_all: entries expire by then
     uint64_t last_flush_ns;
     uint32_t flush_outstanding;
     Counters c;
-  };
-  struct SetMeta {
-    uint32_t tag[kWays];  // 0 = empty
-    uint8_t ref;          // CLOCK reference bits
-    uint8_t hand;
-  };
-  struct Slot {
-    uint64_t hash;
-    uint64_t generation;
-    uint64_t expire_ns;  // UINT64_MAX = never
-    uint64_t cas;
-    uint32_t flags;
-    uint16_t klen, vlen;
-    uint8_t has_cas;
-    uint8_t pad[7];
-    // key bytes, then value bytes
-    uint8_t* data() { return reinterpret_cast<uint8_t*>(this + 1); }
   };
   struct VerBucket {
     uint32_t version;
@@ -218,19 +201,10 @@ class KvCache : public PerPacketIKernel<KvCache> {
     kv::ReplyScanner replies;
   };
 
-  // table
-  Slot* slot(size_t i) { return reinterpret_cast<Slot*>(slots_ + i * slot_size_); }
-  Slot* find(uint64_t h, std::string_view key, uint64_t now);
-  void insert(uint64_t h, const kv::Value& v, std::string_view key, uint64_t expire_ns);
+  // the table (kv_table.h), and where it lives (fast_path.h)
+  void age(Context& ctx);
   bool invalidate_hash(uint64_t h);
-  void uncount(Slot& s);
-  void drop_all();
-  // The hint table (a bump's XDP program reads it), taken from each burst's context and
-  // aged there; the table and state operations keep it in step with the items.
-  void track_hints(Context& ctx) {
-    hints_ = ctx.hints();
-    if (hints_) hints_->age(ctx.now_ns(), hint_age_ns_);
-  }
+  uint32_t table_flags() const { return udp_checksum_ ? KV_F_UDP_CSUM : 0; }
   VerBucket& bucket(uint64_t h) { return vers_[(h >> 20) & (nver_ - 1)]; }
   uint64_t write_seen(std::string_view key, const kv::Request& r, uint64_t now);  // its hash
   void hint_written(const kv::Request& r);
@@ -239,7 +213,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
 
   // datapath pieces
   bool serve(Context& ctx, Packet& p, const kv::Request& r, uint16_t req_id,
-             std::array<Slot*, kv::kMaxKeys>& hits);
+             std::array<const kv_slot*, kv::kMaxKeys>& hits);
   Pending* track(uint64_t client, uint16_t req_id, uint64_t now, PendKind kind);
   Pending* match(uint64_t client, uint16_t req_id, uint64_t now);
   void reply_done(Pending& e, uint64_t now);
@@ -255,12 +229,13 @@ class KvCache : public PerPacketIKernel<KvCache> {
 
   // configuration
   uint64_t capacity_ = 0, max_key_ = 0, max_value_ = 0, max_ttl_ns_ = 0, write_timeout_ns_ = 0;
-  uint64_t hint_age_ns_ = 0;
-  uint64_t npend_ = 0, nver_ = 0, nsets_ = 0, slot_size_ = 0, ntcp_ = 0;
+  uint64_t hint_age_ns_ = 0, aged_ns_ = 0;
+  uint64_t npend_ = 0, nver_ = 0, ntcp_ = 0;
+  kv::Geometry geom_;
   bool udp_checksum_ = false;
   bool no_invalidation_ = false;
-  bool steer_hints_ = true;
-  SteerHints* hints_ = nullptr;
+  bool fast_path_ = true;
+  FastPathState* fp_ = nullptr;  // the fast-path memory the table is in (a bump), or null
   // What prefetch() parsed of the burst's UDP requests, used again by on_packet (in order).
   struct Parsed {
     const Packet* pkt;
@@ -274,8 +249,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
   int64_t wall_minus_mono_s_ = 0;  // for absolute exptimes
   // state (inside the region)
   Header* hdr_ = nullptr;
-  SetMeta* sets_ = nullptr;
-  uint8_t* slots_ = nullptr;
+  kv::Table table_;
   VerBucket* vers_ = nullptr;
   Pending* pend_ = nullptr;
   TcpConn* tcp_ = nullptr;

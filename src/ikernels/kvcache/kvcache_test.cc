@@ -377,8 +377,9 @@ TEST_F(KvCacheTest, StateOperations) {
 }
 
 TEST_F(KvCacheTest, ClockEvictionKeepsRecentlyHitEntries) {
-  // One set of 8 slots: slot 48 + 8 + 8 bytes = 64, set = 8 * 64 + 40 metadata.
-  start({"capacity=600", "max_key=8", "max_value=8"});
+  // One set of 8 slots: a slot of 64 header bytes + 8 key + 8 value + the reply's text
+  // (kv_abi.h) is 192, a set 8 * 192 + 64 of tags = 1 600 bytes.
+  start({"capacity=1600", "max_key=8", "max_value=8"});
   auto key = [](int i) { return "k" + std::to_string(i); };
   for (int i = 0; i < 8; ++i)
     fill("get " + key(i) + "\r\n", "VALUE " + key(i) + " 0 1\r\nv\r\nEND\r\n", uint16_t(10 + i));
@@ -392,145 +393,78 @@ TEST_F(KvCacheTest, ClockEvictionKeepsRecentlyHitEntries) {
   EXPECT_EQ(request(dgram("get k1\r\n", 33)).host.size(), 1u);  // the victim
 }
 
-// ---------------------------------------------------------------- steering hints
+// ---------------------------------------------------------------- fast-path memory
 
-// What a bump does (afxdp::Bump): hands the instance a hint table when its flow is added.
-struct HintsHere : FlowObserver {
-  std::vector<uint64_t> mem = std::vector<uint64_t>(SteerHints::kBytes / 8);
-  SteerHints table{reinterpret_cast<uint8_t*>(mem.data())};
-  HintKind kind = HintKind::none;
-  Result<void> flow_added(const FlowKey&, uint32_t, HintKind k) override {
-    kind = k;
+// What a bump does (XdpProgram): hands the instance fast-path memory with its first flow.
+struct FastPathHere : FlowObserver {
+  std::vector<uint64_t> mem;
+  FastPathState state;
+  FastPathSpec spec;
+  Result<void> flow_added(const FlowKey&, uint32_t, const FastPathSpec& fp) override {
+    spec = fp;
+    if (fp && mem.empty()) {
+      const size_t bytes = (fp.bytes + GAON_FP_CHUNK - 1) / GAON_FP_CHUNK * GAON_FP_CHUNK;
+      mem.assign(bytes / 8, 0);
+      state = {reinterpret_cast<uint8_t*>(mem.data()), bytes, 1};
+    }
     return ok();
   }
   void flow_removed(const FlowKey&) override {}
-  SteerHints* hints(uint32_t) override {
-    return kind == HintKind::memcached_get ? &table : nullptr;
-  }
-  // What the XDP program does on a GET it steers: set the key's "seen" bit.
+  FastPathState* fast_path(uint32_t) override { return mem.empty() ? nullptr : &state; }
+  const kv_table_hdr& hdr() const { return *reinterpret_cast<const kv_table_hdr*>(mem.data()); }
+  // What the XDP program does on a GET it hands up: set the key's "seen" bit.
   void see(std::string_view key) {
-    const uint32_t s = SteerHints::slot(key);
-    mem[SteerHints::kCounterBytes / 8 + s / 64] |= uint64_t(1) << (s & 63);
+    const uint32_t b = kv_seen_bit(kv::Table::hash(key));
+    mem[KV_SEEN_OFF / 8 + b / 64] |= uint64_t(1) << (b & 63);
   }
-  uint32_t total() const {
-    uint32_t n = 0;
-    for (size_t i = 0; i < SteerHints::kCounterBytes; ++i)
-      n += reinterpret_cast<const uint8_t*>(mem.data())[i];
-    return n;
+  bool seen(std::string_view key) const {
+    const uint32_t b = kv_seen_bit(kv::Table::hash(key));
+    return (mem[KV_SEEN_OFF / 8 + b / 64] >> (b & 63)) & 1;
   }
 };
 
-TEST(SteerHints, TheHashIsFnv1aAndTheTableAgesOnceASecond) {
-  EXPECT_EQ(SteerHints::hash(""), 2166136261u);
-  EXPECT_EQ(SteerHints::hash("a"), 0xe40c292cu);  // FNV-1a test vectors
-  EXPECT_EQ(SteerHints::hash("foobar"), 0xbf9cf968u);
-  HintsHere h;
-  h.table.add("k");
-  h.table.add("k");
-  h.table.remove("k");
-  EXPECT_EQ(h.table.count("k"), 1);
-  for (int i = 0; i < 300; ++i) h.table.add("hot");
-  EXPECT_EQ(h.table.count("hot"), 255);  // saturated: stays, never under-counts
-  h.table.remove("hot");
-  EXPECT_EQ(h.table.count("hot"), 255);
-  h.table.remove("none");  // never below zero
-  EXPECT_EQ(h.table.count("none"), 0);
-  h.see("k");
-  h.table.age(5'000'000'000, 1'000'000'000);  // the first call starts the clock
-  EXPECT_TRUE(h.table.seen("k"));
-  h.table.age(6'000'000'000, 1'000'000'000);
-  EXPECT_FALSE(h.table.seen("k"));
-  h.see("k");
-  h.table.age(6'500'000'000, 1'000'000'000);  // less than a second later: kept
-  EXPECT_TRUE(h.table.seen("k"));
-  h.table.age(7'000'000'000, 1'000'000'000);
-  EXPECT_FALSE(h.table.seen("k"));
-  h.table.clear();
-  EXPECT_EQ(h.total(), 0u);
-}
-
-// The hint table counts exactly the cached keys: fills add, invalidation, eviction, expiry,
-// flushes and `clear` take away; a write makes its key's next GET reach gaond again.
-TEST_F(KvCacheTest, TheHintTableFollowsTheCachedKeys) {
-  HintsHere h;
+// With its first flow in a bump the table moves into the fast-path memory, laid out as
+// kv_abi.h says (the XDP program reads it there), empty and with a newer generation; the
+// "seen" bits follow the cached keys: a write, an entry leaving, a rejected fill or a flush
+// make the key's next GET reach gaond again.
+TEST_F(KvCacheTest, TheTableMovesIntoFastPathMemoryAndTheSeenBitsFollowIt) {
+  fill("get old\r\n", "VALUE old 0 1\r\no\r\nEND\r\n", 9);
+  EXPECT_EQ(stats()["items"], 1);
+  FastPathHere h;
   engine_->set_flow_observer(&h);
   ASSERT_TRUE(engine_->add_flow(*FlowKey::parse("udp:10.0.0.2:11212"), id_));
-  EXPECT_EQ(h.kind, HintKind::memcached_get);
+  EXPECT_EQ(h.spec.prog, uint32_t(GAON_FP_KVCACHE));
+  EXPECT_EQ(h.spec.program, "gaon_fp_kvcache");
+  EXPECT_FALSE(h.spec.object.empty());
+  ASSERT_FALSE(h.mem.empty());
+  EXPECT_EQ(h.hdr().magic, KV_ABI_MAGIC);  // laid out before any frame of the flow
   fill("get foo\r\n", kFoo, 1);
-  EXPECT_EQ(h.table.count("foo"), 1);
-  fill("get baz\r\n", "VALUE baz 0 1\r\nz\r\nEND\r\n", 2);
-  EXPECT_EQ(h.total(), 2u);
+  EXPECT_GE(h.hdr().generation, 2u);
+  EXPECT_EQ(stats()["geometry"]["in_fast_path_memory"], true);
+  EXPECT_EQ(stats()["items"], 1) << "the old table's item is gone";
+  EXPECT_EQ(request(dgram("get old\r\n", 2)).host.size(), 1u);
+  EXPECT_EQ(request(dgram("get foo\r\n", 3)).wire, std::vector<std::string>{dgram(kFoo, 3)});
   h.see("foo");
-  request(dgram("set foo 0 0 1\r\nx\r\n", 3));
-  EXPECT_EQ(h.table.count("foo"), 0);
-  EXPECT_FALSE(h.table.seen("foo"));  // forgotten: its next GET is steered and learned
-  reply(dgram("STORED\r\n", 3));
-  now_ += 2'000'000'000;
-  fill("get foo\r\n", kFoo, 4);
-  EXPECT_EQ(h.total(), 2u);
-  h.see("baz");
-  EXPECT_TRUE(engine_->call(id_, "invalidate", {{"baz"}}));
-  EXPECT_EQ(h.total(), 1u);
-  EXPECT_FALSE(h.table.seen("baz"));  // left the cache: its next GET is steered again
-  // A reply that cannot be learned (a write to its key came in between) forgets it too.
-  ASSERT_EQ(request(dgram("get baz\r\n", 40)).host.size(), 1u);
-  h.see("baz");
-  request(dgram("delete baz\r\n", 41));
-  reply(dgram("DELETED\r\n", 41));
-  h.see("baz");
-  reply(dgram("VALUE baz 0 1\r\nz\r\nEND\r\n", 40));
-  EXPECT_EQ(stats()["rejected_by_reason"]["version"], 1);
-  EXPECT_FALSE(h.table.seen("baz"));
+  request(dgram("set foo 0 0 1\r\nx\r\n", 4));
+  EXPECT_FALSE(h.seen("foo"));  // forgotten: its next GET is handed up and learned
+  reply(dgram("STORED\r\n", 4));
   h.see("foo");
-  h.see("other");
+  h.see("baz");
   request(dgram("flush_all\r\n", 5));
-  EXPECT_EQ(h.total(), 0u);
-  EXPECT_FALSE(h.table.seen("foo"));  // a flush: every key's next GET is steered
-  EXPECT_FALSE(h.table.seen("other"));
-  reply(dgram("OK\r\n", 5));
-  now_ += 2'000'000'000;
-  fill("get foo\r\n", kFoo, 6);
-  EXPECT_TRUE(engine_->call(id_, "clear", {}));
-  EXPECT_EQ(h.total(), 0u);
-  EXPECT_EQ(stats()["items"], 0);
+  EXPECT_FALSE(h.seen("foo"));
+  EXPECT_FALSE(h.seen("baz"));
   engine_->set_flow_observer(nullptr);
 }
 
-TEST_F(KvCacheTest, EvictionAndExpiryTakeTheirKeysOutOfTheHintTable) {
-  start({"capacity=600", "max_key=8", "max_value=8", "max_ttl=5"});
-  HintsHere h;
+TEST_F(KvCacheTest, WithTheFastPathOffItAsksForNone) {
+  start({"fast_path=false"});
+  FastPathHere h;
   engine_->set_flow_observer(&h);
   ASSERT_TRUE(engine_->add_flow(*FlowKey::parse("udp:10.0.0.2:11212"), id_));
-  auto key = [](int i) { return "k" + std::to_string(i); };
-  for (int i = 0; i < 9; ++i)  // one set of 8: the ninth evicts one
-    fill("get " + key(i) + "\r\n", "VALUE " + key(i) + " 0 1\r\nv\r\nEND\r\n", uint16_t(10 + i));
-  EXPECT_EQ(stats()["evictions"], 1);
-  EXPECT_EQ(h.total(), 8u);
-  int seen = 0;  // the evicted key was forgotten (the others were never marked here)
-  for (int i = 0; i < 9; ++i) {
-    seen += h.table.seen(key(i));
-    h.see(key(i));
-  }
-  EXPECT_EQ(seen, 0);
-  now_ += 6'000'000'000;  // past max_ttl: each found expired leaves
-  for (int i = 0; i < 9; ++i) request(dgram("get " + key(i) + "\r\n", uint16_t(30 + i)));
-  EXPECT_EQ(h.total(), 0u);
-  for (int i = 0; i < 9; ++i)  // all but the one evicted before were found expired: forgotten
-    seen += h.table.seen(key(i));
-  EXPECT_EQ(seen, 1);
-  EXPECT_EQ(stats()["items"], 0);
-  engine_->set_flow_observer(nullptr);
-}
-
-TEST_F(KvCacheTest, WithSteerHintsOffItAsksForNoTable) {
-  start({"steer_hints=false"});
-  HintsHere h;
-  h.kind = HintKind::memcached_get;
-  engine_->set_flow_observer(&h);
-  ASSERT_TRUE(engine_->add_flow(*FlowKey::parse("udp:10.0.0.2:11212"), id_));
-  EXPECT_EQ(h.kind, HintKind::none);
+  EXPECT_FALSE(h.spec);
+  EXPECT_TRUE(h.mem.empty());
   fill("get foo\r\n", kFoo, 1);
-  EXPECT_EQ(h.total(), 0u);
+  EXPECT_EQ(stats()["geometry"]["in_fast_path_memory"], false);
   engine_->set_flow_observer(nullptr);
 }
 

@@ -1,0 +1,96 @@
+// gaon's XDP programs as gaond holds them: the steering program (src/bpf/steer.bpf.c)
+// with its maps, the fast paths of ikernel types (fast_path.h), each instance's share of
+// the fast-path memory, and the lease. Used by the AF_XDP bump (afxdp.h), which attaches
+// the program to its interfaces, and by the tests, which run it with BPF_PROG_TEST_RUN.
+//
+//   auto x = XdpProgram::load({});                  // verifier, map size checks (one line)
+//   x->set_port(ifindex, GAON_WIRE, 1);             // which side an interface is
+//   x->add_flow(key, instance, spec);               // steer a flow; fast path if any
+//   FastPathState* fp = x->fast_path(instance);     // the instance's memory, mapped
+//
+// Every layout is in gaon/xdp_abi.h; load() refuses an object whose maps differ from it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "gaon/fast_path.h"
+#include "gaon/flow.h"
+#include "gaon/result.h"
+#include "gaon/xdp_abi.h"
+
+struct bpf_object;
+
+namespace gaon {
+
+class XdpProgram {
+ public:
+  struct Options {
+    std::string object_file;                      // steer.bpf.o; empty: the one built in
+    uint32_t fp_chunks = GAON_FP_CHUNKS_DEFAULT;  // fast-path memory, in GAON_FP_CHUNK units
+  };
+  static Result<std::unique_ptr<XdpProgram>> load(const Options& opt);
+  ~XdpProgram();
+
+  int prog_fd() const { return prog_fd_; }
+  int map_fd(const char* name) const;
+  gaon_lease* lease() const { return lease_; }
+
+  // The map keys, as the programs see them.
+  static gaon_flow flow_key(const FlowKey& k);
+
+  Result<void> set_port(uint32_t ifindex, gaon_role role, uint32_t peer_slot);
+  Result<void> set_peer(uint32_t slot, uint32_t ifindex);
+  Result<void> set_xsk(uint32_t slot, int fd);
+
+  // A flow of `instance` to steer. With a fast path (`fp`), the instance gets a slot and
+  // fp.bytes of fast-path memory with its first flow (kept until instance_removed), and
+  // the type's program is loaded with the first instance that needs it. No memory left, or
+  // a program the kernel refuses: the flow is steered to gaond alone, the reason kept in
+  // fast_path_stats. Several instances on one local address: all of it to gaond.
+  Result<void> add_flow(const FlowKey& key, uint32_t instance, const FastPathSpec& fp);
+  void remove_flow(const FlowKey& key);
+  FastPathState* fast_path(uint32_t instance);
+  void instance_removed(uint32_t instance);
+
+  nlohmann::json stats() const;                       // the steering program's counters
+  nlohmann::json fast_path_stats(uint32_t instance);  // null: the instance has none
+  size_t flows() const;
+  uint32_t fp_chunks_free() const;
+
+ private:
+  XdpProgram() = default;
+  Result<void> load_fast_path(const FastPathSpec& fp);
+  struct Instance {
+    FastPathState state;
+    uint32_t first_chunk = 0, chunks = 0;
+    std::string why_none;  // when it runs without its fast path
+  };
+  struct FlowRef {
+    int refs = 0;
+    uint32_t value = 0;
+  };
+  mutable std::mutex mu_;  // control threads, and stats from any thread
+  bpf_object* obj_ = nullptr;
+  std::vector<bpf_object*> fp_objs_;
+  std::map<uint32_t, std::string> fp_loaded_;  // prog -> "" or why it failed
+  int prog_fd_ = -1;
+  int ports_ = -1, xsks_ = -1, peers_ = -1, flows_ = -1, stats_ = -1, fp_progs_ = -1,
+      fp_slots_ = -1, fp_stats_ = -1;
+  gaon_lease* lease_ = nullptr;
+  uint8_t* fp_mem_ = nullptr;
+  size_t fp_mem_bytes_ = 0;
+  uint32_t fp_chunks_ = 0;
+  std::vector<uint32_t> chunk_owner_;         // slot owning each chunk (0: free)
+  std::map<uint32_t, Instance> instances_;    // by instance id
+  std::vector<uint32_t> slot_instance_;       // fp slot -> instance + 1 (0: free)
+  std::map<std::string, FlowRef> flow_refs_;  // by gaon_flow bytes
+};
+
+}  // namespace gaon

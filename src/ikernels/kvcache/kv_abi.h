@@ -1,0 +1,126 @@
+// kvcache's item table, as laid out in memory: the one definition shared by the C++ table
+// (kv_table.h, the only writer) and the XDP fast path (kvcache.bpf.c, a reader). A C
+// header on purpose. In a bump the table lives in the instance's run of gaon_fp_mem chunks
+// (gaon/xdp_abi.h), memory-mapped by gaond; elsewhere in the instance's state region. The
+// layout is the same in both.
+//
+// The table is a run of GAON_FP_CHUNK-byte chunks. Chunk 0 starts with the header (struct
+// kv_table_hdr) and the "seen" bits; then come the sets, which never straddle a chunk and
+// never use a chunk's last KV_CHUNK_SLACK bytes (so the BPF verifier can bound every read
+// of a slot by the chunk's size). A set is a struct kv_set (tags, CLOCK bits) followed by
+// KV_WAYS slots of slot_bytes each; a slot is a struct kv_slot followed by its data:
+//
+//   "VALUE " KEY " FLAGS BYTES" [" CAS"] "\r\n" VALUE "\r\n" "END\r\n"
+//
+// i.e. memcached's whole reply to `gets KEY` (to `get KEY` without the " CAS" part), so the
+// fast path answers with two copies; the binary reply takes the key and the value from it.
+//
+// Concurrency (docs/fast-path.md has the argument): each slot has a sequence counter. The
+// writer makes it odd, changes the slot, makes it even again (with release ordering); a
+// reader reads it before and after copying and serves nothing if it was odd or changed.
+// Tags and CLOCK bits are only hints: the slot itself (hash, key, generation, expiry) is
+// what a reader checks, under the counter. The header's generation is the table's: a flush
+// bumps it and every slot of an older one is dead. Readers set CLOCK bits with atomic ORs
+// (and only when a bit is clear), so writers in the kernel can later be added with atomics
+// and the same layout.
+#pragma once
+
+#include <linux/types.h>
+
+#include "gaon/xdp_abi.h"
+
+#define KV_ABI_MAGIC 0x3176636b6e6f6167ull  // "gaonkcv1", little endian; 0: not laid out
+#define KV_WAYS 8
+#define KV_SEEN_BITS (1u << 18)  // one bit per hash class: "a GET of it reached gaond lately"
+#define KV_HDR_BYTES 4096
+#define KV_SEEN_OFF KV_HDR_BYTES
+#define KV_SETS_OFF (KV_HDR_BYTES + KV_SEEN_BITS / 8)  // where chunk 0's sets begin
+#define KV_CHUNK_SLACK 8192  // bytes at the end of every chunk that hold no set
+#define KV_SLOT_MAX 2048     // the largest slot (key 250, value 1 360 and their text fit)
+#define KV_MAX_KEY 250
+#define KV_FTEXT_MAX 16  // " 4294967295 1360"
+#define KV_CTEXT_MAX 21  // " 18446744073709551615"
+#define KV_TAIL 7        // "\r\nEND\r\n" after the value
+
+// Header flags.
+#define KV_F_UDP_CSUM 1u  // replies carry a full UDP checksum over IPv4 (IPv6: always)
+
+struct kv_table_hdr {
+  __u64 magic;        // KV_ABI_MAGIC once the geometry below is written
+  __u64 generation;   // the live generation (a flush bumps it)
+  __u32 nsets;        // a power of two
+  __u32 set_bytes;    // sizeof(struct kv_set) + KV_WAYS * slot_bytes
+  __u32 slot_bytes;   // a multiple of 64, at most KV_SLOT_MAX
+  __u32 sets_chunk0;  // sets in chunk 0
+  __u32 sets_chunk;   // sets in every further chunk
+  __u32 chunks;       // chunks the table spans
+  __u32 max_key;
+  __u32 max_value;
+  __u32 flags;  // KV_F_*
+  __u32 pad;
+};
+
+struct kv_set {
+  __u32 tag[KV_WAYS];  // (hash >> 32) | 1 of each way's entry; 0: empty
+  __u32 ref;           // CLOCK reference bits, one per way
+  __u32 hand;          // CLOCK hand (writer only)
+  __u8 pad[24];
+};
+
+struct kv_slot {
+  __u32 seq;  // even: stable; odd: being written
+  __u16 klen;
+  __u16 vlen;
+  __u64 hash;  // 0: empty
+  __u64 generation;
+  __u64 expire_ns;  // CLOCK_MONOTONIC; ~0: never
+  __u64 cas;
+  __u32 flags;   // memcached's client flags
+  __u8 has_cas;  // cas is memcached's (learned from a gets or a binary get)
+  __u8 ftext;    // bytes of " FLAGS BYTES" in the data
+  __u8 ctext;    // bytes of " CAS" in the data (0 without has_cas)
+  __u8 pad0;
+  __u8 pad[16];
+};
+
+// Where a slot's pieces are in its data (after struct kv_slot).
+static inline __u32 kv_key_off(void) { return 6; }
+static inline __u32 kv_value_off(__u32 klen, __u32 ftext, __u32 ctext) {
+  return 6 + klen + ftext + ctext + 2;
+}
+static inline __u32 kv_data_len(__u32 klen, __u32 vlen, __u32 ftext, __u32 ctext) {
+  return kv_value_off(klen, ftext, ctext) + vlen + KV_TAIL;
+}
+static inline __u32 kv_slot_bytes(__u32 max_key, __u32 max_value) {
+  const __u32 n = (__u32)sizeof(struct kv_slot) + 6 + max_key + KV_FTEXT_MAX + KV_CTEXT_MAX + 2 +
+                  max_value + KV_TAIL;
+  return (n + 63) & ~63u;
+}
+
+// The key hash both sides compute: FNV-1a (64 bits) over the key's bytes, then
+// murmur3's finalizer (FNV's low bits alone pick sets poorly); never 0 (an empty slot).
+#define KV_HASH_INIT 0xcbf29ce484222325ull
+static inline __u64 kv_hash_step(__u64 h, __u8 c) { return (h ^ c) * 0x100000001b3ull; }
+static inline __u64 kv_hash_final(__u64 h) {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return h ? h : 1;
+}
+static inline __u32 kv_tag(__u64 h) { return (__u32)(h >> 32) | 1; }
+static inline __u32 kv_seen_bit(__u64 h) { return (__u32)(h >> 8) & (KV_SEEN_BITS - 1); }
+
+// Where set `s` starts: its chunk and its byte offset in it.
+static inline void kv_set_pos(const struct kv_table_hdr* t, __u32 s, __u32* chunk, __u32* off) {
+  if (s < t->sets_chunk0) {
+    *chunk = 0;
+    *off = KV_SETS_OFF + s * t->set_bytes;
+    return;
+  }
+  const __u32 r = s - t->sets_chunk0;
+  const __u32 per = t->sets_chunk ? t->sets_chunk : 1;
+  *chunk = 1 + r / per;
+  *off = (r % per) * t->set_bytes;
+}

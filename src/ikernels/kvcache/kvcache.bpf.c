@@ -1,0 +1,466 @@
+// kvcache's fast path: GET hits answered in the driver (XDP), before gaond or the host see
+// them. The steering program (src/bpf/steer.bpf.c) tail-calls it with the frames of the
+// flows attached to a kvcache instance that has one, while gaond's lease is fresh.
+//
+// Wire side (requests), one UDP datagram (memcached's frame header: sequence 0 of 1):
+//   ASCII `get KEY\r\n` / `gets KEY\r\n`, binary GET / GETQ / GETK / GETKQ (one request)
+//     hit:  the reply is built in place — memcached's own bytes (request id and opaque
+//           echoed, flags, cas where asked) — and sent back on the wire (XDP_TX)
+//     miss: forwarded to the application in the kernel, unless a GET of the key has not
+//           reached gaond lately ("seen" bits): then handed up, so gaond learns the value
+//           from memcached's reply
+//   everything else (writes, multi-key gets, TCP, anything odd): handed up to gaond,
+//   which invalidates before any write reaches memcached.
+// Host side (replies): memcached's bare miss ("END\r\n") goes to the client in the
+// kernel; every other reply is handed up (gaond learns values and sees acknowledgements).
+//
+// The table (kv_abi.h) is gaond's: this program only reads it, under each slot's sequence
+// counter, and only inside its instance's run of chunks. IPv4 and IPv6; the UDP checksum
+// of a reply is computed in full over IPv6 (and over IPv4 when the instance asks), else 0.
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "gaon/xdp_abi.h"
+#include "gaon_maps.bpf.h"
+#include "kv_abi.h"
+
+#define MC_HDR 8            // memcached's UDP frame header
+#define REQ_MAX 288         // the longest request handled: 8 + 24 + 250 (binary GETK)
+#define UDP_MAX_PAYLOAD 1400  // memcached's datagram payload limit (mc_proto.h)
+#define BIN_HDR 24
+// A length the verifier can bound: 1..m (m a power of two) for a value known to be in it.
+#define LEN(x, m) ((((x) - 1) & ((m) - 1)) + 1)
+// Keeps the compiler from recomputing a bounds-checked value elsewhere, where the verifier
+// no longer knows its bounds.
+#define BARRIER_VAR(v) asm volatile("" : "+r"(v))
+
+struct kv_scratch {
+  __u8 req[768];  // the request's payload (at most 512 bytes), copied: parsed from here,
+                  // restored from here (and read 8 bytes at a time past its end)
+  __u8 hdr[32];   // a binary reply's header and flags
+  __u32 klen;     // see forget_bounds()
+  __u32 pl;
+};
+
+// A loop that stops at `i >= klen` teaches the verifier klen's exact value on each way out,
+// so what follows would be verified once per possible length. Reading klen back from
+// memory after the loop forgets that (and the checks are made again).
+static __always_inline __u32 forget_bounds(struct kv_scratch* sc) {
+  return *(volatile __u32*)&sc->klen;
+}
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct kv_scratch);
+} kv_scratch SEC(".maps");
+
+enum { ASCII_GET, ASCII_GETS, BINARY };
+
+struct frame {
+  __u32 l4;     // offset of the UDP header
+  __u32 ulen;   // UDP length
+  __u32 is6;
+  __u32 len;    // the frame's length
+};
+
+static __always_inline __u16 csum_fold(__u64 s) {
+  s = (s & 0xffffffff) + (s >> 32);
+  s = (s & 0xffffffff) + (s >> 32);
+  s = (s & 0xffff) + (s >> 16);
+  s = (s & 0xffff) + (s >> 16);
+  return (__u16)s;
+}
+
+// The UDP datagram of an Ethernet/IPv4 (no options) or Ethernet/IPv6 (no extension
+// header) frame that gaond's parser would accept; 0 when it is anything else.
+static __always_inline int parse_udp(struct xdp_md* ctx, struct frame* f) {
+  void* data = (void*)(long)ctx->data;
+  void* end = (void*)(long)ctx->data_end;
+  struct ethhdr* eth = data;
+  if ((void*)(eth + 1) > end) return 0;
+  f->len = (__u32)(end - data);
+  if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+    struct iphdr* ip = (void*)(eth + 1);
+    if ((void*)(ip + 1) > end || ip->version != 4 || ip->ihl != 5) return 0;
+    const __u32 total = bpf_ntohs(ip->tot_len);
+    if (total < sizeof(*ip) + sizeof(struct udphdr) || total > f->len - sizeof(*eth)) return 0;
+    if (ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(0x3fff))) return 0;
+    __u64 s = 0;
+    __u16* w = (__u16*)ip;
+#pragma unroll
+    for (int i = 0; i < 10; ++i) s += w[i];
+    if (csum_fold(s) != 0xffff) return 0;
+    struct udphdr* udp = (void*)(ip + 1);
+    if ((void*)(udp + 1) > end) return 0;
+    f->ulen = bpf_ntohs(udp->len);
+    if (f->ulen < sizeof(*udp) || f->ulen > total - sizeof(*ip)) return 0;
+    f->l4 = sizeof(*eth) + sizeof(*ip);
+    f->is6 = 0;
+    return 1;
+  }
+  if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+    struct ipv6hdr* ip6 = (void*)(eth + 1);
+    if ((void*)(ip6 + 1) > end || ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP) return 0;
+    const __u32 plen = bpf_ntohs(ip6->payload_len);
+    if (plen > f->len - sizeof(*eth) - sizeof(*ip6)) return 0;
+    struct udphdr* udp = (void*)(ip6 + 1);
+    if ((void*)(udp + 1) > end) return 0;
+    f->ulen = bpf_ntohs(udp->len);
+    if (f->ulen < sizeof(*udp) || f->ulen > plen) return 0;
+    f->l4 = sizeof(*eth) + sizeof(*ip6);
+    f->is6 = 1;
+    return 1;
+  }
+  return 0;
+}
+
+// Would gaond's parser take this datagram's UDP checksum? Valid; 0 over IPv4 ("none");
+// or the pseudo-header sum alone (a checksum left to offload by a local sender). Anything
+// else goes up to gaond, which passes it on as it is (and the host drops it).
+static __always_inline int udp_csum_ok(struct xdp_md* ctx, const struct frame* f,
+                                       struct kv_scratch* sc, __u32 pl) {
+  void* data = (void*)(long)ctx->data;
+  void* end = (void*)(long)ctx->data_end;
+  __u64 ph = bpf_htons(IPPROTO_UDP) + bpf_htons((__u16)f->ulen);
+  struct udphdr* udp;
+  if (!f->is6) {
+    struct iphdr* ip = data + sizeof(struct ethhdr);
+    if ((void*)(ip + 1) > end) return 0;
+    ph += (ip->saddr & 0xffff) + (ip->saddr >> 16) + (ip->daddr & 0xffff) + (ip->daddr >> 16);
+    udp = (void*)(ip + 1);
+  } else {
+    struct ipv6hdr* ip6 = data + sizeof(struct ethhdr);
+    if ((void*)(ip6 + 1) > end) return 0;
+    __u16* w = (__u16*)&ip6->saddr;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) ph += w[i];
+    udp = (void*)(ip6 + 1);
+  }
+  if ((void*)(udp + 1) > end) return 0;
+  const __u16 field = udp->check;
+  if (!f->is6 && field == 0) return 1;
+  __u16* uw = (__u16*)udp;
+  __u64 sum = ph + uw[0] + uw[1] + uw[2] + uw[3];
+  sc->pl = pl;
+  const __u8* q = sc->req;
+  for (__u32 i = 0; i < REQ_MAX; i += 2) {
+    if (i >= pl) break;
+    if (i + 1 < pl)
+      sum += *(const __u16*)(q + i);
+    else
+      sum += q[i];  // the odd byte, padded with a zero (low in this order)
+  }
+  if (csum_fold(sum) == 0xffff) return 1;
+  return field == csum_fold(ph);
+}
+
+// Host side: memcached's reply to a get that found nothing, alone in a datagram?
+static __always_inline int bare_miss(struct xdp_md* ctx, const struct frame* f) {
+  if (f->ulen != sizeof(struct udphdr) + MC_HDR + 5) return 0;
+  void* data = (void*)(long)ctx->data;
+  void* end = (void*)(long)ctx->data_end;
+  __u8* p = data + (f->is6 ? 14 + 40 + 8 : 14 + 20 + 8);
+  if ((void*)(p + MC_HDR + 5) > end) return 0;
+  if (p[2] | p[3] | p[4] | (p[5] ^ 1)) return 0;  // sequence 0 of 1
+  return p[8] == 'E' && p[9] == 'N' && p[10] == 'D' && p[11] == '\r' && p[12] == '\n';
+}
+
+// Swap the addresses and ports, set the lengths for a UDP payload of `n` bytes, and the
+// checksums. The frame already has its final length.
+static __always_inline int finish_reply(struct xdp_md* ctx, __u32 is6, __u32 n, int full_csum) {
+  void* data = (void*)(long)ctx->data;
+  void* end = (void*)(long)ctx->data_end;
+  struct ethhdr* eth = data;
+  if ((void*)(eth + 1) > end) return 0;
+  __u8 mac[6];
+  __builtin_memcpy(mac, eth->h_source, 6);
+  __builtin_memcpy(eth->h_source, eth->h_dest, 6);
+  __builtin_memcpy(eth->h_dest, mac, 6);
+  struct udphdr* udp;
+  __u64 sum = 0;
+  const __u32 ulen = sizeof(struct udphdr) + n;
+  if (!is6) {
+    struct iphdr* ip = (void*)(eth + 1);
+    if ((void*)(ip + 1) > end) return 0;
+    const __u32 a = ip->saddr;
+    ip->saddr = ip->daddr;
+    ip->daddr = a;
+    // The header checksum, updated for the new total length (RFC 1624), as gaond does.
+    const __u16 old_total = bpf_ntohs(ip->tot_len);
+    const __u16 total = (__u16)(sizeof(*ip) + ulen);
+    ip->tot_len = bpf_htons(total);
+    __u32 s = (__u16)~bpf_ntohs(ip->check) + (__u16)~old_total + total;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    ip->check = bpf_htons((__u16)~s);
+    udp = (void*)(ip + 1);
+    if ((void*)(udp + 1) > end) return 0;
+    if (full_csum) {
+      sum += (ip->saddr & 0xffff) + (ip->saddr >> 16) + (ip->daddr & 0xffff) + (ip->daddr >> 16);
+      sum += bpf_htons(IPPROTO_UDP) + bpf_htons((__u16)ulen);
+    }
+  } else {
+    struct ipv6hdr* ip6 = (void*)(eth + 1);
+    if ((void*)(ip6 + 1) > end) return 0;
+    struct in6_addr a = ip6->saddr;
+    ip6->saddr = ip6->daddr;
+    ip6->daddr = a;
+    ip6->payload_len = bpf_htons((__u16)ulen);
+    udp = (void*)(ip6 + 1);
+    if ((void*)(udp + 1) > end) return 0;
+    full_csum = 1;  // mandatory over IPv6
+    __u16* w = (__u16*)&ip6->saddr;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) sum += w[i];
+    sum += bpf_htons(IPPROTO_UDP) + bpf_htons((__u16)ulen);
+  }
+  const __u16 port = udp->source;
+  udp->source = udp->dest;
+  udp->dest = port;
+  udp->len = bpf_htons((__u16)ulen);
+  udp->check = 0;
+  if (!full_csum) return 1;
+  __u16* w = (__u16*)udp;
+  for (__u32 i = 0; i < (UDP_MAX_PAYLOAD + 8) / 2; ++i) {
+    if (2 * i + 1 >= ulen) break;
+    if ((void*)(w + i + 1) > end) return 0;
+    sum += w[i];
+  }
+  if (ulen & 1) {
+    __u8* last = (__u8*)udp + (ulen - 1);
+    if ((void*)(last + 1) > end) return 0;
+    sum += *last;  // the odd byte, padded with a zero: first in network order, i.e. low here
+  }
+  __u16 c = (__u16)~csum_fold(sum);
+  udp->check = c ? c : 0xffff;
+  return 1;
+}
+
+SEC("xdp")
+int gaon_fp_kvcache(struct xdp_md* ctx) {
+  __u32 zero = 0;
+  struct gaon_fp_ctx* fc = bpf_map_lookup_elem(&gaon_fp_ctx, &zero);
+  if (!fc) return XDP_PASS;
+  const __u32 role = fc->role, peer = fc->peer, fp = fc->fp_slot;
+  struct gaon_fp_slot* fs = bpf_map_lookup_elem(&gaon_fp_slots, &fp);
+  if (!fs || fs->chunks == 0) return gaon_hand_up(role, peer, fp);
+  const __u32 first = fs->first_chunk, nchunks = fs->chunks;
+  __u32 c0 = first;
+  struct kv_table_hdr* t = bpf_map_lookup_elem(&gaon_fp_mem, &c0);
+  if (!t || t->magic != KV_ABI_MAGIC) return gaon_hand_up(role, peer, fp);
+
+  struct frame f = {};
+  if (!parse_udp(ctx, &f)) return gaon_hand_up(role, peer, fp);
+  if (role == GAON_HOST) {
+    if (bare_miss(ctx, &f)) {
+      gaon_fp_count(fp, GAON_FP_STAT_forwarded);
+      return bpf_redirect_map(&gaon_peers, peer, XDP_PASS);
+    }
+    return gaon_hand_up(role, peer, fp);
+  }
+
+  // ---- the request, copied out of the frame
+  __u32 pl = f.ulen - sizeof(struct udphdr);
+  if (pl < MC_HDR + 7 || pl > REQ_MAX) return gaon_hand_up(role, peer, fp);
+  struct kv_scratch* sc = bpf_map_lookup_elem(&kv_scratch, &zero);
+  if (!sc) return gaon_hand_up(role, peer, fp);
+  const __u32 poff = f.l4 + sizeof(struct udphdr);
+  if (bpf_xdp_load_bytes(ctx, poff, sc->req, LEN(pl, 512))) return gaon_hand_up(role, peer, fp);
+  __u8* q = sc->req;
+  if (q[2] | q[3] | q[4] | (q[5] ^ 1)) return gaon_hand_up(role, peer, fp);  // 0 of 1
+  if (!udp_csum_ok(ctx, &f, sc, pl)) return gaon_hand_up(role, peer, fp);
+  pl = *(volatile __u32*)&sc->pl;  // forget what the checksum loop taught (forget_bounds)
+  if (pl < MC_HDR + 7 || pl > REQ_MAX) return gaon_hand_up(role, peer, fp);
+
+  int kind;
+  __u32 ko, klen;
+  __u8 opcode = 0;
+  if (q[MC_HDR] == 0x80) {  // binary: one request, nothing after it
+    __u8* b = q + MC_HDR;
+    opcode = b[1];
+    klen = ((__u32)b[2] << 8) | b[3];
+    const __u32 body = ((__u32)b[8] << 24) | ((__u32)b[9] << 16) | ((__u32)b[10] << 8) | b[11];
+    if (opcode != 0x00 && opcode != 0x09 && opcode != 0x0c && opcode != 0x0d)
+      return gaon_hand_up(role, peer, fp);
+    if (b[4] != 0 || body != klen || pl != MC_HDR + BIN_HDR + klen)
+      return gaon_hand_up(role, peer, fp);
+    kind = BINARY;
+    ko = MC_HDR + BIN_HDR;
+  } else {
+    if (q[8] != 'g' || q[9] != 'e' || q[10] != 't') return gaon_hand_up(role, peer, fp);
+    if (q[11] == ' ') {
+      kind = ASCII_GET;
+      ko = MC_HDR + 4;
+    } else if (q[11] == 's' && q[12] == ' ') {
+      kind = ASCII_GETS;
+      ko = MC_HDR + 5;
+    } else {
+      return gaon_hand_up(role, peer, fp);
+    }
+    if (q[(pl - 2) & 511] != '\r' || q[(pl - 1) & 511] != '\n') return gaon_hand_up(role, peer, fp);
+    klen = pl - 2 - ko;
+  }
+  if (klen == 0 || klen > KV_MAX_KEY || klen > t->max_key) return gaon_hand_up(role, peer, fp);
+  sc->klen = klen;
+  __u64 h = KV_HASH_INIT;
+  for (__u32 i = 0; i < KV_MAX_KEY; ++i) {
+    if (i >= klen) break;
+    const __u8 ch = q[(ko + i) & 511];
+    if (kind != BINARY && (ch <= ' ' || ch == 0x7f)) return gaon_hand_up(role, peer, fp);
+    h = kv_hash_step(h, ch);
+  }
+  h = kv_hash_final(h);
+  klen = forget_bounds(sc);
+  if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(role, peer, fp);
+
+  // ---- the set, then the way whose entry is this key
+  const __u32 nsets = t->nsets;
+  if (nsets == 0) return gaon_hand_up(role, peer, fp);
+  __u32 chunk = 0, off = 0;
+  kv_set_pos(t, (__u32)h & (nsets - 1), &chunk, &off);
+  if (chunk >= nchunks) return gaon_hand_up(role, peer, fp);
+  __u32 ck = first + chunk;
+  __u8* mem = bpf_map_lookup_elem(&gaon_fp_mem, &ck);
+  if (!mem || off > GAON_FP_CHUNK - KV_CHUNK_SLACK) return gaon_hand_up(role, peer, fp);
+  off &= ~63u;  // sets are 64-byte aligned (kv_abi.h): the verifier may know it too
+  BARRIER_VAR(off);
+  struct kv_set* set = (void*)(mem + off);
+  const __u32 tag = kv_tag(h), slot_bytes = t->slot_bytes;
+  const __u64 gen = t->generation, now = bpf_ktime_get_ns();
+  struct kv_slot* hit = 0;
+  __u32 seq = 0, way = 0;
+  // The way whose entry has this hash (64 bits: another key with it is so unlikely that it
+  // is only checked below, and then gaond decides).
+  for (__u32 w = 0; w < KV_WAYS; ++w) {
+    if (set->tag[w] != tag) continue;
+    const __u32 soff = off + sizeof(struct kv_set) + w * slot_bytes;
+    __u32 soff2 = soff;
+    if (soff2 > GAON_FP_CHUNK - KV_CHUNK_SLACK) break;
+    BARRIER_VAR(soff2);
+    struct kv_slot* s = (void*)(mem + soff2);
+    const __u32 s1 = *(volatile __u32*)&s->seq;
+    if (s1 & 1) {  // being written: gaond decides
+      gaon_fp_count(fp, GAON_FP_STAT_torn);
+      return gaon_hand_up(role, peer, fp);
+    }
+    if (s->hash != h || s->klen != klen || s->generation != gen || s->expire_ns <= now) continue;
+    hit = s;
+    seq = s1;
+    way = w;
+    break;
+  }
+  if (hit) {  // the key itself, 8 bytes at a time
+    const __u8* kd = (__u8*)(hit + 1) + 6;
+    for (__u32 i = 0; i < (KV_MAX_KEY + 7) / 8; ++i) {
+      const __u32 at = i * 8;
+      if (at >= klen) break;
+      const __u64 a = *(const __u64*)(kd + at);
+      const __u64 b = *(const __u64*)(q + ((ko + at) & 511));
+      const __u32 left = klen - at;
+      const __u64 mask = left >= 8 ? ~0ull : (1ull << (left * 8)) - 1;
+      if ((a ^ b) & mask) return gaon_hand_up(role, peer, fp);  // a hash collision
+    }
+    klen = forget_bounds(sc);
+    if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(role, peer, fp);
+  }
+
+  if (!hit) {  // a miss: to memcached in the kernel, or to gaond to learn it
+    const __u32 bit = kv_seen_bit(h);
+    __u64* seen = (__u64*)((__u8*)t + KV_SEEN_OFF + (bit / 64) * 8);
+    const __u64 m = 1ull << (bit & 63);
+    if (*(volatile __u64*)seen & m) {
+      gaon_fp_count(fp, GAON_FP_STAT_forwarded);
+      return bpf_redirect_map(&gaon_peers, peer, XDP_PASS);
+    }
+    __sync_fetch_and_or(seen, m);
+    return gaon_hand_up(role, peer, fp);
+  }
+
+  // ---- the reply's pieces, from the slot
+  const __u32 hklen = hit->klen, vlen = hit->vlen, ftext = hit->ftext, ctext = hit->ctext;
+  const int has_cas = hit->has_cas;
+  if ((kind != ASCII_GET && !has_cas) || ctext > KV_CTEXT_MAX || ftext > KV_FTEXT_MAX ||
+      vlen > KV_SLOT_MAX || hklen > KV_MAX_KEY)
+    return gaon_hand_up(role, peer, fp);  // gaond serves or passes it as it would
+  const __u32 vo = kv_value_off(hklen, ftext, ctext);
+  __u32 n;  // the UDP payload of the reply
+  __u32 a_len = 0, b_off = 0, b_len = 0;  // ASCII: two pieces of the data
+  const int with_key = opcode == 0x0c || opcode == 0x0d;
+  if (kind == BINARY) {
+    n = MC_HDR + BIN_HDR + 4 + (with_key ? hklen : 0) + vlen;
+  } else {
+    a_len = 6 + hklen + ftext + (kind == ASCII_GETS ? ctext : 0);
+    b_off = vo - 2;
+    b_len = 2 + vlen + KV_TAIL;
+    n = MC_HDR + a_len + b_len;
+  }
+  if (n > UDP_MAX_PAYLOAD || vo + vlen + KV_TAIL > slot_bytes - sizeof(struct kv_slot))
+    return gaon_hand_up(role, peer, fp);
+
+  const int delta = (int)(poff + n) - (int)f.len;
+  if (bpf_xdp_adjust_tail(ctx, delta)) return gaon_hand_up(role, peer, fp);
+  __u8* d = (__u8*)(hit + 1);
+  int bad = 0;
+  if (kind == BINARY) {
+    __u8* r = sc->hdr;
+    const __u32 k = with_key ? hklen : 0, body = 4 + k + vlen;
+    const __u64 cas = hit->cas;
+    const __u32 flags = hit->flags;
+    r[0] = 0x81;
+    r[1] = opcode;
+    r[2] = (__u8)(k >> 8);
+    r[3] = (__u8)k;
+    r[4] = 4;
+    r[5] = 0;
+    r[6] = r[7] = 0;
+    r[8] = (__u8)(body >> 24);
+    r[9] = (__u8)(body >> 16);
+    r[10] = (__u8)(body >> 8);
+    r[11] = (__u8)body;
+    __builtin_memcpy(&r[12], &q[MC_HDR + 12], 4);  // opaque
+#pragma unroll
+    for (int i = 0; i < 8; ++i) r[16 + i] = (__u8)(cas >> (56 - 8 * i));
+    r[24] = (__u8)(flags >> 24);
+    r[25] = (__u8)(flags >> 16);
+    r[26] = (__u8)(flags >> 8);
+    r[27] = (__u8)flags;
+    bad |= bpf_xdp_store_bytes(ctx, poff + MC_HDR, r, BIN_HDR + 4);
+    __u32 at = poff + MC_HDR + BIN_HDR + 4;
+    if (with_key) {
+      bad |= bpf_xdp_store_bytes(ctx, at, d + 6, LEN(hklen, 256));
+      at += hklen;
+    }
+    if (vlen)
+      bad |= bpf_xdp_store_bytes(ctx, at, d + (vo & (KV_SLOT_MAX - 1)), LEN(vlen, KV_SLOT_MAX));
+  } else {
+    bad |= bpf_xdp_store_bytes(ctx, poff + MC_HDR, d, LEN(a_len, 512));
+    bad |= bpf_xdp_store_bytes(ctx, poff + MC_HDR + a_len, d + (b_off & (KV_SLOT_MAX - 1)),
+                               LEN(b_len, KV_SLOT_MAX));
+  }
+  // Was the slot rewritten while it was copied? Then put the request back: gaond decides.
+  if (bad || *(volatile __u32*)&hit->seq != seq) {
+    gaon_fp_count(fp, GAON_FP_STAT_torn);
+    if (bpf_xdp_adjust_tail(ctx, -delta) ||
+        bpf_xdp_store_bytes(ctx, poff, sc->req, LEN(pl, 512)))
+      return XDP_DROP;  // cannot happen: the frame had this length a moment ago
+    return gaon_hand_up(role, peer, fp);
+  }
+  // The frame header: the request id echoed, datagram 0 of 1.
+  __u8 mh[MC_HDR] = {q[0], q[1], 0, 0, 0, 1, 0, 0};
+  if (bpf_xdp_store_bytes(ctx, poff, mh, MC_HDR)) return XDP_DROP;
+  if (!finish_reply(ctx, f.is6, n, (t->flags & KV_F_UDP_CSUM) != 0)) return XDP_DROP;
+  const __u32 bit = 1u << way;
+  if (!(*(volatile __u32*)&set->ref & bit)) __sync_fetch_and_or(&set->ref, bit);
+  gaon_fp_count(fp, GAON_FP_STAT_answered);
+  return XDP_TX;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,356 @@
+#include "gaon/xdp_program.h"
+
+#include <arpa/inet.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include <fmt/core.h>
+
+// The steering program's object file, embedded at build time (CMake: steer_bpf_obj.cc).
+extern const unsigned char gaon_steer_bpf_obj[];
+extern const unsigned long gaon_steer_bpf_obj_len;
+
+namespace gaon {
+
+namespace {
+
+// Every map the programs share, with the sizes gaon/xdp_abi.h gives them.
+struct MapAbi {
+  const char* name;
+  uint32_t key, value;
+  uint32_t entries;  // 0: any
+};
+const MapAbi kMaps[] = {
+    {GAON_MAP_PORTS, 4, sizeof(gaon_port), GAON_MAX_PORTS},
+    {GAON_MAP_XSKS, 4, 4, 2},
+    {GAON_MAP_PEERS, 4, 4, 2},
+    {GAON_MAP_FLOWS, sizeof(gaon_flow), sizeof(gaon_flow_target), GAON_MAX_FLOWS},
+    {GAON_MAP_LEASE, 4, sizeof(gaon_lease), 1},
+    {GAON_MAP_STATS, 4, 8, GAON_STEER_NSTATS},
+    {GAON_MAP_FP_PROGS, 4, 4, GAON_FP_PROGS},
+    {GAON_MAP_FP_SLOTS, 4, sizeof(gaon_fp_slot), GAON_FP_SLOTS},
+    {GAON_MAP_FP_MEM, 4, GAON_FP_CHUNK, 0},
+    {GAON_MAP_FP_CTX, 4, sizeof(gaon_fp_ctx), 1},
+    {GAON_MAP_FP_STATS, 4, 8, GAON_FP_SLOTS* GAON_FP_NSTATS},
+};
+
+#define GAON_X_NAME(name, doc) #name,
+const char* const kSteerStats[] = {GAON_STEER_STATS(GAON_X_NAME)};
+const char* const kFpStats[] = {GAON_FP_STATS(GAON_X_NAME)};
+#undef GAON_X_NAME
+
+Result<void> check_maps(bpf_object* obj, const char* what) {
+  for (const MapAbi& m : kMaps) {
+    const bpf_map* map = bpf_object__find_map_by_name(obj, m.name);
+    if (map == nullptr) return make_error("{}: no map {}", what, m.name);
+    if (bpf_map__key_size(map) != m.key || bpf_map__value_size(map) != m.value ||
+        (m.entries && bpf_map__max_entries(map) != m.entries))
+      return make_error(
+          "{}: map {} has keys of {} bytes, values of {}, {} entries; gaon/xdp_abi.h says {}, "
+          "{}, {} (a program built from other headers?)",
+          what, m.name, bpf_map__key_size(map), bpf_map__value_size(map), bpf_map__max_entries(map),
+          m.key, m.value, m.entries ? std::to_string(m.entries) : "any");
+  }
+  return ok();
+}
+
+uint64_t sum_percpu(int fd, uint32_t key) {
+  const int cpus = libbpf_num_possible_cpus();
+  std::vector<uint64_t> per(size_t(cpus > 0 ? cpus : 1));
+  uint64_t sum = 0;
+  if (bpf_map_lookup_elem(fd, &key, per.data()) == 0)
+    for (uint64_t v : per) sum += v;
+  return sum;
+}
+
+std::string key_bytes(const gaon_flow& f) {
+  return std::string(reinterpret_cast<const char*>(&f), sizeof(f));
+}
+
+}  // namespace
+
+gaon_flow XdpProgram::flow_key(const FlowKey& k) {
+  gaon_flow f{};
+  f.family = k.family;
+  f.proto = k.proto;
+  f.port = htons(k.local_port);
+  if (k.family == 4) {
+    static const uint8_t zero[4] = {};
+    if (std::memcmp(k.local_ip, zero, 4) != 0) {  // 0.0.0.0: any (all zero)
+      f.ip[10] = f.ip[11] = 0xff;
+      std::memcpy(f.ip + 12, k.local_ip, 4);
+    }
+  } else {
+    std::memcpy(f.ip, k.local_ip, 16);
+  }
+  return f;
+}
+
+Result<std::unique_ptr<XdpProgram>> XdpProgram::load(const Options& opt) {
+  std::unique_ptr<XdpProgram> x(new XdpProgram());
+  libbpf_set_print(nullptr);  // errors are reported by what fails, not libbpf's chatter
+  if (opt.object_file.empty()) {
+    bpf_object_open_opts oo{};
+    oo.sz = sizeof(oo);
+    oo.object_name = "gaon_steer";
+    x->obj_ = bpf_object__open_mem(gaon_steer_bpf_obj, gaon_steer_bpf_obj_len, &oo);
+  } else {
+    x->obj_ = bpf_object__open_file(opt.object_file.c_str(), nullptr);
+  }
+  if (x->obj_ == nullptr) return make_error("the XDP program: {}", std::strerror(errno));
+  if (auto c = check_maps(x->obj_, "the XDP steering program"); !c) return Error{c.error()};
+  if (opt.fp_chunks == 0) return make_error("fast-path memory of 0 chunks");
+  bpf_map* mem = bpf_object__find_map_by_name(x->obj_, GAON_MAP_FP_MEM);
+  if (bpf_map__set_max_entries(mem, opt.fp_chunks) != 0)
+    return make_error("sizing the fast-path memory: {}", std::strerror(errno));
+  if (int e = bpf_object__load(x->obj_); e != 0)
+    return make_error(
+        "loading the XDP program: {} (root, or CAP_BPF and CAP_NET_ADMIN?{})", std::strerror(-e),
+        e == -ENOMEM ? fmt::format("; {} MiB of fast-path memory", opt.fp_chunks) : "");
+  auto fd = [&](const char* name) { return bpf_object__find_map_fd_by_name(x->obj_, name); };
+  x->ports_ = fd(GAON_MAP_PORTS);
+  x->xsks_ = fd(GAON_MAP_XSKS);
+  x->peers_ = fd(GAON_MAP_PEERS);
+  x->flows_ = fd(GAON_MAP_FLOWS);
+  x->stats_ = fd(GAON_MAP_STATS);
+  x->fp_progs_ = fd(GAON_MAP_FP_PROGS);
+  x->fp_slots_ = fd(GAON_MAP_FP_SLOTS);
+  x->fp_stats_ = fd(GAON_MAP_FP_STATS);
+  bpf_program* prog = bpf_object__find_program_by_name(x->obj_, "gaon_steer");
+  x->prog_fd_ = prog ? bpf_program__fd(prog) : -1;
+  if (x->prog_fd_ < 0) return make_error("the XDP object has no program gaon_steer");
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  void* l = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_SHARED, fd(GAON_MAP_LEASE), 0);
+  if (l == MAP_FAILED) return make_error("mapping the XDP lease: {}", std::strerror(errno));
+  x->lease_ = static_cast<gaon_lease*>(l);
+  x->fp_chunks_ = opt.fp_chunks;
+  x->fp_mem_bytes_ = size_t(opt.fp_chunks) * GAON_FP_CHUNK;
+  void* m =
+      mmap(nullptr, x->fp_mem_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd(GAON_MAP_FP_MEM), 0);
+  if (m == MAP_FAILED) return make_error("mapping the fast-path memory: {}", std::strerror(errno));
+  x->fp_mem_ = static_cast<uint8_t*>(m);
+  x->chunk_owner_.assign(opt.fp_chunks, 0);
+  x->slot_instance_.assign(GAON_FP_SLOTS, 0);
+  return x;
+}
+
+XdpProgram::~XdpProgram() {
+  if (fp_mem_) munmap(fp_mem_, fp_mem_bytes_);
+  if (lease_) munmap(lease_, size_t(sysconf(_SC_PAGESIZE)));
+  for (bpf_object* o : fp_objs_) bpf_object__close(o);
+  if (obj_) bpf_object__close(obj_);
+}
+
+int XdpProgram::map_fd(const char* name) const {
+  return bpf_object__find_map_fd_by_name(obj_, name);
+}
+
+Result<void> XdpProgram::set_port(uint32_t ifindex, gaon_role role, uint32_t peer_slot) {
+  const gaon_port p{uint32_t(role), peer_slot};
+  if (bpf_map_update_elem(ports_, &ifindex, &p, BPF_ANY) != 0)
+    return make_error("the XDP port map: {}", std::strerror(errno));
+  return ok();
+}
+Result<void> XdpProgram::set_peer(uint32_t slot, uint32_t ifindex) {
+  if (bpf_map_update_elem(peers_, &slot, &ifindex, BPF_ANY) != 0)
+    return make_error("the XDP peer map: {}", std::strerror(errno));
+  return ok();
+}
+Result<void> XdpProgram::set_xsk(uint32_t slot, int fd) {
+  if (bpf_map_update_elem(xsks_, &slot, &fd, BPF_ANY) != 0)
+    return make_error("registering the AF_XDP socket with the program: {}", std::strerror(errno));
+  return ok();
+}
+
+// A type's program, loaded over the steering program's maps and put in gaon_fp_progs.
+Result<void> XdpProgram::load_fast_path(const FastPathSpec& fp) {
+  if (auto it = fp_loaded_.find(fp.prog); it != fp_loaded_.end()) {
+    if (it->second.empty()) return ok();
+    return make_error("{}", it->second);
+  }
+  auto fail = [&](std::string why) -> Result<void> {
+    fp_loaded_[fp.prog] = why;
+    return make_error("{}", why);
+  };
+  if (fp.prog >= GAON_FP_PROGS) return fail(fmt::format("fast path {}: no such slot", fp.prog));
+  bpf_object_open_opts oo{};
+  oo.sz = sizeof(oo);
+  const std::string name(fp.program);
+  oo.object_name = name.c_str();
+  bpf_object* o = bpf_object__open_mem(fp.object.data(), fp.object.size(), &oo);
+  if (o == nullptr) return fail(fmt::format("the fast path {}: {}", name, std::strerror(errno)));
+  fp_objs_.push_back(o);
+  for (const MapAbi& m : kMaps) {
+    bpf_map* map = bpf_object__find_map_by_name(o, m.name);
+    if (map == nullptr) continue;  // a fast path need not use every map
+    if (bpf_map__key_size(map) != m.key || bpf_map__value_size(map) != m.value)
+      return fail(
+          fmt::format("the fast path {}: map {} differs from gaon/xdp_abi.h", name, m.name));
+    if (bpf_map__reuse_fd(map, map_fd(m.name)) != 0)
+      return fail(
+          fmt::format("the fast path {}: sharing map {}: {}", name, m.name, std::strerror(errno)));
+  }
+  bpf_program* prog = bpf_object__find_program_by_name(o, name.c_str());
+  // The verifier's last words, for the error (its whole log is long).
+  std::vector<char> log(1 << 20);
+  if (prog) bpf_program__set_log_buf(prog, log.data(), log.size());
+  if (int e = bpf_object__load(o); e != 0) {
+    std::string v(log.data());
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    size_t cut = v.size();
+    for (int lines = 0; lines < 3 && cut != std::string::npos && cut > 0; ++lines)
+      cut = v.rfind('\n', cut - 1);
+    if (getenv("GAON_VERIFIER_LOG")) fmt::print(stderr, "{}\n", v);
+    v = cut == std::string::npos ? v : v.substr(cut + 1);
+    for (char& c : v)
+      if (c == '\n') c = ';';
+    return fail(fmt::format("loading the fast path {}: {}{}", name, std::strerror(-e),
+                            v.empty() ? "" : " (verifier: " + v + ")"));
+  }
+  const int pfd = prog ? bpf_program__fd(prog) : -1;
+  if (pfd < 0) return fail(fmt::format("the fast path's object has no program {}", name));
+  if (bpf_map_update_elem(fp_progs_, &fp.prog, &pfd, BPF_ANY) != 0)
+    return fail(fmt::format("the fast path {}: {}", name, std::strerror(errno)));
+  fp_loaded_[fp.prog] = "";
+  return ok();
+}
+
+Result<void> XdpProgram::add_flow(const FlowKey& key, uint32_t instance, const FastPathSpec& fp) {
+  std::lock_guard lk(mu_);
+  uint32_t value = 0;
+  if (fp) {
+    auto it = instances_.find(instance);
+    if (it == instances_.end()) {  // its first flow: a slot, memory, the program
+      Instance in;
+      const uint32_t need = uint32_t((fp.bytes + GAON_FP_CHUNK - 1) / GAON_FP_CHUNK);
+      uint32_t slot = 0;
+      for (uint32_t s = 1; s < GAON_FP_SLOTS && slot == 0; ++s)
+        if (slot_instance_[s] == 0) slot = s;
+      uint32_t first = 0, run = 0;
+      for (uint32_t c = 0; c < fp_chunks_ && run < need; ++c) {
+        if (chunk_owner_[c] != 0) {
+          run = 0;
+          continue;
+        }
+        if (run++ == 0) first = c;
+      }
+      if (auto l = load_fast_path(fp); !l) {
+        in.why_none = l.error();
+      } else if (slot == 0) {
+        in.why_none = fmt::format("all {} fast-path slots are taken", GAON_FP_SLOTS - 1);
+      } else if (need == 0 || run < need) {
+        in.why_none = fmt::format(
+            "the fast-path memory has no {} MiB free in one piece ({} MiB in all, gaond "
+            "--xdp-memory-mb)",
+            need, fp_chunks_);
+      } else {
+        for (uint32_t c = first; c < first + need; ++c) chunk_owner_[c] = slot;
+        uint8_t* mem = fp_mem_ + size_t(first) * GAON_FP_CHUNK;
+        std::memset(mem, 0, size_t(need) * GAON_FP_CHUNK);
+        const gaon_fp_slot d{fp.prog, first, need, instance};
+        for (uint32_t i = 0; i < GAON_FP_NSTATS; ++i) {  // counters start at zero
+          const uint32_t k = slot * GAON_FP_NSTATS + i;
+          const int cpus = libbpf_num_possible_cpus();
+          std::vector<uint64_t> zero(size_t(cpus > 0 ? cpus : 1));
+          bpf_map_update_elem(fp_stats_, &k, zero.data(), BPF_ANY);
+        }
+        if (bpf_map_update_elem(fp_slots_, &slot, &d, BPF_ANY) != 0) {
+          for (uint32_t c = first; c < first + need; ++c) chunk_owner_[c] = 0;
+          in.why_none = fmt::format("the fast-path slot map: {}", std::strerror(errno));
+        } else {
+          slot_instance_[slot] = instance + 1;
+          in.first_chunk = first;
+          in.chunks = need;
+          in.state = {mem, size_t(need) * GAON_FP_CHUNK, slot};
+        }
+      }
+      it = instances_.emplace(instance, std::move(in)).first;
+    }
+    value = it->second.state.slot;
+  }
+  const gaon_flow f = flow_key(key);
+  const std::string k = key_bytes(f);
+  FlowRef& ref = flow_refs_[k];
+  // One local address shared by flows of different instances: all of it to gaond.
+  const uint32_t want = ref.refs == 0 || ref.value == value ? value : 0;
+  if (ref.refs == 0 || want != ref.value) {
+    const gaon_flow_target t{want};
+    if (bpf_map_update_elem(flows_, &f, &t, BPF_ANY) != 0) {
+      if (ref.refs == 0) flow_refs_.erase(k);
+      return make_error("the XDP flow map: {}", std::strerror(errno));
+    }
+    ref.value = want;
+  }
+  ++ref.refs;
+  return ok();
+}
+
+void XdpProgram::remove_flow(const FlowKey& key) {
+  const gaon_flow f = flow_key(key);
+  std::lock_guard lk(mu_);
+  auto it = flow_refs_.find(key_bytes(f));
+  if (it == flow_refs_.end()) return;
+  if (--it->second.refs == 0) {
+    bpf_map_delete_elem(flows_, &f);
+    flow_refs_.erase(it);
+  }
+}
+
+FastPathState* XdpProgram::fast_path(uint32_t instance) {
+  std::lock_guard lk(mu_);
+  auto it = instances_.find(instance);
+  return it == instances_.end() || it->second.state.mem == nullptr ? nullptr : &it->second.state;
+}
+
+void XdpProgram::instance_removed(uint32_t instance) {
+  std::lock_guard lk(mu_);
+  auto it = instances_.find(instance);
+  if (it == instances_.end()) return;
+  if (const uint32_t slot = it->second.state.slot; slot != 0) {
+    const gaon_fp_slot none{};
+    bpf_map_update_elem(fp_slots_, &slot, &none, BPF_ANY);  // no frame reaches it now
+    for (uint32_t c = 0; c < fp_chunks_; ++c)
+      if (chunk_owner_[c] == slot) chunk_owner_[c] = 0;
+    slot_instance_[slot] = 0;
+  }
+  instances_.erase(it);
+}
+
+nlohmann::json XdpProgram::stats() const {
+  nlohmann::json j = nlohmann::json::object();
+  for (uint32_t i = 0; i < GAON_STEER_NSTATS; ++i) j[kSteerStats[i]] = sum_percpu(stats_, i);
+  return j;
+}
+
+nlohmann::json XdpProgram::fast_path_stats(uint32_t instance) {
+  std::lock_guard lk(mu_);
+  auto it = instances_.find(instance);
+  if (it == instances_.end()) return nullptr;
+  const Instance& in = it->second;
+  if (in.state.slot == 0) return {{"active", false}, {"why", in.why_none}};
+  nlohmann::json j = {{"active", true}, {"slot", in.state.slot}, {"memory_bytes", in.state.bytes}};
+  for (uint32_t i = 0; i < GAON_FP_NSTATS; ++i)
+    j[kFpStats[i]] = sum_percpu(fp_stats_, in.state.slot * GAON_FP_NSTATS + i);
+  return j;
+}
+
+size_t XdpProgram::flows() const {
+  std::lock_guard lk(mu_);
+  return flow_refs_.size();
+}
+
+uint32_t XdpProgram::fp_chunks_free() const {
+  std::lock_guard lk(mu_);
+  uint32_t n = 0;
+  for (uint32_t o : chunk_owner_) n += o == 0;
+  return n;
+}
+
+}  // namespace gaon
