@@ -32,12 +32,12 @@
 #define GAON_MAP_FP_CTX "gaon_fp_ctx"
 #define GAON_MAP_FP_STATS "gaon_fp_stats"
 
-#define GAON_MAX_PORTS 64      // gaon_ports entries (interfaces a program may run on)
-#define GAON_MAX_FLOWS 65536   // gaon_flows entries
-#define GAON_FP_SLOTS 64       // instances with a fast path at once (slot 0 is never used)
-#define GAON_FP_PROGS 8        // fast path programs (by gaon_fp_prog)
-#define GAON_FP_CHUNK (1u << 20)          // bytes per gaon_fp_mem element
-#define GAON_FP_CHUNKS_DEFAULT 256        // gaon_fp_mem entries unless gaond says otherwise
+#define GAON_MAX_PORTS 64           // gaon_ports entries (interfaces a program may run on)
+#define GAON_MAX_FLOWS 65536        // gaon_flows entries
+#define GAON_FP_SLOTS 64            // instances with a fast path at once (slot 0 is never used)
+#define GAON_FP_PROGS 8             // fast path programs (by gaon_fp_prog)
+#define GAON_FP_CHUNK (1u << 20)    // bytes per gaon_fp_mem element
+#define GAON_FP_CHUNKS_DEFAULT 256  // gaon_fp_mem entries unless gaond says otherwise
 
 // Which side a frame arrived on (gaon_ports value), keyed by ifindex.
 enum gaon_role { GAON_WIRE = 0, GAON_HOST = 1 };
@@ -78,7 +78,7 @@ struct gaon_fp_slot {
   __u32 prog;         // enum gaon_fp_prog
   __u32 first_chunk;  // its run in gaon_fp_mem
   __u32 chunks;
-  __u32 instance;     // gaond's instance id (for its stats)
+  __u32 instance;  // gaond's instance id (for its stats)
 };
 
 // What the steering program hands the fast path it tail-calls (gaon_fp_ctx, per CPU).
@@ -91,25 +91,25 @@ struct gaon_fp_ctx {
 
 // ---- counters
 // The steering program's (gaon_stats, per CPU): X(name, what it counts).
-#define GAON_STEER_STATS(X)                                                              \
-  X(steered, "frames of attached flows handed to gaond")                                 \
-  X(forwarded, "frames of no attached flow, forwarded to the other interface")           \
-  X(fail_open, "frames of attached flows forwarded because gaond has no socket there")   \
-  X(not_ours, "frames on an interface the program does not know (passed to the stack)")  \
-  X(lease_expired, "frames of attached flows forwarded because gaond's lease lapsed")    \
-  X(fast_path, "frames of attached flows given to their instance's fast path")           \
+#define GAON_STEER_STATS(X)                                                             \
+  X(steered, "frames of attached flows handed to gaond")                                \
+  X(forwarded, "frames of no attached flow, forwarded to the other interface")          \
+  X(fail_open, "frames of attached flows forwarded because gaond has no socket there")  \
+  X(not_ours, "frames on an interface the program does not know (passed to the stack)") \
+  X(lease_expired, "frames of attached flows forwarded because gaond's lease lapsed")   \
+  X(fast_path, "frames of attached flows given to their instance's fast path")          \
   X(fast_path_missing, "frames whose fast path program is not loaded (handed to gaond)")
 
 #define GAON_X_ENUM(name, doc) GAON_STAT_##name,
 enum gaon_steer_stat { GAON_STEER_STATS(GAON_X_ENUM) GAON_STEER_NSTATS };
 
 // Each fast path's, per instance (gaon_fp_stats, per CPU, at fp_slot * GAON_FP_NSTATS + stat).
-#define GAON_FP_STATS(X)                                                                    \
-  X(answered, "requests answered on the wire by the fast path (XDP_TX)")                    \
-  X(forwarded, "frames forwarded in the kernel to the other interface by the fast path")   \
-  X(handed_up, "frames handed to gaond by the fast path (what it does not handle)")         \
-  X(torn, "reads that found an entry being written, or changed while read (handed up)")     \
-  X(fail_open, "frames the fast path would hand up but gaond had no socket (forwarded)")   \
+#define GAON_FP_STATS(X)                                                                 \
+  X(answered, "requests answered on the wire by the fast path (XDP_TX)")                 \
+  X(forwarded, "frames forwarded in the kernel to the other interface by the fast path") \
+  X(handed_up, "frames handed to gaond by the fast path (what it does not handle)")      \
+  X(torn, "reads that found an entry being written, or changed while read (handed up)")  \
+  X(fail_open, "frames the fast path would hand up but gaond had no socket (forwarded)") \
   X(lease_expired, "frames forwarded around the fast path and gaond: gaond's lease lapsed")
 
 #define GAON_X_FP_ENUM(name, doc) GAON_FP_STAT_##name,

@@ -87,7 +87,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, GAON_FP_SLOTS * GAON_FP_NSTATS);
+  __uint(max_entries, GAON_FP_SLOTS* GAON_FP_NSTATS);
   __type(key, __u32);
   __type(value, __u64);
 } gaon_fp_stats SEC(".maps");

@@ -36,7 +36,7 @@ static __always_inline struct gaon_flow_target* attached(void* data, void* end, 
     if ((void*)(ip + 1) > end || ip->ihl < 5) return 0;
     if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_TCP) return 0;
     if (ip->frag_off & bpf_htons(0x3fff)) return 0;  // fragments pass (no ports to match)
-    ports = (void*)ip + ip->ihl * 4;                  // source, destination: UDP and TCP alike
+    ports = (void*)ip + ip->ihl * 4;                 // source, destination: UDP and TCP alike
     if ((void*)(ports + 2) > end) return 0;
     k.family = 4;
     k.proto = ip->protocol;
@@ -73,8 +73,7 @@ int gaon_steer(struct xdp_md* ctx) {
     return XDP_PASS;
   }
   const __u32 role = port->role, peer = port->peer;
-  struct gaon_flow_target* t =
-      attached((void*)(long)ctx->data, (void*)(long)ctx->data_end, role);
+  struct gaon_flow_target* t = attached((void*)(long)ctx->data, (void*)(long)ctx->data_end, role);
   if (!t) {
     gaon_count(GAON_STAT_forwarded);
     return bpf_redirect_map(&gaon_peers, peer, XDP_PASS);

@@ -31,12 +31,12 @@
 #include "gaon_maps.bpf.h"
 #include "kv_abi.h"
 
-#define MC_HDR 8            // memcached's UDP frame header
-#define REQ_MAX 288         // the longest request handled: 8 + 24 + 250 (binary GETK)
+#define MC_HDR 8              // memcached's UDP frame header
+#define REQ_MAX 288           // the longest request handled: 8 + 24 + 250 (binary GETK)
 #define UDP_MAX_PAYLOAD 1400  // memcached's datagram payload limit (mc_proto.h)
 #define BIN_HDR 24
 // A length the verifier can bound: 1..m (m a power of two) for a value known to be in it.
-#define LEN(x, m) ((((x) - 1) & ((m) - 1)) + 1)
+#define LEN(x, m) ((((x)-1) & ((m)-1)) + 1)
 // Keeps the compiler from recomputing a bounds-checked value elsewhere, where the verifier
 // no longer knows its bounds.
 #define BARRIER_VAR(v) asm volatile("" : "+r"(v))
@@ -65,10 +65,10 @@ struct {
 enum { ASCII_GET, ASCII_GETS, BINARY };
 
 struct frame {
-  __u32 l4;     // offset of the UDP header
-  __u32 ulen;   // UDP length
+  __u32 l4;    // offset of the UDP header
+  __u32 ulen;  // UDP length
   __u32 is6;
-  __u32 len;    // the frame's length
+  __u32 len;  // the frame's length
 };
 
 static __always_inline __u16 csum_fold(__u64 s) {
@@ -391,7 +391,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
       vlen > KV_SLOT_MAX || hklen > KV_MAX_KEY)
     return gaon_hand_up(role, peer, fp);  // gaond serves or passes it as it would
   const __u32 vo = kv_value_off(hklen, ftext, ctext);
-  __u32 n;  // the UDP payload of the reply
+  __u32 n;                                // the UDP payload of the reply
   __u32 a_len = 0, b_off = 0, b_len = 0;  // ASCII: two pieces of the data
   const int with_key = opcode == 0x0c || opcode == 0x0d;
   if (kind == BINARY) {
@@ -448,8 +448,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   // Was the slot rewritten while it was copied? Then put the request back: gaond decides.
   if (bad || *(volatile __u32*)&hit->seq != seq) {
     gaon_fp_count(fp, GAON_FP_STAT_torn);
-    if (bpf_xdp_adjust_tail(ctx, -delta) ||
-        bpf_xdp_store_bytes(ctx, poff, sc->req, LEN(pl, 512)))
+    if (bpf_xdp_adjust_tail(ctx, -delta) || bpf_xdp_store_bytes(ctx, poff, sc->req, LEN(pl, 512)))
       return XDP_DROP;  // cannot happen: the frame had this length a moment ago
     return gaon_hand_up(role, peer, fp);
   }
