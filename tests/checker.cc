@@ -12,6 +12,9 @@
 #include <random>
 #include <thread>
 
+#include <pthread.h>
+#include <sched.h>
+
 #include "frames.h"
 #include "procs.h"
 
@@ -46,6 +49,12 @@ std::vector<Op> run_workload(const Workload& w) {
   };
   for (int c = 0; c < w.clients; ++c) {
     threads.emplace_back([&, c] {
+      if (w.pin_clients) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(unsigned(c) % std::thread::hardware_concurrency(), &set);
+        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+      }
       McUdp udp(make(SOCK_DGRAM), w.server);
       int tcp = -1;
       if (w.writes_over_tcp) {

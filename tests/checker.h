@@ -30,6 +30,9 @@ struct Workload {
   int write_percent = 20;  // the rest are GETs; writes are 3/4 SET, 1/4 DELETE
   bool writes_over_tcp = false;
   size_t tcp_piece = 0;  // > 0: each write goes out in pieces of this many bytes
+  // Client i runs on CPU i % (CPUs): with XDP in generic mode on veth, the receive path —
+  // a fast path included — runs on the sender's CPU, so readers run on every CPU at once.
+  bool pin_clients = false;
   // Makes the clients' sockets (SOCK_DGRAM / SOCK_STREAM); e.g. inside a namespace.
   std::function<int(int type)> make_socket;
 };

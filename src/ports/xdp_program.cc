@@ -61,12 +61,16 @@ Result<void> check_maps(bpf_object* obj, const char* what) {
   return ok();
 }
 
-uint64_t sum_percpu(int fd, uint32_t key) {
+std::vector<uint64_t> per_cpu(int fd, uint32_t key) {
   const int cpus = libbpf_num_possible_cpus();
   std::vector<uint64_t> per(size_t(cpus > 0 ? cpus : 1));
+  if (bpf_map_lookup_elem(fd, &key, per.data()) != 0) per.assign(per.size(), 0);
+  return per;
+}
+
+uint64_t sum_percpu(int fd, uint32_t key) {
   uint64_t sum = 0;
-  if (bpf_map_lookup_elem(fd, &key, per.data()) == 0)
-    for (uint64_t v : per) sum += v;
+  for (uint64_t v : per_cpu(fd, key)) sum += v;
   return sum;
 }
 
@@ -338,6 +342,7 @@ nlohmann::json XdpProgram::fast_path_stats(uint32_t instance) {
   nlohmann::json j = {{"active", true}, {"slot", in.state.slot}, {"memory_bytes", in.state.bytes}};
   for (uint32_t i = 0; i < GAON_FP_NSTATS; ++i)
     j[kFpStats[i]] = sum_percpu(fp_stats_, in.state.slot * GAON_FP_NSTATS + i);
+  j["answered_by_cpu"] = per_cpu(fp_stats_, in.state.slot * GAON_FP_NSTATS + GAON_FP_STAT_answered);
   return j;
 }
 

@@ -45,6 +45,7 @@ struct kv_scratch {
   __u8 req[768];  // the request's payload (at most 512 bytes), copied: parsed from here,
                   // restored from here (and read 8 bytes at a time past its end)
   __u8 hdr[32];   // a binary reply's header and flags
+  __u8 hdrs[64];  // the frame's headers, while the frame grows at its head
   __u32 klen;     // see forget_bounds()
   __u32 pl;
 };
@@ -160,6 +161,23 @@ static __always_inline int udp_csum_ok(struct xdp_md* ctx, const struct frame* f
   }
   if (csum_fold(sum) == 0xffff) return 1;
   return field == csum_fold(ph);
+}
+
+// Grows (or shrinks) the frame by `delta` bytes, keeping its first `keep` bytes (the
+// headers) in front: at the tail where the driver left room there, else at the head — veth
+// gives the frames of local sockets XDP's 256 bytes of headroom but almost no tailroom.
+// Either way the frame is then its headers and a payload `delta` bytes longer, and
+// shrinking it at the tail by `delta` gives back its old length.
+static __always_inline int resize(struct xdp_md* ctx, int delta, __u32 keep,
+                                  struct kv_scratch* sc) {
+  if (!bpf_xdp_adjust_tail(ctx, delta)) return 0;
+  if (delta <= 0 || bpf_xdp_load_bytes(ctx, 0, sc->hdrs, LEN(keep, 64))) return -1;
+  if (bpf_xdp_adjust_head(ctx, -delta)) return -1;
+  if (bpf_xdp_store_bytes(ctx, 0, sc->hdrs, LEN(keep, 64))) {
+    bpf_xdp_adjust_head(ctx, delta);  // as it was
+    return -1;
+  }
+  return 0;
 }
 
 // Host side: memcached's reply to a get that found nothing, alone in a datagram?
@@ -406,7 +424,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     return gaon_hand_up(role, peer, fp);
 
   const int delta = (int)(poff + n) - (int)f.len;
-  if (bpf_xdp_adjust_tail(ctx, delta)) return gaon_hand_up(role, peer, fp);
+  if (resize(ctx, delta, poff, sc)) return gaon_hand_up(role, peer, fp);  // no room: gaond
   __u8* d = (__u8*)(hit + 1);
   int bad = 0;
   if (kind == BINARY) {
