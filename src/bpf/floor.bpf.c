@@ -1,5 +1,5 @@
-// The floor of a hit: answers every UDP datagram `get KEY\r\n` (memcached's frame header
-// first) with `VALUE KEY 0 32\r\n` + 32 bytes + `\r\nEND\r\n`, built in place: no table, no
+// The floor of a hit: answers every UDP datagram `get key:...\r\n` (memcached's frame
+// header first; gaon-bench's loaded keys start with "key:", the others with "nok:") with `VALUE KEY 0 32\r\n` + 32 bytes + `\r\nEND\r\n`, built in place: no table, no
 // checks beyond what the verifier needs, IPv4 only, no checksum (0). What a GET hit cannot
 // cost less than on a given machine; benchmarks run it beside kvcache's fast path (under
 // BPF_PROG_TEST_RUN, and as a path of its own in gaon-bench's testbed runs).
@@ -22,9 +22,11 @@ int gaon_floor(struct xdp_md* ctx) {
   struct iphdr* ip = (void*)(eth + 1);
   struct udphdr* udp = (void*)(ip + 1);
   __u8* p = (void*)(udp + 1);
-  if ((void*)(p + 12) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != IPPROTO_UDP)
+  if ((void*)(p + 16) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != IPPROTO_UDP)
     return XDP_PASS;
-  if (p[8] != 'g' || p[9] != 'e' || p[10] != 't' || p[11] != ' ') return XDP_PASS;
+  if (p[8] != 'g' || p[9] != 'e' || p[10] != 't' || p[11] != ' ' || p[12] != 'k' || p[13] != 'e' ||
+      p[14] != 'y' || p[15] != ':')
+    return XDP_PASS;
   const __u32 klen = (bpf_ntohs(udp->len) - 8 - 8 - 6) & 255;  // "get " KEY "\r\n"
   __u8 key[256];
   if (klen == 0 || bpf_xdp_load_bytes(ctx, 14 + 20 + 8 + 12, key, klen)) return XDP_PASS;
