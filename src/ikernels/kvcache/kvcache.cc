@@ -365,7 +365,7 @@ KvCache::TcpConn* KvCache::tcp_find(uint64_t key, bool create, uint64_t now) {
     }
   }
   if (!create) return nullptr;
-  if (victim->key != 0) ++hdr_->c.tcp_evicted;
+  if (victim->key != 0) ++hdr_->c.tcp.evicted;
   victim->key = key;
   victim->last_ns = now;
   victim->scan.reset();
@@ -375,7 +375,7 @@ KvCache::TcpConn* KvCache::tcp_find(uint64_t key, bool create, uint64_t now) {
 
 void KvCache::tcp_command(TcpConn& t, const Request& r, uint64_t now) {
   Counters& c = hdr_->c;
-  ++c.tcp_commands;
+  ++c.tcp.commands;
   // What memcached's reply to it will mean: a single-key ASCII write's reply says the
   // write is done. Only gets, writes and flush_all are matched (a reply of one line, or
   // VALUE lines ending in END): after a binary or meta command, or any other (stats,
@@ -385,7 +385,7 @@ void KvCache::tcp_command(TcpConn& t, const Request& r, uint64_t now) {
   const bool plain = r.kind == Kind::get || r.kind == Kind::write || r.kind == Kind::flush;
   if (t.acks && (r.proto == Proto::binary || r.meta || !plain || t.fifo_n == kTcpFifo)) {
     t.acks = false;
-    ++c.tcp_acks_untracked;
+    ++c.tcp.acks_untracked;
   }
   const bool write1 = r.kind == Kind::write && r.nkeys == 1 && !no_invalidation_;
   if (t.acks && !r.noreply) {
@@ -398,7 +398,7 @@ void KvCache::tcp_command(TcpConn& t, const Request& r, uint64_t now) {
   switch (r.kind) {
     case Kind::write:
       ++c.writes;
-      ++c.tcp_writes;
+      ++c.tcp.writes;
       for (size_t i = 0; i < r.nkeys; ++i) write_seen(r.keys[i], r, now);
       break;
     case Kind::unknown:
@@ -467,7 +467,7 @@ Verdict KvCache::on_tcp_reply(Context& ctx, Packet& p) {
   const auto fresh = t->rsynced ? unseen(seq, data, t->next_rseq, gap) : data.first(0);
   if (!t->rsynced || gap) {  // replies we cannot place: stop matching them
     t->acks = false;
-    ++c.tcp_acks_untracked;
+    ++c.tcp.acks_untracked;
     return Verdict::to_wire;
   }
   if (fresh.empty()) return Verdict::to_wire;
@@ -482,12 +482,12 @@ Verdict KvCache::on_tcp_reply(Context& ctx, Packet& p) {
     --t->fifo_n;
     if (h != 0 && t->acks) {
       write_done(h, now);
-      ++c.tcp_acks;
+      ++c.tcp.acks;
     }
   });
   if (!ok || !t->acks) {
     t->acks = false;
-    ++c.tcp_acks_untracked;
+    ++c.tcp.acks_untracked;
   }
   return Verdict::to_wire;
 }
@@ -500,10 +500,10 @@ Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
   constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kAck = 0x10;
   const std::span<const uint8_t> data(p.payload(), p.hdr.payload_len);
   const uint64_t now = ctx.now_ns();
-  ++c.tcp_segments;
+  ++c.tcp.segments;
   const uint64_t key = tcp_key(p, true);
   auto distrust = [&] {  // this segment's commands cannot be known: invalidate everything
-    if (!no_invalidation_) flush_all(now), ++c.tcp_flushes;
+    if (!no_invalidation_) flush_all(now), ++c.tcp.flushes;
   };
   if ((flags & kSyn) && !(flags & kAck)) {  // a new connection: follow it from here
     TcpConn* t = tcp_find(key, true, now);
@@ -512,7 +512,7 @@ Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
     t->acks = true;
     t->fifo_head = t->fifo_n = 0;
     if (!data.empty()) {  // data on a SYN (TCP Fast Open): not followed, be safe
-      ++c.tcp_untracked;
+      ++c.tcp.untracked;
       distrust();
       t->key = 0;
     }
@@ -521,7 +521,7 @@ Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
   TcpConn* t = tcp_find(key, false, now);
   if (t == nullptr) {
     if (!data.empty()) {  // a connection we did not see open: its framing is unknown
-      ++c.tcp_untracked;
+      ++c.tcp.untracked;
       distrust();
     }
     return Verdict::to_host;
@@ -531,14 +531,14 @@ Verdict KvCache::on_tcp(Context& ctx, Packet& p) {
     bool gap = false;
     const auto fresh = unseen(seq, data, t->next_seq, gap);
     if (gap) {  // a segment was lost or comes later
-      ++c.tcp_gaps;
+      ++c.tcp.gaps;
       distrust();
       t->key = 0;
       return Verdict::to_host;
     }
     if (!fresh.empty() &&
         !t->scan.feed(fresh, [&](const Request& r) { tcp_command(*t, r, now); })) {
-      ++c.tcp_lost;  // tcp_command saw it as unknown: everything was invalidated
+      ++c.tcp.lost;  // tcp_command saw it as unknown: everything was invalidated
       t->key = 0;
       return Verdict::to_host;
     }
@@ -812,54 +812,33 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
     for (size_t i = 1; i < size_t(ReqIssue::count_); ++i)
       passed[std::string(to_string(ReqIssue(i)))] = c.passed[i];
     const uint64_t lookups = c.hits + c.misses;
-    return nlohmann::json{{"requests", c.requests},
-                          {"hits", c.hits},
-                          {"misses", c.misses},
-                          {"hit_rate", lookups ? double(c.hits) / double(lookups) : 0.0},
-                          {"hit_keys", c.hit_keys},
-                          {"miss_keys", c.miss_keys},
-                          {"fills", c.fills},
-                          {"rejected_fills", rejected_total},
-                          {"rejected_by_reason", rejected},
-                          {"invalidations", c.invalidations},
-                          {"writes", c.writes},
-                          {"flushes", c.flushes},
-                          {"unknown_commands", c.unknown_commands},
-                          {"oversize_requests", c.oversize_requests},
-                          {"oversize_replies", c.oversize_replies},
-                          {"gaps", c.gaps},
-                          {"evictions", table_.evictions()},
-                          {"items", table_.items()},
-                          {"bytes_used", table_.bytes_used()},
-                          {"passed_by_issue", passed},
-                          {"pending_evicted", c.pending_evicted},
-                          {"unmatched_replies", c.unmatched_replies},
-                          {"not_learned", c.not_learned},
-                          {"replies_too_big", c.replies_too_big},
-                          {"emit_failed", c.emit_failed},
-                          {"tcp",
-                           {{"segments", c.tcp_segments},
-                            {"commands", c.tcp_commands},
-                            {"writes", c.tcp_writes},
-                            {"untracked", c.tcp_untracked},
-                            {"gaps", c.tcp_gaps},
-                            {"lost", c.tcp_lost},
-                            {"evicted", c.tcp_evicted},
-                            {"flushes", c.tcp_flushes},
-                            {"acks", c.tcp_acks},
-                            {"acks_untracked", c.tcp_acks_untracked}}},
-                          {"geometry",
-                           {{"sets", geom_.nsets},
-                            {"ways", KV_WAYS},
-                            {"slots", uint64_t(geom_.nsets) * KV_WAYS},
-                            {"slot_bytes", geom_.slot_bytes},
-                            {"table_bytes", geom_.bytes},
-                            {"in_fast_path_memory", fp_ != nullptr},
-                            {"max_key", max_key_},
-                            {"max_value", max_value_},
-                            {"pending", npend_},
-                            {"versions", nver_},
-                            {"tcp_connections", ntcp_}}}};
+    nlohmann::json j, tcp;
+#define GAON_KVCACHE_JSON(name, doc) j[#name] = c.name;
+    GAON_KVCACHE_COUNTERS(GAON_KVCACHE_JSON)
+#undef GAON_KVCACHE_JSON
+#define GAON_KVCACHE_JSON(name, doc) tcp[#name] = c.tcp.name;
+    GAON_KVCACHE_TCP_COUNTERS(GAON_KVCACHE_JSON)
+#undef GAON_KVCACHE_JSON
+    j["tcp"] = tcp;
+    j["hit_rate"] = lookups ? double(c.hits) / double(lookups) : 0.0;
+    j["rejected_fills"] = rejected_total;
+    j["rejected_by_reason"] = rejected;
+    j["passed_by_issue"] = passed;
+    j["evictions"] = table_.evictions();
+    j["items"] = table_.items();
+    j["bytes_used"] = table_.bytes_used();
+    j["geometry"] = {{"sets", geom_.nsets},
+                     {"ways", KV_WAYS},
+                     {"slots", uint64_t(geom_.nsets) * KV_WAYS},
+                     {"slot_bytes", geom_.slot_bytes},
+                     {"table_bytes", geom_.bytes},
+                     {"in_fast_path_memory", fp_ != nullptr},
+                     {"max_key", max_key_},
+                     {"max_value", max_value_},
+                     {"pending", npend_},
+                     {"versions", nver_},
+                     {"tcp_connections", ntcp_}};
+    return j;
   }
   if (op == "get") {
     const std::string& key = args[0];

@@ -94,15 +94,16 @@
 //   get KEY          the cached item, if any: flags, value, cas
 //   invalidate KEY   drop KEY (and block learning it from replies already in flight)
 //   clear            drop everything
-// Counters (gaond's; the fast path's are under "fast_path" in stats: answered in XDP,
-// forwarded, handed up, torn, fail_open, lease_expired): requests, hits, misses, hit_keys,
-// miss_keys, fills, rejected_fills (by reason), invalidations, writes, flushes, evictions, items,
-// bytes_used, passed (by request issue), unknown_commands, pending_evicted, unmatched_replies,
-// not_learned, oversize_requests / oversize_replies (datagrams too large for a frame, passed whole:
-// see "too large" above), gaps (times traffic went around it or memcached restarted: see "stalls");
-// tcp: segments, commands, writes, untracked (segments of connections not followed:
-// each invalidated everything), gaps, lost (unframeable streams), evicted, flushes, acks
-// (write replies matched), acks_untracked (connections whose replies stopped being matched).
+// Counters (gaond's, from the lists GAON_KVCACHE_COUNTERS and GAON_KVCACHE_TCP_COUNTERS
+// below, which say what each counts; a test keeps this line in step with them): requests,
+// hits, misses, hit_keys, miss_keys, fills, invalidations, writes, flushes, unknown_commands,
+// pending_evicted, unmatched_replies, not_learned, replies_too_big, emit_failed,
+// oversize_requests / oversize_replies (datagrams too large for a frame, passed whole: see
+// "too large" above), gaps (times traffic went around it or memcached restarted: see
+// "stalls"); tcp: segments, commands, writes, untracked, gaps, lost, evicted, flushes, acks,
+// acks_untracked. Derived: hit_rate, rejected_fills and rejected_by_reason, passed_by_issue;
+// the table's evictions, items, bytes_used. The fast path's (summed over CPUs) are under
+// "fast_path": answered (hits in XDP), forwarded, handed_up, torn, fail_open, lease_expired.
 #pragma once
 
 #include <array>
@@ -145,16 +146,48 @@ class KvCache : public PerPacketIKernel<KvCache> {
     r_count
   };
 
+  // The counters, written once: the struct, the stats JSON and (checked by a test) the
+  // doc block above come from these lists.
+#define GAON_KVCACHE_COUNTERS(X)                                                         \
+  X(requests, "UDP requests of its flows")                                               \
+  X(hits, "GETs gaond answered (every key cached; the fast path's are under fast_path)") \
+  X(misses, "GETs gaond passed to memcached")                                            \
+  X(hit_keys, "keys of those GETs found")                                                \
+  X(miss_keys, "keys of those GETs not found")                                           \
+  X(fills, "values learned from memcached's replies")                                    \
+  X(invalidations, "cached entries dropped by a write, an invalidate or a TCP write")    \
+  X(writes, "write requests seen (UDP and TCP)")                                         \
+  X(flushes, "flush_all requests seen")                                                  \
+  X(unknown_commands, "requests not understood (treated as a flush)")                    \
+  X(pending_evicted, "requests awaiting a reply pushed out of the pending table")        \
+  X(unmatched_replies, "replies to no request it tracked")                               \
+  X(not_learned, "replies it could not learn from")                                      \
+  X(replies_too_big, "hits whose reply would not fit a datagram (passed)")               \
+  X(emit_failed, "multi-key hits passed because the pool had no frame for a reply")      \
+  X(oversize_requests, "requests too large for a frame (passed whole)")                  \
+  X(oversize_replies, "replies too large for a frame (never learned)")                   \
+  X(gaps, "times traffic went around it or memcached restarted (it dropped everything)")
+#define GAON_KVCACHE_TCP_COUNTERS(X)                                                 \
+  X(segments, "client segments seen")                                                \
+  X(commands, "commands found in the streams")                                       \
+  X(writes, "writes found in the streams")                                           \
+  X(untracked, "segments of connections not followed (each invalidated everything)") \
+  X(gaps, "streams with a lost or reordered segment (invalidated everything)")       \
+  X(lost, "streams that could not be framed (invalidated everything)")               \
+  X(evicted, "followed connections pushed out by newer ones")                        \
+  X(flushes, "times a segment invalidated everything")                               \
+  X(acks, "write replies matched to their writes")                                   \
+  X(acks_untracked, "connections whose replies stopped being matched")
+#define GAON_KVCACHE_FIELD(name, doc) uint64_t name;
   struct Counters {
-    uint64_t requests, hits, misses, hit_keys, miss_keys, fills, invalidations, writes, flushes,
-        unknown_commands, pending_evicted, unmatched_replies, not_learned, replies_too_big,
-        emit_failed, oversize_requests, oversize_replies, gaps;
-    // TCP (write invalidation on memcached's TCP socket)
-    uint64_t tcp_segments, tcp_commands, tcp_writes, tcp_untracked, tcp_gaps, tcp_lost, tcp_evicted,
-        tcp_flushes, tcp_acks, tcp_acks_untracked;
+    GAON_KVCACHE_COUNTERS(GAON_KVCACHE_FIELD)
+    struct Tcp {
+      GAON_KVCACHE_TCP_COUNTERS(GAON_KVCACHE_FIELD)
+    } tcp;
     std::array<uint64_t, r_count> rejected;
     std::array<uint64_t, size_t(kv::ReqIssue::count_)> passed;
   };
+#undef GAON_KVCACHE_FIELD
 
  private:
   struct Header {

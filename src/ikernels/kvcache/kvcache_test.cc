@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <functional>
+#include <sstream>
 
 #include <algorithm>
 
@@ -673,6 +675,48 @@ TEST_F(KvCacheTcpTest, RetransmittedBytesPassWithoutAnotherInvalidation) {
   fill_foo(10);
   segment("get z\r\n", 0xfffffff1 + 2 * uint32_t(del.size()) + 10);
   EXPECT_EQ(tcp()["untracked"], 1);
+}
+
+}  // namespace
+}  // namespace gaon
+
+namespace gaon {
+namespace {
+
+// The counters are declared once (kvcache.h's lists): every one is in the stats JSON, and
+// named in the header's doc block, so the three cannot drift apart again.
+TEST(KvCacheCounters, TheListTheStatsAndTheDocBlockAgree) {
+  std::ifstream in(std::string(GAON_SOURCE_DIR) + "/src/ikernels/kvcache/kvcache.h");
+  ASSERT_TRUE(in);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string header = text.str();
+  const std::string doc = header.substr(0, header.find("#pragma once"));
+  auto e = Engine::create({});
+  ASSERT_TRUE(e);
+  auto inst = Instance::create(
+      {.type = "kvcache", .params = {"capacity=1M"}, .state_quota = 1u << 30}, Registry::global());
+  ASSERT_TRUE(inst) << inst.error();
+  const uint32_t id = *(*e)->add_instance(std::move(*inst));
+  const nlohmann::json st = (*e)->call(id, "stats", {}).value();
+  std::vector<std::string> top, tcp;
+#define GAON_KVCACHE_NAME(name, what) top.push_back(#name);
+  GAON_KVCACHE_COUNTERS(GAON_KVCACHE_NAME)
+#undef GAON_KVCACHE_NAME
+#define GAON_KVCACHE_NAME(name, what) tcp.push_back(#name);
+  GAON_KVCACHE_TCP_COUNTERS(GAON_KVCACHE_NAME)
+#undef GAON_KVCACHE_NAME
+  for (const std::string& n : top) {
+    EXPECT_TRUE(st.contains(n)) << n;
+    EXPECT_NE(doc.find(" " + n), std::string::npos) << n << " is not in kvcache.h's doc block";
+  }
+  const size_t tcp_doc = doc.find("; tcp:");
+  ASSERT_NE(tcp_doc, std::string::npos);
+  for (const std::string& n : tcp) {
+    EXPECT_TRUE(st["tcp"].contains(n)) << "tcp." << n;
+    EXPECT_NE(doc.find(" " + n, tcp_doc), std::string::npos) << "tcp " << n;
+  }
+  EXPECT_EQ(st["tcp"].size(), tcp.size());
 }
 
 }  // namespace
