@@ -18,7 +18,8 @@
 //   on_gap(ctx)                 optional: its flows' frames may have gone around it
 //   call(op, args)     named state operations for the owner (run between bursts)
 //   cleanup()
-//   fast_path()        optional: the part it runs in XDP in a bump (fast_path.h)
+//   fast_path()        optional: the part it runs in XDP in a bump (fast_path.h), and
+//   on_fast_path(fp)   the memory its program reads, given with its first flow there
 // process/process_egress run on the datapath: no allocation, no exceptions, no locks, no
 // syscalls, bounded work. One virtual call per burst; PerPacketIKernel turns that into a
 // direct (inlinable) call per packet.
