@@ -231,7 +231,7 @@ Table::Text Table::reply_text(const kv_slot& s, bool with_cas, bool with_end) {
   const char* d = reinterpret_cast<const char*>(data(s));
   const size_t head = 6 + s.klen + s.ftext + (with_cas ? s.ctext : 0);
   const size_t vo = kv_value_off(s.klen, s.ftext, s.ctext);
-  return {{d, head}, {d + vo - 2, 2 + s.vlen + (with_end ? KV_TAIL : 2)}};
+  return {{d, head}, {d + vo - 2, size_t(2 + s.vlen + (with_end ? KV_TAIL : 2))}};
 }
 
 }  // namespace gaon::kv
