@@ -78,9 +78,11 @@ int main(int argc, char** argv) {
     ++served;
     const int m = snprintf((char*)out + 5 + tkl, sizeof(out) - 5 - tkl, "served %lu", served);
     out[4 + tkl] = 0xff;
-    sendto(fd, out, 5 + tkl + (size_t)m, 0, (struct sockaddr*)&from, len);
+    /* Logged before the reply goes out: a client that stops us on seeing the reply must
+     * find the line already written. */
     printf("coap: served %lu\n", served);
     fflush(stdout);
+    sendto(fd, out, 5 + tkl + (size_t)m, 0, (struct sockaddr*)&from, len);
   }
   return 0;
 }

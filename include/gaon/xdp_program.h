@@ -87,10 +87,11 @@ class XdpProgram {
   uint8_t* fp_mem_ = nullptr;
   size_t fp_mem_bytes_ = 0;
   uint32_t fp_chunks_ = 0;
-  std::vector<uint32_t> chunk_owner_;         // slot owning each chunk (0: free)
-  std::map<uint32_t, Instance> instances_;    // by instance id
-  std::vector<uint32_t> slot_instance_;       // fp slot -> instance + 1 (0: free)
-  std::map<std::string, FlowRef> flow_refs_;  // by gaon_flow bytes
+  std::vector<uint32_t> chunk_owner_;               // slot owning each chunk (0: free)
+  std::vector<uint64_t> chunk_freed_, slot_freed_;  // when given up (mono ns; 0: never)
+  std::map<uint32_t, Instance> instances_;          // by instance id
+  std::vector<uint32_t> slot_instance_;             // fp slot -> instance + 1 (0: free)
+  std::map<std::string, FlowRef> flow_refs_;        // by gaon_flow bytes
 };
 
 }  // namespace gaon

@@ -375,12 +375,18 @@ Result<uint32_t> Engine::add_instance(std::unique_ptr<Instance> inst) {
 
 Result<std::unique_ptr<Instance>> Engine::remove_instance(uint32_t id) {
   Result<std::unique_ptr<Instance>> r = make_error("no instance {}", id);
+  // The observer first: a fast path must stop serving from the instance's state before
+  // the engine stops seeing the flows' writes (in between they would pass unseen).
   std::vector<FlowKey> gone;
-  execute([&] {
-    if (instance(id) == nullptr) return;
-    if (observer_ != nullptr)
+  if (observer_ != nullptr) {
+    execute([&] {
       for (const FlowEntry& e : flows_->entries())
         if (e.instance == id) gone.push_back(e.key);
+    });
+    for (const FlowKey& k : gone) observer_->flow_removed(k);
+  }
+  execute([&] {
+    if (instance(id) == nullptr) return;
     flows_->remove_instance(id);
     std::vector<Packet*> queued(arbiter_->queue_depth());
     const uint32_t n = arbiter_->flush(id, queued);
@@ -388,7 +394,6 @@ Result<std::unique_ptr<Instance>> Engine::remove_instance(uint32_t id) {
     counters_.removal_drops.add(n);
     r = std::move(slots_[id]);
   });
-  for (const FlowKey& k : gone) observer_->flow_removed(k);
   if (observer_ != nullptr && r) observer_->instance_removed(id);
   return r;
 }
@@ -419,10 +424,14 @@ Result<uint32_t> Engine::add_flow(const FlowKey& key, uint32_t id) {
 }
 
 Result<void> Engine::remove_flow(const FlowKey& key) {
-  bool removed = false;
-  execute([&] { removed = flows_->remove(key); });
-  if (!removed) return make_error("flow {} is not attached", key.to_string());
+  // The observer first, as in remove_instance.
+  bool attached = false;
+  execute([&] {
+    for (const FlowEntry& e : flows_->entries()) attached = attached || e.key == key;
+  });
+  if (!attached) return make_error("flow {} is not attached", key.to_string());
   if (observer_ != nullptr) observer_->flow_removed(key);
+  execute([&] { flows_->remove(key); });
   return ok();
 }
 

@@ -79,6 +79,7 @@ struct Bump::Impl {
   xsk_umem* umem = nullptr;
   uint32_t ring = 2048;
   uint64_t lease_ns = 0, renewed_ns = 0;  // renewed_ns: at the last poll (0: none yet)
+  bool resume_next = false;               // a lapse was found: renew at the next poll
   Counter lapses;  // renewals that found the lease expired: traffic went around
 };
 
@@ -144,7 +145,16 @@ void Bump::renew_lease() {
   Impl& im = *impl_;
   if (im.xdp == nullptr || im.lease_ns == 0) return;
   const uint64_t now = mono_ns();
-  if (im.renewed_ns != 0 && now - im.renewed_ns > im.lease_ns) im.lapses.add();
+  if (im.resume_next) {
+    im.resume_next = false;  // the engine saw the gap in the last poll: resume
+  } else if (im.renewed_ns != 0 && now - im.renewed_ns > im.lease_ns) {
+    // Lapsed: frames went around gaond. Renew only at the next poll, once the engine has
+    // seen the gap (Port::gaps) and its instances dropped what they knew; until then the
+    // programs keep forwarding in the kernel, so no fast path serves stale state.
+    im.lapses.add();
+    im.resume_next = true;
+    return;
+  }
   im.renewed_ns = now;
   std::atomic_ref<__u64>(im.xdp->lease()->renewed_ns).store(now, std::memory_order_release);
 }

@@ -13,6 +13,8 @@
 
 #include <fmt/core.h>
 
+#include "gaon/clock.h"
+
 // The steering program's object file, embedded at build time (CMake: steer_bpf_obj.cc).
 extern const unsigned char gaon_steer_bpf_obj[];
 extern const unsigned long gaon_steer_bpf_obj_len;
@@ -20,6 +22,8 @@ extern const unsigned long gaon_steer_bpf_obj_len;
 namespace gaon {
 
 namespace {
+
+constexpr uint64_t kRestNs = 1'000'000'000;  // before a removed instance's slot is reused
 
 // Every map the programs share, with the sizes gaon/xdp_abi.h gives them.
 struct MapAbi {
@@ -141,7 +145,9 @@ Result<std::unique_ptr<XdpProgram>> XdpProgram::load(const Options& opt) {
   if (m == MAP_FAILED) return make_error("mapping the fast-path memory: {}", std::strerror(errno));
   x->fp_mem_ = static_cast<uint8_t*>(m);
   x->chunk_owner_.assign(opt.fp_chunks, 0);
+  x->chunk_freed_.assign(opt.fp_chunks, 0);
   x->slot_instance_.assign(GAON_FP_SLOTS, 0);
+  x->slot_freed_.assign(GAON_FP_SLOTS, 0);
   return x;
 }
 
@@ -184,6 +190,10 @@ Result<void> XdpProgram::load_fast_path(const FastPathSpec& fp) {
     return make_error("{}", why);
   };
   if (fp.prog >= GAON_FP_PROGS) return fail(fmt::format("fast path {}: no such slot", fp.prog));
+#if !defined(__x86_64__)
+  // Its readers check sequence counters with plain loads (docs/fast-path.md).
+  return fail("fast paths rely on x86-64's memory ordering; this CPU runs them in gaond");
+#endif
   bpf_object_open_opts oo{};
   oo.sz = sizeof(oo);
   const std::string name(fp.program);
@@ -234,12 +244,16 @@ Result<void> XdpProgram::add_flow(const FlowKey& key, uint32_t instance, const F
     if (it == instances_.end()) {  // its first flow: a slot, memory, the program
       Instance in;
       const uint32_t need = uint32_t((fp.bytes + GAON_FP_CHUNK - 1) / GAON_FP_CHUNK);
+      // Slots and chunks given up by a removed instance rest a while first: a program that
+      // started on one before the removal may still be reading it.
+      const uint64_t now = mono_ns();
+      auto rested = [&](uint64_t freed) { return freed == 0 || now - freed >= kRestNs; };
       uint32_t slot = 0;
       for (uint32_t s = 1; s < GAON_FP_SLOTS && slot == 0; ++s)
-        if (slot_instance_[s] == 0) slot = s;
+        if (slot_instance_[s] == 0 && rested(slot_freed_[s])) slot = s;
       uint32_t first = 0, run = 0;
       for (uint32_t c = 0; c < fp_chunks_ && run < need; ++c) {
-        if (chunk_owner_[c] != 0) {
+        if (chunk_owner_[c] != 0 || !rested(chunk_freed_[c])) {
           run = 0;
           continue;
         }
@@ -320,9 +334,11 @@ void XdpProgram::instance_removed(uint32_t instance) {
   if (const uint32_t slot = it->second.state.slot; slot != 0) {
     const gaon_fp_slot none{};
     bpf_map_update_elem(fp_slots_, &slot, &none, BPF_ANY);  // no frame reaches it now
+    const uint64_t now = mono_ns();
     for (uint32_t c = 0; c < fp_chunks_; ++c)
-      if (chunk_owner_[c] == slot) chunk_owner_[c] = 0;
+      if (chunk_owner_[c] == slot) chunk_owner_[c] = 0, chunk_freed_[c] = now;
     slot_instance_[slot] = 0;
+    slot_freed_[slot] = now;
   }
   instances_.erase(it);
 }

@@ -128,6 +128,7 @@ static __always_inline int parse_udp(struct xdp_md* ctx, struct frame* f) {
 // else goes up to gaond, which passes it on as it is (and the host drops it).
 static __always_inline int udp_csum_ok(struct xdp_md* ctx, const struct frame* f,
                                        struct kv_scratch* sc, __u32 pl) {
+  sc->pl = pl;  // read back by the caller, on every way out
   void* data = (void*)(long)ctx->data;
   void* end = (void*)(long)ctx->data_end;
   __u64 ph = bpf_htons(IPPROTO_UDP) + bpf_htons((__u16)f->ulen);
@@ -150,7 +151,6 @@ static __always_inline int udp_csum_ok(struct xdp_md* ctx, const struct frame* f
   if (!f->is6 && field == 0) return 1;
   __u16* uw = (__u16*)udp;
   __u64 sum = ph + uw[0] + uw[1] + uw[2] + uw[3];
-  sc->pl = pl;
   const __u8* q = sc->req;
   for (__u32 i = 0; i < REQ_MAX; i += 2) {
     if (i >= pl) break;
@@ -390,6 +390,10 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(role, peer, fp);
   }
 
+  // A binary miss always goes to gaond: memcached's binary GET reply carries no key, so
+  // gaond can only match it to its request by request id, and a request it did not see
+  // could be taken for one it did (and its value learned under the other's key).
+  if (!hit && kind == BINARY) return gaon_hand_up(role, peer, fp);
   if (!hit) {  // a miss: to memcached in the kernel, or to gaond to learn it
     const __u32 bit = kv_seen_bit(h);
     __u64* seen = (__u64*)((__u8*)t + KV_SEEN_OFF + (bit / 64) * 8);

@@ -98,8 +98,10 @@ class KvFastPathTest : public ::testing::Test {
     return id;
   }
   static Bytes frame(const std::string& payload, bool to_server = true, bool v6 = false,
-                     uint16_t port = 11211, uint16_t client = 40000) {
+                     uint16_t port = 11211, uint16_t client = 40000,
+                     test::L4Csum csum = test::L4Csum::full) {
     test::FrameSpec f;
+    f.l4csum = csum;
     if (v6) f.ip_version = 6;
     const std::string s = v6 ? "fd00::2" : "10.0.0.2", c = v6 ? "fd00::1" : "10.0.0.1";
     f.src_ip = to_server ? c : s;
@@ -278,6 +280,49 @@ TEST_F(KvFastPathTest, ATornOrInvalidatedEntryIsNeverServed) {
   EXPECT_EQ(xdp(f).what, "answered");
   engine(wire_, frame(test::mc_dgram("flush_all\r\n", 5)));
   EXPECT_NE(xdp(f).verdict, XDP_TX);
+}
+
+// The checksum forms gaond's parser takes: none (0, IPv4), or the pseudo-header sum alone
+// (left to offload by a local sender); a bad one goes up (the host would drop it). A
+// request followed by more bytes than it holds is not a single GET, whatever the checksum.
+TEST_F(KvFastPathTest, ChecksumsAreJudgedAsGaondJudgesThem) {
+  fill("get foo\r\n", kFoo, 1);
+  fill(test::mc_binreq(0x00, "foo"), bin_reply(0x00, "foo", 42, "bar", 9), 2);
+  const std::string get = test::mc_dgram("get foo\r\n", 3);
+  for (auto [csum, what] :
+       {std::pair{test::L4Csum::zero, "answered"}, std::pair{test::L4Csum::partial, "answered"},
+        std::pair{test::L4Csum::bad, "fail_open"}}) {
+    const Bytes f = frame(get, true, false, 11211, 40000, csum);
+    const Xdp x = xdp(f);
+    EXPECT_EQ(x.what, what) << int(csum);
+    if (x.verdict == XDP_TX) expect_same(x, engine(wire_, f).first, "checksum form");
+  }
+  // A binary GET with a SET behind it, checksum 0: gaond (which passes the SET on).
+  const std::string two =
+      test::mc_binreq(0x00, "foo") + test::mc_binreq(0x01, "foo", "abcdefgh", "x");
+  EXPECT_EQ(xdp(frame(test::mc_dgram(two, 4), true, false, 11211, 40000, test::L4Csum::zero)).what,
+            "fail_open");
+}
+
+// memcached's binary reply to a GET carries no key: gaond matches it by request id only,
+// so a binary miss is always handed up (never sent around gaond in the kernel).
+TEST_F(KvFastPathTest, BinaryMissesAlwaysGoToGaond) {
+  const Bytes f = frame(test::mc_dgram(test::mc_binreq(0x09, "absent"), 1));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(xdp(f).what, "fail_open") << i;
+}
+
+// A removed instance's slot and memory rest before another instance gets them: a program
+// that started on them may still be reading.
+TEST_F(KvFastPathTest, ARemovedInstancesMemoryIsNotHandedOutAtOnce) {
+  const uint32_t a = create({"capacity=1M"}, {"udp:10.0.0.2:11212"});
+  const uint8_t* mem_a = x_->fast_path(a)->mem;
+  const uint32_t slot_a = x_->fast_path(a)->slot;
+  ASSERT_TRUE(engine_->remove_instance(a));
+  EXPECT_EQ(x_->fast_path(a), nullptr);
+  const uint32_t b = create({"capacity=1M"}, {"udp:10.0.0.2:11213"});
+  ASSERT_NE(x_->fast_path(b), nullptr);
+  EXPECT_NE(x_->fast_path(b)->mem, mem_a);
+  EXPECT_NE(x_->fast_path(b)->slot, slot_a);
 }
 
 TEST_F(KvFastPathTest, AnotherInstancesFlowNeverSeesThisOnesTable) {
