@@ -65,9 +65,13 @@ Result<void> check_maps(bpf_object* obj, const char* what) {
   return ok();
 }
 
-std::vector<uint64_t> per_cpu(int fd, uint32_t key) {
+size_t possible_cpus() {
   const int cpus = libbpf_num_possible_cpus();
-  std::vector<uint64_t> per(size_t(cpus > 0 ? cpus : 1));
+  return size_t(cpus > 0 ? cpus : 1);
+}
+
+std::vector<uint64_t> per_cpu(int fd, uint32_t key) {
+  std::vector<uint64_t> per(possible_cpus());
   if (bpf_map_lookup_elem(fd, &key, per.data()) != 0) per.assign(per.size(), 0);
   return per;
 }
@@ -273,10 +277,9 @@ Result<void> XdpProgram::add_flow(const FlowKey& key, uint32_t instance, const F
         uint8_t* mem = fp_mem_ + size_t(first) * GAON_FP_CHUNK;
         std::memset(mem, 0, size_t(need) * GAON_FP_CHUNK);
         const gaon_fp_slot d{fp.prog, first, need, instance};
+        const std::vector<uint64_t> zero(possible_cpus());
         for (uint32_t i = 0; i < GAON_FP_NSTATS; ++i) {  // counters start at zero
           const uint32_t k = slot * GAON_FP_NSTATS + i;
-          const int cpus = libbpf_num_possible_cpus();
-          std::vector<uint64_t> zero(size_t(cpus > 0 ? cpus : 1));
           bpf_map_update_elem(fp_stats_, &k, zero.data(), BPF_ANY);
         }
         if (bpf_map_update_elem(fp_slots_, &slot, &d, BPF_ANY) != 0) {

@@ -147,14 +147,16 @@ uint64_t KvCache::expiry_for(int64_t e, uint64_t now) const {
   return now + uint64_t(rel) * kSecond;
 }
 
-// A write's keys may exist now, cacheable: their next GETs reach gaond (steering hints;
-// with or without invalidation, which is a separate matter).
+// A write's keys may exist now, cacheable: their next GETs reach gaond (the seen bits).
+// write_seen does this for each key it invalidates; this is for when nothing is
+// invalidated (unsafe_no_invalidation).
 void KvCache::hint_written(const Request& r) {
   for (size_t i = 0; i < r.nkeys; ++i) table_.forget(key_hash(r.keys[i]));
 }
 
 uint64_t KvCache::write_seen(std::string_view key, const Request& r, uint64_t now) {
   const uint64_t h = key_hash(key);
+  table_.forget(h);  // it may exist now: its next GET reaches gaond
   invalidate_hash(h);
   VerBucket& b = bucket(h);
   ++b.version;
@@ -393,8 +395,10 @@ void KvCache::tcp_command(TcpConn& t, const Request& r, uint64_t now) {
         write1 ? key_hash(r.keys[0]) : 0;  // (a hash of 0: cleared by time)
     ++t.fifo_n;
   }
-  if (r.kind == Kind::write) hint_written(r);
-  if (no_invalidation_) return;
+  if (no_invalidation_) {
+    if (r.kind == Kind::write) hint_written(r);  // (write_seen does it otherwise)
+    return;
+  }
   switch (r.kind) {
     case Kind::write:
       ++c.writes;
@@ -612,8 +616,10 @@ void KvCache::udp_change(const Packet& p, const Request& r, uint16_t req_id, uin
   switch (r.kind) {
     case Kind::write: {
       ++c.writes;
-      hint_written(r);
-      if (no_invalidation_) return;
+      if (no_invalidation_) {
+        hint_written(r);  // (write_seen does it otherwise)
+        return;
+      }
       Pending* e = r.noreply ? nullptr : track(client_of(p, true), req_id, now, p_write);
       for (size_t i = 0; i < r.nkeys; ++i) {
         const uint64_t h = write_seen(r.keys[i], r, now);
