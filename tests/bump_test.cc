@@ -18,6 +18,7 @@
 #include <atomic>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <fmt/core.h>
@@ -681,6 +682,113 @@ TEST_F(BumpNativeMemcachedTest, HitsAreAnsweredInNativeXdpAndNothingStaleIsServe
   EXPECT_EQ(count_stale(ops), 0u);
   EXPECT_GT(ops.size(), 500u);
   EXPECT_GT(in_xdp(kv_stats()), 100u) << kv_stats().dump();
+}
+
+// Two receive queues, one per CPU: the testbed's veths have two queues, the clients' flows
+// spread over them by hash, and wire0's NAPI runs in two threads pinned one to each CPU,
+// so its fast path runs on both at once while gaond (one AF_XDP socket per queue) fills
+// and invalidates. TCP writes in pieces of 5 bytes, UDP GETs from 6 clients, 6 s: nothing
+// stale, hits answered in XDP on both CPUs, frames on both queues reached gaond, and the
+// same run against the unsafe cache is caught (BumpNativeUnsafeMemcachedTest).
+class TwoQueues {
+ public:
+  // Threaded NAPI on wire0, its queues' threads pinned to CPUs 0 and 1.
+  TwoQueues() {
+    set_threaded(1);
+    std::vector<int> pids;
+    for (int i = 0; i < 50 && pids.size() < 2; ++i) {
+      pids.clear();
+      const auto r = run({"/usr/bin/pgrep", "^napi/wire0-"});
+      std::istringstream in(r.out);
+      for (int pid; in >> pid;) pids.push_back(pid);
+      if (pids.size() < 2) std::this_thread::sleep_for(20ms);
+    }
+    for (size_t i = 0; i < pids.size(); ++i)
+      pinned_ +=
+          run({"/usr/bin/taskset", "-pc", std::to_string(i % 2), std::to_string(pids[i])}).status ==
+          0;
+  }
+  ~TwoQueues() { set_threaded(0); }
+  int pinned() const { return pinned_; }
+  // wire0's frames per receive queue, as veth counts them in native XDP (ethtool -S).
+  static std::vector<uint64_t> xdp_packets() {
+    const auto r =
+        run({"/usr/bin/ip", "netns", "exec", "gaon-gaon", "/usr/sbin/ethtool", "-S", "wire0"});
+    std::vector<uint64_t> n(2, 0);
+    std::istringstream in(r.out);
+    for (std::string name, v; in >> name >> v;)
+      for (size_t q = 0; q < n.size(); ++q)
+        if (name == "rx_queue_" + std::to_string(q) + "_xdp_packets:") n[q] = std::stoull(v);
+    return n;
+  }
+
+ private:
+  static void set_threaded(int on) {
+    run({"/usr/bin/ip", "netns", "exec", "gaon-gaon", "/bin/sh", "-c",
+         "echo " + std::to_string(on) + " > /sys/class/net/wire0/threaded"});
+  }
+  int pinned_ = 0;
+};
+
+Workload two_queue_workload() {
+  Workload w = tcp_write_workload();
+  w.server = addr(kServerIp, 0);
+  w.clients = 6;
+  w.keys = 4;  // few keys: fills and invalidations of the same slots all the time
+  w.duration = 6000ms;
+  w.write_percent = 30;
+  w.pin_clients = true;
+  return w;
+}
+
+TEST_F(BumpNativeMemcachedTest, TwoQueuesOnTwoCpusServeFromXdpAndNothingStale) {
+  TwoQueues queues;
+  ASSERT_EQ(queues.pinned(), 2) << "wire0 should have one NAPI thread per queue";
+  const auto before_q = TwoQueues::xdp_packets();
+  auto s0 = ctl_->call("stats");
+  ASSERT_TRUE(s0) << s0.error();
+  ASSERT_EQ((*s0)["wire"]["port_stats"]["rx_by_queue"].size(), 2u) << (*s0)["wire"].dump();
+  Workload w = two_queue_workload();
+  w.server = addr(kServerIp, port_);
+  const auto before = kv_stats();
+  const auto ops = run_workload(w);
+  EXPECT_EQ(count_stale(ops), 0u);
+  size_t gets = 0, writes = 0;
+  for (const auto& op : ops) (op.kind == Op::get ? gets : writes)++;
+  EXPECT_GT(gets, 2000u);
+  EXPECT_GT(writes, 500u);
+  const auto st = kv_stats();
+  EXPECT_GT(in_xdp(st) - in_xdp(before), 500u) << st.dump();
+  EXPECT_GT(st["fills"].get<uint64_t>(), 200u) << st.dump();
+  EXPECT_GT(st["invalidations"].get<uint64_t>(), 200u) << st.dump();
+  const auto& by_cpu = st["fast_path"]["answered_by_cpu"];
+  ASSERT_GE(by_cpu.size(), 2u);
+  for (unsigned c = 0; c < 2; ++c)
+    EXPECT_GT(by_cpu[c].get<uint64_t>(), 100u) << "CPU " << c << ": " << st["fast_path"].dump();
+  const auto after_q = TwoQueues::xdp_packets();
+  auto s1 = ctl_->call("stats");
+  ASSERT_TRUE(s1) << s1.error();
+  for (size_t q = 0; q < 2; ++q) {
+    EXPECT_GT(after_q[q] - before_q[q], 1000u) << "wire0 queue " << q;
+    EXPECT_GT((*s1)["wire"]["port_stats"]["rx_by_queue"][q].get<uint64_t>() -
+                  (*s0)["wire"]["port_stats"]["rx_by_queue"][q].get<uint64_t>(),
+              50u)
+        << "gaond's socket on wire0 queue " << q << ": " << (*s1)["wire"].dump();
+  }
+}
+
+class BumpNativeUnsafeMemcachedTest : public BumpNativeMemcachedTest {
+ protected:
+  bool unsafe() const override { return true; }
+};
+
+TEST_F(BumpNativeUnsafeMemcachedTest, TheCheckerCatchesItOnTwoQueuesToo) {
+  TwoQueues queues;
+  ASSERT_EQ(queues.pinned(), 2);
+  Workload w = two_queue_workload();
+  w.server = addr(kServerIp, port_);
+  w.duration = 3000ms;
+  EXPECT_GT(count_stale(run_workload(w)), 0u) << kv_stats().dump();
 }
 
 // Readers on every CPU at once: UDP clients pinned to each CPU (generic XDP on veth runs

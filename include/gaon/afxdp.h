@@ -3,9 +3,12 @@
 //
 //   Bump::open(wire, host, pool)  loads gaon's XDP steering program (src/bpf/steer.bpf.c)
 //     onto both interfaces (native XDP; generic if the driver has none, or between veths,
-//     where it costs less), and opens one
-//     AF_XDP socket per interface over a single UMEM: the engine's buffer pool, so a frame
-//     received on one side is transmitted on the other without a copy in gaond.
+//     where it costs less), and opens an
+//     AF_XDP socket on every receive queue of each interface (a socket only takes its own
+//     queue's frames) over a single UMEM: the engine's buffer pool, so a frame received on
+//     one side is transmitted on the other without a copy in gaond. The queues' fast paths
+//     run on their own CPUs; gaond polls every socket in its one datapath thread, and
+//     transmits on queue 0's.
 //   The program sends gaond only the frames of attached flows (Bump is the engine's
 //     FlowObserver and keeps the program's flow map in step with the engine's flows) and
 //     forwards everything else to the other interface in the kernel (devmap). When gaond
@@ -13,10 +16,10 @@
 //     fail-open. The program stays attached when gaond exits (that is what keeps the
 //     traffic flowing); `ip link set dev IF xdp off` (`xdpgeneric off` in generic mode)
 //     removes it.
-//   XskPort: rx takes descriptors from the rx ring into the pool's Packets (no copy) and
-//     keeps the fill ring full; tx puts frames on the tx ring, kicks the kernel whenever
-//     transmits are outstanding (copy mode sends ~32 per kick) and frees frames when the
-//     completion ring returns them. Syscalls are per burst, never per packet.
+//   XskPort: rx takes descriptors from each queue's rx ring into the pool's Packets (no
+//     copy), round-robin over the queues, and keeps their fill rings full; tx puts frames on the tx
+//     ring, kicks the kernel whenever transmits are outstanding (copy mode sends ~32 per kick) and
+//     frees frames when the completion ring returns them. Syscalls are per burst, never per packet.
 //   Fast paths (fast_path.h): an instance whose type has one gets fast-path memory with
 //     its first flow, and the program runs the type's XDP code on its frames first.
 // Zero-copy when the driver offers it, copy mode otherwise; the modes are in stats().
@@ -25,8 +28,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "gaon/engine.h"
 #include "gaon/fd_waiter.h"
@@ -37,10 +42,11 @@
 
 namespace gaon::afxdp {
 
-// "afxdp:IFACE" or "afxdp:IFACE@QUEUE".
+// "afxdp:IFACE" (every receive queue) or "afxdp:IFACE@QUEUE" (that queue, which must then
+// be the interface's only one: frames on another would never reach gaond).
 struct Spec {
   std::string ifname;
-  uint32_t queue = 0;
+  std::optional<uint32_t> queue;
 };
 Result<Spec> parse_spec(std::string_view text);
 
@@ -55,20 +61,21 @@ class XskPort final : public Port {
   bool rx_drained() const override { return drained_; }
   std::string name() const override;
   nlohmann::json stats() const override;
-  int fd() const;
+  int fd() const;  // queue 0's socket
+  uint32_t queues() const { return uint32_t(q_.size()); }
 
  private:
   friend class Bump;
   struct Rings;
-  XskPort(Bump& bump, std::string ifname, uint32_t queue);
-  void refill();
+  XskPort(Bump& bump, std::string ifname, uint32_t first_queue, uint32_t queues);
+  void refill(Rings& r);
   void complete();
   void kick_tx();
 
   Bump& bump_;
   std::string ifname_;
-  uint32_t queue_;
-  std::unique_ptr<Rings> r_;
+  std::vector<std::unique_ptr<Rings>> q_;  // one per receive queue; q_[0] also transmits
+  uint32_t next_ = 0;                      // the queue the next rx_burst starts at
   bool drained_ = false;
   uint32_t outstanding_ = 0;  // frames on the tx ring not yet completed
   uint64_t rx_ = 0, tx_ = 0, rx_kicks_ = 0, tx_kicks_ = 0, fill_short_ = 0, tx_full_ = 0;

@@ -33,6 +33,7 @@
 #define GAON_MAP_FP_STATS "gaon_fp_stats"
 
 #define GAON_MAX_PORTS 64           // gaon_ports entries (interfaces a program may run on)
+#define GAON_MAX_QUEUES 64          // receive queues per interface gaond takes frames from
 #define GAON_MAX_FLOWS 65536        // gaon_flows entries
 #define GAON_FP_SLOTS 64            // instances with a fast path at once (slot 0 is never used)
 #define GAON_FP_PROGS 8             // fast path programs (by gaon_fp_prog)
@@ -42,9 +43,16 @@
 // Which side a frame arrived on (gaon_ports value), keyed by ifindex.
 enum gaon_role { GAON_WIRE = 0, GAON_HOST = 1 };
 struct gaon_port {
-  __u32 role;  // enum gaon_role; also the frame's slot in gaon_xsks
+  __u32 role;  // enum gaon_role
   __u32 peer;  // slot in gaon_peers of the other interface
 };
+
+// gaon_xsks: one AF_XDP socket per receive queue of each interface (an AF_XDP socket only
+// takes frames from the queue it is bound to), keyed by role and queue. A queue beyond
+// GAON_MAX_QUEUES gets a key with no socket (gaond refuses such interfaces).
+static inline __u32 gaon_xsk_key(__u32 role, __u32 queue) {
+  return queue < GAON_MAX_QUEUES ? role * GAON_MAX_QUEUES + queue : 2 * GAON_MAX_QUEUES;
+}
 
 // An attached flow's local address (gaon_flows key): IPv4 as ::ffff:a.b.c.d.
 struct gaon_flow {
@@ -86,7 +94,7 @@ struct gaon_fp_ctx {
   __u32 role;     // enum gaon_role
   __u32 peer;     // gaon_peers slot of the other interface
   __u32 fp_slot;  // the instance's gaon_fp_slots entry
-  __u32 pad;
+  __u32 xsk;      // the frame's gaon_xsks key (gaon_xsk_key of its role and queue)
 };
 
 // ---- counters

@@ -47,7 +47,7 @@ class XdpProgram {
 
   Result<void> set_port(uint32_t ifindex, gaon_role role, uint32_t peer_slot);
   Result<void> set_peer(uint32_t slot, uint32_t ifindex);
-  Result<void> set_xsk(uint32_t slot, int fd);
+  Result<void> set_xsk(gaon_role role, uint32_t queue, int fd);  // that queue's socket
 
   // A flow of `instance` to steer. With a fast path (`fp`), the instance gets a slot and
   // fp.bytes of fast-path memory with its first flow (kept until instance_removed), and

@@ -19,8 +19,8 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_XSKMAP);
-  __uint(max_entries, 2);
-  __type(key, __u32);  // enum gaon_role
+  __uint(max_entries, 2 * GAON_MAX_QUEUES);
+  __type(key, __u32);  // gaon_xsk_key(role, queue)
   __type(value, __u32);
 } gaon_xsks SEC(".maps");
 
@@ -114,13 +114,20 @@ static __always_inline int gaon_lease_fresh(void) {
   return bpf_ktime_get_ns() - renewed <= bound;
 }
 
-// Hand the frame to gaond (its socket for the side it arrived on), or, when gaond has no
-// socket there, forward it to the other side (fail-open).
-static __always_inline int gaon_hand_up(__u32 role, __u32 peer, __u32 fp_slot) {
-  if (bpf_map_lookup_elem(&gaon_xsks, &role)) {
-    if (fp_slot) gaon_fp_count(fp_slot, GAON_FP_STAT_handed_up);
-    return bpf_redirect_map(&gaon_xsks, role, XDP_DROP);
+// Hand the frame to gaond (its socket for the interface and queue it arrived on: `xsk`,
+// gaon_xsk_key), or, when gaond has no socket there, forward it to the other side
+// (fail-open). Counted as the steering program's (fp_slot 0) or the fast path's.
+static __always_inline int gaon_hand_up(__u32 xsk, __u32 peer, __u32 fp_slot) {
+  if (bpf_map_lookup_elem(&gaon_xsks, &xsk)) {
+    if (fp_slot)
+      gaon_fp_count(fp_slot, GAON_FP_STAT_handed_up);
+    else
+      gaon_count(GAON_STAT_steered);
+    return bpf_redirect_map(&gaon_xsks, xsk, XDP_DROP);
   }
-  if (fp_slot) gaon_fp_count(fp_slot, GAON_FP_STAT_fail_open);
+  if (fp_slot)
+    gaon_fp_count(fp_slot, GAON_FP_STAT_fail_open);
+  else
+    gaon_count(GAON_STAT_fail_open);
   return bpf_redirect_map(&gaon_peers, peer, XDP_PASS);
 }

@@ -4,7 +4,8 @@
 // — and then:
 //   - the flow's instance has a fast path (gaon_flows value): tail-call it (gaon_fp_progs),
 //     which answers, forwards or hands the frame to gaond itself;
-//   - otherwise: hand the frame to gaond's AF_XDP socket for that interface (gaon_xsks);
+//   - otherwise: hand the frame to gaond's AF_XDP socket for that interface and receive
+//     queue (gaon_xsks);
 //   - no attached flow: forward it to the other interface in the kernel (gaon_peers).
 // When gaond's socket is gone (gaond stopped or crashed: the kernel empties its XSKMAP
 // slot), attached flows are forwarded too: fail-open. So are they, fast paths included,
@@ -92,17 +93,13 @@ int gaon_steer(struct xdp_md* ctx) {
       c->role = role;
       c->peer = peer;
       c->fp_slot = fp;
+      c->xsk = gaon_xsk_key(role, ctx->rx_queue_index);
       gaon_count(GAON_STAT_fast_path);
       bpf_tail_call(ctx, &gaon_fp_progs, s->prog);
     }
     gaon_count(GAON_STAT_fast_path_missing);  // not loaded: gaond does it all
   }
-  if (bpf_map_lookup_elem(&gaon_xsks, &role)) {
-    gaon_count(GAON_STAT_steered);
-    return bpf_redirect_map(&gaon_xsks, role, XDP_DROP);
-  }
-  gaon_count(GAON_STAT_fail_open);
-  return bpf_redirect_map(&gaon_peers, peer, XDP_PASS);
+  return gaon_hand_up(gaon_xsk_key(role, ctx->rx_queue_index), peer, 0);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -46,9 +46,11 @@ Result<Spec> parse_spec(std::string_view text) {
   s.ifname = std::string(name);
   if (at != std::string_view::npos) {
     std::string_view q = rest.substr(at + 1);
-    auto [p, ec] = std::from_chars(q.data(), q.data() + q.size(), s.queue);
+    uint32_t queue = 0;
+    auto [p, ec] = std::from_chars(q.data(), q.data() + q.size(), queue);
     if (ec != std::errc() || p != q.data() + q.size() || q.empty())
       return make_error("'{}': the queue after @ must be a number", printable(text));
+    s.queue = queue;
   }
   return s;
 }
@@ -83,26 +85,38 @@ struct Bump::Impl {
   Counter lapses;  // renewals that found the lease expired: traffic went around
 };
 
+// One receive queue's socket and rings (libxdp keeps pointers to them: they never move).
 struct XskPort::Rings {
+  uint32_t queue = 0;
+  uint64_t taken = 0;  // frames taken from this queue
   xsk_socket* xsk = nullptr;
   xsk_ring_cons rx{}, comp{};
   xsk_ring_prod tx{}, fill{};
 };
 
-XskPort::XskPort(Bump& bump, std::string ifname, uint32_t queue)
-    : bump_(bump), ifname_(std::move(ifname)), queue_(queue), r_(std::make_unique<Rings>()) {}
-
-XskPort::~XskPort() {
-  if (r_ && r_->xsk) xsk_socket__delete(r_->xsk);
+XskPort::XskPort(Bump& bump, std::string ifname, uint32_t first_queue, uint32_t queues)
+    : bump_(bump), ifname_(std::move(ifname)) {
+  for (uint32_t i = 0; i < queues; ++i) {
+    q_.push_back(std::make_unique<Rings>());
+    q_.back()->queue = first_queue + i;
+  }
 }
 
-int XskPort::fd() const { return xsk_socket__fd(r_->xsk); }
-std::string XskPort::name() const { return fmt::format("afxdp:{}@{}", ifname_, queue_); }
+XskPort::~XskPort() {
+  for (auto& r : q_)
+    if (r->xsk) xsk_socket__delete(r->xsk);
+}
 
-// Keeps the fill ring full with free pool frames (the kernel receives into them).
-void XskPort::refill() {
+int XskPort::fd() const { return xsk_socket__fd(q_[0]->xsk); }
+std::string XskPort::name() const {
+  if (q_.size() == 1) return fmt::format("afxdp:{}@{}", ifname_, q_[0]->queue);
+  return fmt::format("afxdp:{} ({} queues)", ifname_, q_.size());
+}
+
+// Keeps a fill ring full with free pool frames (the kernel receives into them).
+void XskPort::refill(Rings& r) {
   BufferPool& pool = *bump_.pool_;
-  uint32_t want = xsk_prod_nb_free(&r_->fill, bump_.impl_->ring);
+  uint32_t want = xsk_prod_nb_free(&r.fill, bump_.impl_->ring);
   if (want > 2 * kBurst) want = 2 * kBurst;  // bounded work per call
   if (want > pool.available()) {
     want = pool.available();
@@ -110,31 +124,32 @@ void XskPort::refill() {
   }
   if (want == 0) return;
   uint32_t idx = 0;
-  const uint32_t n = xsk_ring_prod__reserve(&r_->fill, want, &idx);
+  const uint32_t n = xsk_ring_prod__reserve(&r.fill, want, &idx);
   for (uint32_t i = 0; i < n; ++i) {
     Packet* p = pool.alloc();
-    *xsk_ring_prod__fill_addr(&r_->fill, idx + i) = uint64_t{p->index} * kFrameSize;
+    *xsk_ring_prod__fill_addr(&r.fill, idx + i) = uint64_t{p->index} * kFrameSize;
   }
-  xsk_ring_prod__submit(&r_->fill, n);
+  xsk_ring_prod__submit(&r.fill, n);
 }
 
-// Frees the frames the kernel has finished sending.
+// Frees the frames the kernel has finished sending (queue 0's socket sends them all).
 void XskPort::complete() {
   if (outstanding_ == 0) return;
+  Rings& r = *q_[0];
   uint32_t idx = 0;
-  const uint32_t n = xsk_ring_cons__peek(&r_->comp, 4 * kBurst, &idx);
+  const uint32_t n = xsk_ring_cons__peek(&r.comp, 4 * kBurst, &idx);
   BufferPool& pool = *bump_.pool_;
   for (uint32_t i = 0; i < n; ++i) {
-    const uint64_t addr = *xsk_ring_cons__comp_addr(&r_->comp, idx + i);
+    const uint64_t addr = *xsk_ring_cons__comp_addr(&r.comp, idx + i);
     pool.free(&pool.at(uint32_t(addr / kFrameSize)));
   }
-  xsk_ring_cons__release(&r_->comp, n);
+  xsk_ring_cons__release(&r.comp, n);
   outstanding_ -= n;
 }
 
 void XskPort::kick_tx() {
   if (outstanding_ == 0) return;
-  if (!bump_.impl_->zerocopy || xsk_ring_prod__needs_wakeup(&r_->tx)) {
+  if (!bump_.impl_->zerocopy || xsk_ring_prod__needs_wakeup(&q_[0]->tx)) {
     ++tx_kicks_;
     // EAGAIN/EBUSY: the kernel is still sending the last batch; the next poll kicks again.
     (void)sendto(fd(), nullptr, 0, MSG_DONTWAIT, nullptr, 0);
@@ -165,39 +180,50 @@ uint32_t XskPort::rx_burst(std::span<Packet*> out) {
   if (this == bump_.wire_.get()) bump_.renew_lease();  // every poll starts here
   complete();
   kick_tx();  // transmits still outstanding go on even when nothing else happens
-  refill();
-  uint32_t idx = 0;
-  const uint32_t n = xsk_ring_cons__peek(&r_->rx, uint32_t(out.size()), &idx);
   BufferPool& pool = *bump_.pool_;
-  for (uint32_t i = 0; i < n; ++i) {
-    const xdp_desc* d = xsk_ring_cons__rx_desc(&r_->rx, idx + i);
-    Packet* p = &pool.at(uint32_t(d->addr / kFrameSize));
-    p->reset();
-    p->data_off = uint16_t(d->addr % kFrameSize);
-    p->len = uint16_t(d->len);
-    out[i] = p;
+  const uint32_t nq = uint32_t(q_.size());
+  uint32_t n = 0;
+  // Round-robin over the queues, starting one further each burst, so that none waits
+  // behind a busy one.
+  for (uint32_t k = 0; k < nq; ++k) {
+    Rings& r = *q_[(next_ + k) % nq];
+    refill(r);
+    uint32_t idx = 0;
+    const uint32_t got = xsk_ring_cons__peek(&r.rx, uint32_t(out.size()) - n, &idx);
+    for (uint32_t i = 0; i < got; ++i) {
+      const xdp_desc* d = xsk_ring_cons__rx_desc(&r.rx, idx + i);
+      Packet* p = &pool.at(uint32_t(d->addr / kFrameSize));
+      p->reset();
+      p->data_off = uint16_t(d->addr % kFrameSize);
+      p->len = uint16_t(d->len);
+      out[n + i] = p;
+    }
+    xsk_ring_cons__release(&r.rx, got);
+    r.taken += got;
+    n += got;
+    if (got == 0 && xsk_ring_prod__needs_wakeup(&r.fill)) {
+      ++rx_kicks_;
+      (void)recvfrom(xsk_socket__fd(r.xsk), nullptr, 0, MSG_DONTWAIT, nullptr, nullptr);
+    }
   }
-  xsk_ring_cons__release(&r_->rx, n);
+  next_ = nq > 1 ? (next_ + 1) % nq : 0;
   rx_ += n;
   drained_ = n < out.size();
-  if (n == 0 && xsk_ring_prod__needs_wakeup(&r_->fill)) {
-    ++rx_kicks_;
-    (void)recvfrom(fd(), nullptr, 0, MSG_DONTWAIT, nullptr, nullptr);
-  }
   return n;
 }
 
 uint32_t XskPort::tx_burst(std::span<Packet*> pkts) {
   complete();
   uint32_t idx = 0;
-  const uint32_t n = xsk_ring_prod__reserve(&r_->tx, uint32_t(pkts.size()), &idx);
+  Rings& r = *q_[0];
+  const uint32_t n = xsk_ring_prod__reserve(&r.tx, uint32_t(pkts.size()), &idx);
   if (n < pkts.size()) ++tx_full_;
   for (uint32_t i = 0; i < n; ++i) {
-    xdp_desc* d = xsk_ring_prod__tx_desc(&r_->tx, idx + i);
+    xdp_desc* d = xsk_ring_prod__tx_desc(&r.tx, idx + i);
     d->addr = uint64_t{pkts[i]->index} * kFrameSize + pkts[i]->data_off;
     d->len = pkts[i]->len;
   }
-  xsk_ring_prod__submit(&r_->tx, n);
+  xsk_ring_prod__submit(&r.tx, n);
   outstanding_ += n;
   tx_ += n;
   kick_tx();
@@ -205,11 +231,22 @@ uint32_t XskPort::tx_burst(std::span<Packet*> pkts) {
 }
 
 nlohmann::json XskPort::stats() const {
-  // What the kernel dropped before gaond saw it, and what it refused to send.
+  // What the kernel dropped before gaond saw it, and what it refused to send, summed
+  // over the queues' sockets.
   xdp_statistics xs{};
-  socklen_t len = sizeof(xs);
-  if (getsockopt(fd(), SOL_XDP, XDP_STATISTICS, &xs, &len) != 0) xs = {};
+  nlohmann::json by_queue = nlohmann::json::array();
+  for (const auto& r : q_) {
+    by_queue.push_back(r->taken);
+    xdp_statistics one{};
+    socklen_t len = sizeof(one);
+    if (getsockopt(xsk_socket__fd(r->xsk), SOL_XDP, XDP_STATISTICS, &one, &len) != 0) continue;
+    xs.rx_ring_full += one.rx_ring_full;
+    xs.rx_fill_ring_empty_descs += one.rx_fill_ring_empty_descs;
+    xs.rx_dropped += one.rx_dropped;
+    xs.tx_invalid_descs += one.tx_invalid_descs;
+  }
   return {{"rx", rx_},
+          {"rx_by_queue", by_queue},
           {"tx", tx_},
           {"rx_kicks", rx_kicks_},
           {"tx_kicks", tx_kicks_},
@@ -309,49 +346,69 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
   uc.fill_size = uc.comp_size = im.ring;
   uc.frame_size = kFrameSize;
   uc.frame_headroom = 0;  // the kernel puts data XDP_PACKET_HEADROOM (= kHeadroom) in
-  b->wire_.reset(new XskPort(*b, wire.ifname, wire.queue));
-  b->host_.reset(new XskPort(*b, host.ifname, host.queue));
-  if (int e = xsk_umem__create(&im.umem, pool.region(), pool.region_bytes(), &b->wire_->r_->fill,
-                               &b->wire_->r_->comp, &uc);
+  // A socket on every receive queue: the kernel delivers a queue's frames only to a socket
+  // bound to that queue.
+  std::unique_ptr<XskPort>* made[2] = {&b->wire_, &b->host_};
+  for (int i = 0; i < 2; ++i) {
+    const uint32_t nq = netdev::rx_queues(specs[i]->ifname);
+    if (nq > GAON_MAX_QUEUES)
+      return make_error(
+          "{} has {} receive queues; gaond takes at most {} (ethtool -L {} combined {})",
+          specs[i]->ifname, nq, GAON_MAX_QUEUES, specs[i]->ifname, GAON_MAX_QUEUES);
+    if (specs[i]->queue && nq > 1)
+      return make_error(
+          "afxdp:{}@{}: {} has {} receive queues and frames on the others would never reach "
+          "gaond; drop @{} (gaond takes every queue)",
+          specs[i]->ifname, *specs[i]->queue, specs[i]->ifname, nq, *specs[i]->queue);
+    made[i]->reset(new XskPort(*b, specs[i]->ifname, specs[i]->queue.value_or(0), nq));
+  }
+  if (int e = xsk_umem__create(&im.umem, pool.region(), pool.region_bytes(), &b->wire_->q_[0]->fill,
+                               &b->wire_->q_[0]->comp, &uc);
       e != 0)
     return make_error("AF_XDP UMEM over {} bytes: {}", pool.region_bytes(), std::strerror(-e));
   XskPort* ports[2] = {b->wire_.get(), b->host_.get()};
   for (uint16_t copy_flag : {uint16_t(XDP_ZEROCOPY), uint16_t(XDP_COPY)}) {
     bool ok = true;
     std::string why;
-    for (uint32_t slot = 0; slot < 2 && ok; ++slot) {
-      XskPort::Rings& r = *ports[slot]->r_;
-      xsk_socket_config sc{};
-      sc.rx_size = sc.tx_size = im.ring;
-      sc.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
-      sc.xdp_flags = im.generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
-      sc.bind_flags = uint16_t(copy_flag | XDP_USE_NEED_WAKEUP);
-      if (int e = xsk_socket__create_shared(&r.xsk, specs[slot]->ifname.c_str(), specs[slot]->queue,
-                                            im.umem, &r.rx, &r.tx, &r.fill, &r.comp, &sc);
-          e != 0) {
-        ok = false;
-        why = fmt::format("AF_XDP socket on {} queue {}: {}", specs[slot]->ifname,
-                          specs[slot]->queue, std::strerror(-e));
-        r.xsk = nullptr;
+    for (uint32_t slot = 0; slot < 2 && ok; ++slot)
+      for (auto& rp : ports[slot]->q_) {
+        XskPort::Rings& r = *rp;
+        xsk_socket_config sc{};
+        sc.rx_size = sc.tx_size = im.ring;
+        sc.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
+        sc.xdp_flags = im.generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
+        sc.bind_flags = uint16_t(copy_flag | XDP_USE_NEED_WAKEUP);
+        // Only queue 0's socket transmits; the others receive.
+        xsk_ring_prod* tx = &rp == &ports[slot]->q_[0] ? &r.tx : nullptr;
+        if (int e = xsk_socket__create_shared(&r.xsk, specs[slot]->ifname.c_str(), r.queue, im.umem,
+                                              &r.rx, tx, &r.fill, &r.comp, &sc);
+            e != 0) {
+          ok = false;
+          why = fmt::format("AF_XDP socket on {} queue {}: {}", specs[slot]->ifname, r.queue,
+                            std::strerror(-e));
+          r.xsk = nullptr;
+          break;
+        }
       }
-    }
     if (ok) {
       im.zerocopy = copy_flag == XDP_ZEROCOPY;
       break;
     }
     for (XskPort* p : ports)
-      if (p->r_->xsk) {
-        xsk_socket__delete(p->r_->xsk);
-        p->r_->xsk = nullptr;
-      }
+      for (auto& r : p->q_)
+        if (r->xsk) {
+          xsk_socket__delete(r->xsk);
+          r->xsk = nullptr;
+        }
     if (copy_flag == XDP_COPY) return make_error("{}", why);
   }
-  for (uint32_t slot = 0; slot < 2; ++slot) {
-    ports[slot]->refill();
-    if (auto r = im.xdp->set_xsk(slot, ports[slot]->fd()); !r) return Error{r.error()};
-  }
-  b->waiter_.watch(b->wire_->fd());
-  b->waiter_.watch(b->host_->fd());
+  for (uint32_t slot = 0; slot < 2; ++slot)
+    for (auto& r : ports[slot]->q_) {
+      ports[slot]->refill(*r);
+      if (auto x = im.xdp->set_xsk(gaon_role(slot), r->queue, xsk_socket__fd(r->xsk)); !x)
+        return Error{x.error()};
+      b->waiter_.watch(xsk_socket__fd(r->xsk));
+    }
   return b;
 }
 

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "gaon/packet.h"
 
@@ -51,6 +52,26 @@ Result<void> check_frames_fit(const std::string& ifname, bool after_gro, const c
         "cannot hold (turn it off: ethtool -K {} {} off)",
         ifname, gro > 0 ? "GRO" : "LRO", who, ifname, gro > 0 ? "gro" : "lro");
   return ok();
+}
+
+uint32_t rx_queues(const std::string& ifname) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    ethtool_channels ch{};
+    ch.cmd = ETHTOOL_GCHANNELS;
+    ifreq ifr{};
+    std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname.c_str());
+    ifr.ifr_data = reinterpret_cast<char*>(&ch);
+    const bool ok = ioctl(fd, SIOCETHTOOL, &ifr) == 0;
+    close(fd);
+    if (ok && ch.combined_count + ch.rx_count > 0) return ch.combined_count + ch.rx_count;
+  }
+  uint32_t n = 0;
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator("/sys/class/net/" + ifname + "/queues", ec))
+    if (e.path().filename().string().starts_with("rx-")) ++n;
+  return n ? n : 1;
 }
 
 }  // namespace gaon::netdev

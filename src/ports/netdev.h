@@ -14,4 +14,9 @@ namespace gaon::netdev {
 // generic XDP) — GRO or LRO is on, which hands the stack merged frames of up to 64 KiB.
 Result<void> check_frames_fit(const std::string& ifname, bool after_gro, const char* who);
 
+// How many receive queues `ifname` has: its combined and receive-only channels (ethtool
+// -l), or its sysfs queues/rx-* entries where the driver does not report channels; at
+// least 1. An AF_XDP socket takes the frames of one queue, so a port needs one per queue.
+uint32_t rx_queues(const std::string& ifname);
+
 }  // namespace gaon::netdev

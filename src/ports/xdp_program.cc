@@ -33,7 +33,7 @@ struct MapAbi {
 };
 const MapAbi kMaps[] = {
     {GAON_MAP_PORTS, 4, sizeof(gaon_port), GAON_MAX_PORTS},
-    {GAON_MAP_XSKS, 4, 4, 2},
+    {GAON_MAP_XSKS, 4, 4, 2 * GAON_MAX_QUEUES},
     {GAON_MAP_PEERS, 4, 4, 2},
     {GAON_MAP_FLOWS, sizeof(gaon_flow), sizeof(gaon_flow_target), GAON_MAX_FLOWS},
     {GAON_MAP_LEASE, 4, sizeof(gaon_lease), 1},
@@ -177,8 +177,9 @@ Result<void> XdpProgram::set_peer(uint32_t slot, uint32_t ifindex) {
     return make_error("the XDP peer map: {}", std::strerror(errno));
   return ok();
 }
-Result<void> XdpProgram::set_xsk(uint32_t slot, int fd) {
-  if (bpf_map_update_elem(xsks_, &slot, &fd, BPF_ANY) != 0)
+Result<void> XdpProgram::set_xsk(gaon_role role, uint32_t queue, int fd) {
+  const uint32_t key = gaon_xsk_key(role, queue);
+  if (queue >= GAON_MAX_QUEUES || bpf_map_update_elem(xsks_, &key, &fd, BPF_ANY) != 0)
     return make_error("registering the AF_XDP socket with the program: {}", std::strerror(errno));
   return ok();
 }

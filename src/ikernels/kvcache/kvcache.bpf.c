@@ -267,36 +267,36 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   __u32 zero = 0;
   struct gaon_fp_ctx* fc = bpf_map_lookup_elem(&gaon_fp_ctx, &zero);
   if (!fc) return XDP_PASS;
-  const __u32 role = fc->role, peer = fc->peer, fp = fc->fp_slot;
+  const __u32 role = fc->role, peer = fc->peer, fp = fc->fp_slot, xsk = fc->xsk;
   struct gaon_fp_slot* fs = bpf_map_lookup_elem(&gaon_fp_slots, &fp);
-  if (!fs || fs->chunks == 0) return gaon_hand_up(role, peer, fp);
+  if (!fs || fs->chunks == 0) return gaon_hand_up(xsk, peer, fp);
   const __u32 first = fs->first_chunk, nchunks = fs->chunks;
   __u32 c0 = first;
   struct kv_table_hdr* t = bpf_map_lookup_elem(&gaon_fp_mem, &c0);
-  if (!t || t->magic != KV_ABI_MAGIC) return gaon_hand_up(role, peer, fp);
+  if (!t || t->magic != KV_ABI_MAGIC) return gaon_hand_up(xsk, peer, fp);
 
   struct frame f = {};
-  if (!parse_udp(ctx, &f)) return gaon_hand_up(role, peer, fp);
+  if (!parse_udp(ctx, &f)) return gaon_hand_up(xsk, peer, fp);
   if (role == GAON_HOST) {
     if (bare_miss(ctx, &f)) {
       gaon_fp_count(fp, GAON_FP_STAT_forwarded);
       return bpf_redirect_map(&gaon_peers, peer, XDP_PASS);
     }
-    return gaon_hand_up(role, peer, fp);
+    return gaon_hand_up(xsk, peer, fp);
   }
 
   // ---- the request, copied out of the frame
   __u32 pl = f.ulen - sizeof(struct udphdr);
-  if (pl < MC_HDR + 7 || pl > REQ_MAX) return gaon_hand_up(role, peer, fp);
+  if (pl < MC_HDR + 7 || pl > REQ_MAX) return gaon_hand_up(xsk, peer, fp);
   struct kv_scratch* sc = bpf_map_lookup_elem(&kv_scratch, &zero);
-  if (!sc) return gaon_hand_up(role, peer, fp);
+  if (!sc) return gaon_hand_up(xsk, peer, fp);
   const __u32 poff = f.l4 + sizeof(struct udphdr);
-  if (bpf_xdp_load_bytes(ctx, poff, sc->req, LEN(pl, 512))) return gaon_hand_up(role, peer, fp);
+  if (bpf_xdp_load_bytes(ctx, poff, sc->req, LEN(pl, 512))) return gaon_hand_up(xsk, peer, fp);
   __u8* q = sc->req;
-  if (q[2] | q[3] | q[4] | (q[5] ^ 1)) return gaon_hand_up(role, peer, fp);  // 0 of 1
-  if (!udp_csum_ok(ctx, &f, sc, pl)) return gaon_hand_up(role, peer, fp);
+  if (q[2] | q[3] | q[4] | (q[5] ^ 1)) return gaon_hand_up(xsk, peer, fp);  // 0 of 1
+  if (!udp_csum_ok(ctx, &f, sc, pl)) return gaon_hand_up(xsk, peer, fp);
   pl = *(volatile __u32*)&sc->pl;  // forget what the checksum loop taught (forget_bounds)
-  if (pl < MC_HDR + 7 || pl > REQ_MAX) return gaon_hand_up(role, peer, fp);
+  if (pl < MC_HDR + 7 || pl > REQ_MAX) return gaon_hand_up(xsk, peer, fp);
 
   int kind;
   __u32 ko, klen;
@@ -307,13 +307,13 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     klen = ((__u32)b[2] << 8) | b[3];
     const __u32 body = ((__u32)b[8] << 24) | ((__u32)b[9] << 16) | ((__u32)b[10] << 8) | b[11];
     if (opcode != 0x00 && opcode != 0x09 && opcode != 0x0c && opcode != 0x0d)
-      return gaon_hand_up(role, peer, fp);
+      return gaon_hand_up(xsk, peer, fp);
     if (b[4] != 0 || body != klen || pl != MC_HDR + BIN_HDR + klen)
-      return gaon_hand_up(role, peer, fp);
+      return gaon_hand_up(xsk, peer, fp);
     kind = BINARY;
     ko = MC_HDR + BIN_HDR;
   } else {
-    if (q[8] != 'g' || q[9] != 'e' || q[10] != 't') return gaon_hand_up(role, peer, fp);
+    if (q[8] != 'g' || q[9] != 'e' || q[10] != 't') return gaon_hand_up(xsk, peer, fp);
     if (q[11] == ' ') {
       kind = ASCII_GET;
       ko = MC_HDR + 4;
@@ -321,33 +321,33 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
       kind = ASCII_GETS;
       ko = MC_HDR + 5;
     } else {
-      return gaon_hand_up(role, peer, fp);
+      return gaon_hand_up(xsk, peer, fp);
     }
-    if (q[(pl - 2) & 511] != '\r' || q[(pl - 1) & 511] != '\n') return gaon_hand_up(role, peer, fp);
+    if (q[(pl - 2) & 511] != '\r' || q[(pl - 1) & 511] != '\n') return gaon_hand_up(xsk, peer, fp);
     klen = pl - 2 - ko;
   }
-  if (klen == 0 || klen > KV_MAX_KEY || klen > t->max_key) return gaon_hand_up(role, peer, fp);
+  if (klen == 0 || klen > KV_MAX_KEY || klen > t->max_key) return gaon_hand_up(xsk, peer, fp);
   sc->klen = klen;
   __u64 h = KV_HASH_INIT;
   for (__u32 i = 0; i < KV_MAX_KEY; ++i) {
     if (i >= klen) break;
     const __u8 ch = q[(ko + i) & 511];
-    if (kind != BINARY && (ch <= ' ' || ch == 0x7f)) return gaon_hand_up(role, peer, fp);
+    if (kind != BINARY && (ch <= ' ' || ch == 0x7f)) return gaon_hand_up(xsk, peer, fp);
     h = kv_hash_step(h, ch);
   }
   h = kv_hash_final(h);
   klen = forget_bounds(sc);
-  if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(role, peer, fp);
+  if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(xsk, peer, fp);
 
   // ---- the set, then the way whose entry is this key
   const __u32 nsets = t->nsets;
-  if (nsets == 0) return gaon_hand_up(role, peer, fp);
+  if (nsets == 0) return gaon_hand_up(xsk, peer, fp);
   __u32 chunk = 0, off = 0;
   kv_set_pos(t, (__u32)h & (nsets - 1), &chunk, &off);
-  if (chunk >= nchunks) return gaon_hand_up(role, peer, fp);
+  if (chunk >= nchunks) return gaon_hand_up(xsk, peer, fp);
   __u32 ck = first + chunk;
   __u8* mem = bpf_map_lookup_elem(&gaon_fp_mem, &ck);
-  if (!mem || off > GAON_FP_CHUNK - KV_CHUNK_SLACK) return gaon_hand_up(role, peer, fp);
+  if (!mem || off > GAON_FP_CHUNK - KV_CHUNK_SLACK) return gaon_hand_up(xsk, peer, fp);
   off &= ~63u;  // sets are 64-byte aligned (kv_abi.h): the verifier may know it too
   BARRIER_VAR(off);
   struct kv_set* set = (void*)(mem + off);
@@ -367,7 +367,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     const __u32 s1 = *(volatile __u32*)&s->seq;
     if (s1 & 1) {  // being written: gaond decides
       gaon_fp_count(fp, GAON_FP_STAT_torn);
-      return gaon_hand_up(role, peer, fp);
+      return gaon_hand_up(xsk, peer, fp);
     }
     if (s->hash != h || s->klen != klen || s->generation != gen || s->expire_ns <= now) continue;
     hit = s;
@@ -384,16 +384,16 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
       const __u64 b = *(const __u64*)(q + ((ko + at) & 511));
       const __u32 left = klen - at;
       const __u64 mask = left >= 8 ? ~0ull : (1ull << (left * 8)) - 1;
-      if ((a ^ b) & mask) return gaon_hand_up(role, peer, fp);  // a hash collision
+      if ((a ^ b) & mask) return gaon_hand_up(xsk, peer, fp);  // a hash collision
     }
     klen = forget_bounds(sc);
-    if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(role, peer, fp);
+    if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(xsk, peer, fp);
   }
 
   // A binary miss always goes to gaond: memcached's binary GET reply carries no key, so
   // gaond can only match it to its request by request id, and a request it did not see
   // could be taken for one it did (and its value learned under the other's key).
-  if (!hit && kind == BINARY) return gaon_hand_up(role, peer, fp);
+  if (!hit && kind == BINARY) return gaon_hand_up(xsk, peer, fp);
   if (!hit) {  // a miss: to memcached in the kernel, or to gaond to learn it
     const __u32 bit = kv_seen_bit(h);
     __u64* seen = (__u64*)((__u8*)t + KV_SEEN_OFF + (bit / 64) * 8);
@@ -403,7 +403,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
       return bpf_redirect_map(&gaon_peers, peer, XDP_PASS);
     }
     __sync_fetch_and_or(seen, m);
-    return gaon_hand_up(role, peer, fp);
+    return gaon_hand_up(xsk, peer, fp);
   }
 
   // ---- the reply's pieces, from the slot
@@ -411,7 +411,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   const int has_cas = hit->has_cas;
   if ((kind != ASCII_GET && !has_cas) || ctext > KV_CTEXT_MAX || ftext > KV_FTEXT_MAX ||
       vlen > KV_SLOT_MAX || hklen > KV_MAX_KEY)
-    return gaon_hand_up(role, peer, fp);  // gaond serves or passes it as it would
+    return gaon_hand_up(xsk, peer, fp);  // gaond serves or passes it as it would
   const __u32 vo = kv_value_off(hklen, ftext, ctext);
   __u32 n;                                // the UDP payload of the reply
   __u32 a_len = 0, b_off = 0, b_len = 0;  // ASCII: two pieces of the data
@@ -425,10 +425,10 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     n = MC_HDR + a_len + b_len;
   }
   if (n > UDP_MAX_PAYLOAD || vo + vlen + KV_TAIL > slot_bytes - sizeof(struct kv_slot))
-    return gaon_hand_up(role, peer, fp);
+    return gaon_hand_up(xsk, peer, fp);
 
   const int delta = (int)(poff + n) - (int)f.len;
-  if (resize(ctx, delta, poff, sc)) return gaon_hand_up(role, peer, fp);  // no room: gaond
+  if (resize(ctx, delta, poff, sc)) return gaon_hand_up(xsk, peer, fp);  // no room: gaond
   __u8* d = (__u8*)(hit + 1);
   int bad = 0;
   if (kind == BINARY) {
@@ -472,7 +472,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     gaon_fp_count(fp, GAON_FP_STAT_torn);
     if (bpf_xdp_adjust_tail(ctx, -delta) || bpf_xdp_store_bytes(ctx, poff, sc->req, LEN(pl, 512)))
       return XDP_DROP;  // cannot happen: the frame had this length a moment ago
-    return gaon_hand_up(role, peer, fp);
+    return gaon_hand_up(xsk, peer, fp);
   }
   // The frame header: the request id echoed, datagram 0 of 1.
   __u8 mh[MC_HDR] = {q[0], q[1], 0, 0, 0, 1, 0, 0};
