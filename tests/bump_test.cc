@@ -38,11 +38,11 @@ constexpr const char* kServerIp = "10.77.0.2";
 
 // A socket inside network namespace `ns` (made on a thread that enters it; the socket
 // stays in that namespace).
-int socket_in(const std::string& ns, int type) {
+int socket_in(const std::string& ns, int type, int family = AF_INET) {
   int fd = -1;
   std::thread t([&] {
     const int nsfd = open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
-    if (nsfd >= 0 && setns(nsfd, CLONE_NEWNET) == 0) fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+    if (nsfd >= 0 && setns(nsfd, CLONE_NEWNET) == 0) fd = socket(family, type | SOCK_CLOEXEC, 0);
     if (nsfd >= 0) close(nsfd);
   });
   t.join();
@@ -831,6 +831,101 @@ TEST_F(BumpUnsafeMemcachedTest, TheCheckerCatchesACacheThatIgnoresTcpWrites) {
   Workload w = tcp_write_workload();
   w.server = addr(kServerIp, port_);
   EXPECT_GT(count_stale(run_workload(w)), 0u) << kv_stats().dump();
+}
+
+// IPv6 end to end: the testbed's outer ends get fd77::1 and fd77::2 for the test, memcached
+// listens on [fd77::2] (UDP and TCP), and a kvcache instance with its fast path is attached
+// to both its flows through the control socket. Hits are answered in XDP byte for byte as
+// memcached answers them (the UDP checksum IPv6 requires included: the client's kernel
+// drops a datagram whose checksum is wrong), and a TCP write over IPv6 in 3-byte pieces is
+// seen: the next GET returns the new value.
+class BumpMemcachedV6Test : public BumpTest {
+ protected:
+  static constexpr const char* kClient6 = "fd77::1";
+  static constexpr const char* kServer6 = "fd77::2";
+  void SetUp() override {
+    if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
+    BumpTest::SetUp();
+    if (HasFatalFailure() || IsSkipped()) return;
+    v6(true);
+    port_ = free_port();
+    auto argv = memcached_argv(port_, "[" + std::string(kServer6) + "]");
+    argv.insert(argv.begin(), {"/usr/bin/ip", "netns", "exec", "gaon-server"});
+    mc_ = Child::start(argv);
+    auto id = ctl_->call("create", {{"type", "kvcache"}, {"params", {"capacity=16M"}}});
+    ASSERT_TRUE(id) << id.error();
+    instance_ = (*id)["instance"];
+    for (const char* proto : {"udp", "tcp"}) {
+      auto a = ctl_->call("attach", {{"instance", instance_},
+                                     {"flow", fmt::format("{}:[{}]:{}", proto, kServer6, port_)}});
+      ASSERT_TRUE(a) << a.error();
+    }
+  }
+  void TearDown() override {
+    mc_.stop();
+    BumpTest::TearDown();
+    v6(false);
+  }
+  // IPv6 on (addresses, no duplicate detection) or off again at the outer ends.
+  static void v6(bool on) {
+    for (auto [ns, dev, ip] :
+         {std::tuple{"gaon-client", "cl0", kClient6}, std::tuple{"gaon-server", "sv0", kServer6}}) {
+      for (const char* d : {dev, "lo"})  // lo: memcached's own answer, asked from its host
+        run({"/usr/bin/ip", "netns", "exec", ns, "/usr/sbin/sysctl", "-qw",
+             fmt::format("net.ipv6.conf.{}.disable_ipv6={}", d, on ? 0 : 1)});
+      if (on)
+        run({"/usr/bin/ip", "-n", ns, "-6", "addr", "replace", std::string(ip) + "/64", "dev", dev,
+             "nodad"});
+    }
+  }
+  static sockaddr_in6 addr6(const char* ip, uint16_t port) {
+    sockaddr_in6 a{};
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(port);
+    inet_pton(AF_INET6, ip, &a.sin6_addr);
+    return a;
+  }
+  nlohmann::json kv_stats() {
+    auto s = ctl_->call("call", {{"instance", instance_}, {"name", "stats"}});
+    EXPECT_TRUE(s) << s.error();
+    return s ? *s : nlohmann::json{};
+  }
+  uint16_t port_ = 0;
+  uint32_t instance_ = 0;
+  Child mc_;
+};
+
+TEST_F(BumpMemcachedV6Test, HitsOverIpv6AreAnsweredInXdpAndATcpWriteIsSeen) {
+  const int tcp = socket_in("gaon-client", SOCK_STREAM, AF_INET6);
+  const sockaddr_in6 srv = addr6(kServer6, port_);
+  bool connected = false;
+  for (int i = 0; i < 100 && !connected; ++i) {  // memcached starting, neighbours resolving
+    connected = connect(tcp, reinterpret_cast<const sockaddr*>(&srv), sizeof(srv)) == 0;
+    if (!connected) std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(connected) << std::strerror(errno) << mc_.errors();
+  const int one = 1;
+  setsockopt(tcp, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  McUdp client(socket_in("gaon-client", SOCK_DGRAM, AF_INET6), srv);
+  McUdp local(socket_in("gaon-server", SOCK_DGRAM, AF_INET6), srv);  // memcached, direct
+  ASSERT_EQ(tcp_ask(tcp, "set foo 7 0 3\r\nold\r\n", 0), "STORED\r\n");
+  for (uint16_t id = 1; id <= 4; ++id) {  // a miss (gaond learns the value), then hits
+    const auto direct = local.reply_to(id % 2 ? "gets foo\r\n" : "get foo\r\n", id, 2000ms);
+    ASSERT_TRUE(direct);
+    EXPECT_EQ(client.reply_to(id % 2 ? "gets foo\r\n" : "get foo\r\n", id, 2000ms), direct) << id;
+  }
+  auto st = kv_stats();
+  EXPECT_EQ(st["fast_path"]["answered"], 3) << st.dump();
+  ASSERT_EQ(tcp_ask(tcp, "set foo 7 0 3\r\nnew\r\n", 3, 2ms), "STORED\r\n");
+  EXPECT_EQ(client.reply_to("get foo\r\n", 9, 2000ms),
+            mc_dgram("VALUE foo 7 3\r\nnew\r\nEND\r\n", 9));
+  for (uint16_t id = 10; id < 13; ++id)
+    EXPECT_EQ(client.reply_to("get foo\r\n", id, 2000ms),
+              mc_dgram("VALUE foo 7 3\r\nnew\r\nEND\r\n", id));
+  st = kv_stats();
+  EXPECT_GE(st["fast_path"]["answered"].get<uint64_t>(), 5u) << st.dump();
+  EXPECT_GE(st["tcp"]["writes"], 2) << st.dump();
+  close(tcp);
 }
 
 // The AF_PACKET fallback: the same paths with every frame going through gaond.

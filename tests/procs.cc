@@ -369,8 +369,13 @@ std::optional<Child> start_memcached(uint16_t port) {
   return c;
 }
 
-McUdp::McUdp(uint16_t port) : fd_(socket(AF_INET, SOCK_DGRAM, 0)), to_(loopback(port)) {}
-McUdp::McUdp(int fd, const sockaddr_in& to) : fd_(fd), to_(to) {}
+McUdp::McUdp(uint16_t port) : McUdp(socket(AF_INET, SOCK_DGRAM, 0), loopback(port)) {}
+McUdp::McUdp(int fd, const sockaddr_in& to) : fd_(fd), to_len_(sizeof(to)) {
+  std::memcpy(&to_, &to, sizeof(to));
+}
+McUdp::McUdp(int fd, const sockaddr_in6& to) : fd_(fd), to_len_(sizeof(to)) {
+  std::memcpy(&to_, &to, sizeof(to));
+}
 McUdp::~McUdp() { close(fd_); }
 
 std::optional<std::string> McUdp::reply_to(const std::string& body, uint16_t req_id,
@@ -384,7 +389,7 @@ std::optional<std::string> McUdp::reply_to(const std::string& body, uint16_t req
 
 void McUdp::send(const std::string& body, uint16_t req_id) {
   const std::string d = mc_dgram(body, req_id);
-  sendto(fd_, d.data(), d.size(), 0, reinterpret_cast<const sockaddr*>(&to_), sizeof(to_));
+  sendto(fd_, d.data(), d.size(), 0, reinterpret_cast<const sockaddr*>(&to_), to_len_);
 }
 
 std::optional<std::string> McUdp::recv(std::chrono::milliseconds wait) {

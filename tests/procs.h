@@ -2,6 +2,7 @@
 #pragma once
 
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -108,8 +109,9 @@ std::optional<Child> start_memcached(uint16_t port);
 // A UDP socket talking memcached's frame protocol to one address.
 class McUdp {
  public:
-  explicit McUdp(uint16_t port);         // to 127.0.0.1:port
-  McUdp(int fd, const sockaddr_in& to);  // takes `fd` (e.g. made in a namespace)
+  explicit McUdp(uint16_t port);          // to 127.0.0.1:port
+  McUdp(int fd, const sockaddr_in& to);   // takes `fd` (e.g. made in a namespace)
+  McUdp(int fd, const sockaddr_in6& to);  // the same over IPv6
   ~McUdp();
   McUdp(const McUdp&) = delete;
   McUdp& operator=(const McUdp&) = delete;
@@ -128,7 +130,8 @@ class McUdp {
 
  private:
   int fd_ = -1;
-  sockaddr_in to_{};
+  sockaddr_storage to_{};
+  socklen_t to_len_ = 0;
 };
 
 // Sends 64-byte datagrams to `to` in bursts of 32, from the sockets `fds` in turn (reading
