@@ -1022,5 +1022,21 @@ TEST_F(PortArgs, InterfacesWhoseFramesMayNotFitABufferAreRefusedWithTheFix) {
   EXPECT_NE(r.err.find("ethtool -K a0 gro off"), std::string::npos) << r.err;
 }
 
+// A port on a queue of an interface that has others is refused (frames on the others would
+// never reach gaond). (Every queue getting its socket: the two-queue test above.)
+TEST_F(PortArgs, OneQueueOfAnInterfaceWithSeveralIsRefused) {
+  ASSERT_EQ(in_ns({"/usr/bin/ip", "link", "add", "c0", "numrxqueues", "3", "numtxqueues", "3",
+                   "type", "veth", "peer", "name", "d0", "numrxqueues", "3", "numtxqueues", "3"})
+                .status,
+            0);
+  for (const char* i : {"c0", "d0"})
+    ASSERT_EQ(in_ns({"/usr/bin/ip", "link", "set", i, "up"}).status, 0);
+  auto r = gaond("afxdp:c0@1", "afxdp:d0");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("afxdp:c0@1: c0 has 3 receive queues"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("drop @1"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
 }  // namespace
 }  // namespace gaon::test

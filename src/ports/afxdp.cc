@@ -16,6 +16,7 @@
 #include <bpf/libbpf.h>
 #include <xdp/xsk.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -80,6 +81,7 @@ struct Bump::Impl {
   bool zerocopy = false;  // both sockets bound zero-copy
   xsk_umem* umem = nullptr;
   uint32_t ring = 2048;
+  uint32_t fill_target = 2048;  // frames kept in each queue's fill ring (all fit the pool)
   uint64_t lease_ns = 0, renewed_ns = 0;  // renewed_ns: at the last poll (0: none yet)
   bool resume_next = false;               // a lapse was found: renew at the next poll
   Counter lapses;  // renewals that found the lease expired: traffic went around
@@ -116,7 +118,9 @@ std::string XskPort::name() const {
 // Keeps a fill ring full with free pool frames (the kernel receives into them).
 void XskPort::refill(Rings& r) {
   BufferPool& pool = *bump_.pool_;
-  uint32_t want = xsk_prod_nb_free(&r.fill, bump_.impl_->ring);
+  const uint32_t ring = bump_.impl_->ring, target = bump_.impl_->fill_target;
+  const uint32_t filled = ring - std::min(ring, xsk_prod_nb_free(&r.fill, ring));
+  uint32_t want = target > filled ? target - filled : 0;
   if (want > 2 * kBurst) want = 2 * kBurst;  // bounded work per call
   if (want > pool.available()) {
     want = pool.available();
@@ -362,6 +366,10 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
           specs[i]->ifname, *specs[i]->queue, specs[i]->ifname, nq, *specs[i]->queue);
     made[i]->reset(new XskPort(*b, specs[i]->ifname, specs[i]->queue.value_or(0), nq));
   }
+  // Every queue's fill ring kept full must leave half the pool for frames in flight.
+  const uint32_t nq_all = b->wire_->queues() + b->host_->queues();
+  im.fill_target =
+      std::min(im.ring, std::max(pool.capacity() / (2 * nq_all), uint32_t(2 * kBurst)));
   if (int e = xsk_umem__create(&im.umem, pool.region(), pool.region_bytes(), &b->wire_->q_[0]->fill,
                                &b->wire_->q_[0]->comp, &uc);
       e != 0)
@@ -438,6 +446,7 @@ nlohmann::json Bump::stats() const {
           {"xdp_mode", impl_->generic ? "generic" : "native"},
           {"lease_ms", impl_->lease_ns / 1e6},
           {"lease_lapses", impl_->lapses.get()},
+          {"fill_per_queue", impl_->fill_target},
           {"steered_flows", impl_->xdp->flows()},
           {"fast_path_memory_free_mb", impl_->xdp->fp_chunks_free()},
           {"xdp", impl_->xdp->stats()}};
