@@ -122,11 +122,11 @@ int main(int argc, char** argv) {
   app.add_flag("--list", list, "list the ikernel types and exit");
   app.add_option("--wire", wire_specs,
                  "where clients are: udp:IP:PORT, the service address they send to (sidecar; "
-                 "repeat with --host for several services), or afxdp:IFACE[@QUEUE] / "
-                 "afpacket:IFACE, the interface facing them (a bump in the wire)");
+                 "repeat with --host for several services), or afxdp:IFACE (every receive queue) "
+                 "/ afpacket:IFACE, the interface facing them (a bump in the wire)");
   app.add_option("--host", host_specs,
                  "where the application is: udp:IP:PORT it listens on (one per --wire), or "
-                 "afxdp:IFACE[@QUEUE] / afpacket:IFACE, the interface facing it");
+                 "afxdp:IFACE / afpacket:IFACE, the interface facing it");
   app.add_option("-k,--ikernel", type,
                  "ikernel type to attach to every service address (optional with --control)");
   app.add_option("-p,--param", params, "ikernel parameter key=value (repeatable)");
