@@ -1,13 +1,10 @@
 #include "gaon/afxdp.h"
 
 #include <arpa/inet.h>
-#include <linux/ethtool.h>
 #include <linux/if_link.h>
 #include <linux/if_xdp.h>
-#include <linux/sockios.h>
 #include <net/if.h>
 #include <poll.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -55,24 +52,6 @@ Result<Spec> parse_spec(std::string_view text) {
   }
   return s;
 }
-
-namespace {
-
-// The interface's driver ("veth", "mlx5_core", ...; "" when it cannot be read).
-std::string driver_of(const std::string& ifname) {
-  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  ethtool_drvinfo info{};
-  info.cmd = ETHTOOL_GDRVINFO;
-  ifreq ifr{};
-  std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname.c_str());
-  ifr.ifr_data = reinterpret_cast<char*>(&info);
-  const bool ok = ioctl(fd, SIOCETHTOOL, &ifr) == 0;
-  close(fd);
-  return ok ? std::string(info.driver) : "";
-}
-
-}  // namespace
 
 struct Bump::Impl {
   std::unique_ptr<XdpProgram> xdp;  // the steering program, its maps, fast paths, lease
@@ -325,7 +304,7 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
   for (const Spec* sp : specs)
     if (auto fit = netdev::check_frames_fit(sp->ifname, false, "an AF_XDP frame"); !fit)
       return Error{fit.error()};
-  const bool veths = driver_of(wire.ifname) == "veth" && driver_of(host.ifname) == "veth";
+  const bool veths = netdev::driver(wire.ifname) == "veth" && netdev::driver(host.ifname) == "veth";
   const bool want_generic = opt.xdp_mode == "generic" || (opt.xdp_mode == "auto" && veths);
   int native_err = 0;
   if (!want_generic) native_err = attach(XDP_FLAGS_DRV_MODE);

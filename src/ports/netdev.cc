@@ -18,14 +18,28 @@ namespace gaon::netdev {
 
 namespace {
 
+// An ethtool request (`data` starts with its ETHTOOL_G* command) on `fd`; false if refused.
+bool ethtool(int fd, const std::string& ifname, void* data) {
+  ifreq ifr{};
+  std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname.c_str());
+  ifr.ifr_data = static_cast<char*>(data);
+  return ioctl(fd, SIOCETHTOOL, &ifr) == 0;
+}
+
+// The same on a socket of its own.
+bool ethtool(const std::string& ifname, void* data) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const bool ok = ethtool(fd, ifname, data);
+  close(fd);
+  return ok;
+}
+
 // An ethtool value (ETHTOOL_G*), or -1 when the driver does not say.
 int ethtool_get(int fd, const std::string& ifname, uint32_t cmd) {
   struct ethtool_value v {};
   v.cmd = cmd;
-  ifreq ifr{};
-  std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname.c_str());
-  ifr.ifr_data = reinterpret_cast<char*>(&v);
-  return ioctl(fd, SIOCETHTOOL, &ifr) == 0 ? int(v.data) : -1;
+  return ethtool(fd, ifname, &v) ? int(v.data) : -1;
 }
 
 }  // namespace
@@ -54,18 +68,17 @@ Result<void> check_frames_fit(const std::string& ifname, bool after_gro, const c
   return ok();
 }
 
+std::string driver(const std::string& ifname) {
+  ethtool_drvinfo info{};
+  info.cmd = ETHTOOL_GDRVINFO;
+  return ethtool(ifname, &info) ? std::string(info.driver) : "";
+}
+
 uint32_t rx_queues(const std::string& ifname) {
-  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd >= 0) {
-    ethtool_channels ch{};
-    ch.cmd = ETHTOOL_GCHANNELS;
-    ifreq ifr{};
-    std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname.c_str());
-    ifr.ifr_data = reinterpret_cast<char*>(&ch);
-    const bool ok = ioctl(fd, SIOCETHTOOL, &ifr) == 0;
-    close(fd);
-    if (ok && ch.combined_count + ch.rx_count > 0) return ch.combined_count + ch.rx_count;
-  }
+  ethtool_channels ch{};
+  ch.cmd = ETHTOOL_GCHANNELS;
+  if (ethtool(ifname, &ch) && ch.combined_count + ch.rx_count > 0)
+    return ch.combined_count + ch.rx_count;
   uint32_t n = 0;
   std::error_code ec;
   for (const auto& e :

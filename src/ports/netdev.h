@@ -14,6 +14,9 @@ namespace gaon::netdev {
 // generic XDP) — GRO or LRO is on, which hands the stack merged frames of up to 64 KiB.
 Result<void> check_frames_fit(const std::string& ifname, bool after_gro, const char* who);
 
+// The interface's driver ("veth", "mlx5_core", ...; "" when it cannot be read).
+std::string driver(const std::string& ifname);
+
 // How many receive queues `ifname` has: its combined and receive-only channels (ethtool
 // -l), or its sysfs queues/rx-* entries where the driver does not report channels; at
 // least 1. An AF_XDP socket takes the frames of one queue, so a port needs one per queue.
