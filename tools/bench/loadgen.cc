@@ -146,37 +146,49 @@ Reply parse_reply(std::string_view d, Proto p) {
     r.hit = true;
     return r;
   }
-  if (b == "END\r\n") {
-    r.ok = true;
-    return r;
-  }
-  if (b == "STORED\r\n") {
-    r.ok = r.stored = true;
-    return r;
-  }
-  if (b.substr(0, 6) != "VALUE ") return r;
+  const Reply head = r;                         // the request id
+  if (ascii_reply(b, r) != b.size()) r = head;  // one whole reply, nothing after it
+  return r;
+}
+
+size_t ascii_reply(std::string_view b, Reply& r) {
+  r.ok = r.hit = r.stored = false;
+  r.value = {};
+  r.flags = 0;
   const size_t eol = b.find("\r\n");
-  if (eol == std::string_view::npos) return r;
-  const std::string_view line = b.substr(6, eol - 6);
-  const size_t s1 = line.find(' '), s2 = line.find(' ', s1 + 1);
-  if (s1 == std::string_view::npos || s2 == std::string_view::npos) return r;
+  if (eol == std::string_view::npos) return b.size() > kMaxReplyLine ? b.size() : 0;
+  const std::string_view line = b.substr(0, eol);
+  if (line == "END") {
+    r.ok = true;
+    return eol + 2;
+  }
+  if (line == "STORED") {
+    r.ok = r.stored = true;
+    return eol + 2;
+  }
+  if (!line.starts_with("VALUE ")) return eol + 2;  // another reply: an error
+  const std::string_view head = line.substr(6);
+  const size_t s1 = head.find(' '), s2 = head.find(' ', s1 + 1);
+  if (s1 == std::string_view::npos || s2 == std::string_view::npos) return eol + 2;
   uint64_t flags = 0, len = 0;
-  for (char c : line.substr(s1 + 1, s2 - s1 - 1)) {
-    if (c < '0' || c > '9' || flags > UINT32_MAX) return r;
+  for (char c : head.substr(s1 + 1, s2 - s1 - 1)) {
+    if (c < '0' || c > '9' || flags > UINT32_MAX) return eol + 2;
     flags = flags * 10 + uint64_t(c - '0');
   }
-  const std::string_view lt = line.substr(s2 + 1, line.find(' ', s2 + 1) - s2 - 1);
-  if (lt.empty() || lt.size() > 7) return r;
+  const std::string_view lt = head.substr(s2 + 1, head.find(' ', s2 + 1) - s2 - 1);
+  if (lt.empty() || lt.size() > 7) return eol + 2;
   for (char c : lt) {
-    if (c < '0' || c > '9') return r;
+    if (c < '0' || c > '9') return eol + 2;
     len = len * 10 + uint64_t(c - '0');
   }
-  if (flags > UINT32_MAX || b.size() < eol + 2 + len + 2 + 5) return r;
-  if (b.substr(eol + 2 + len) != "\r\nEND\r\n") return r;
+  if (flags > UINT32_MAX) return eol + 2;
+  const size_t total = eol + 2 + len + 7;  // "\r\nEND\r\n" after the value
+  if (b.size() < total) return 0;
+  if (b.substr(eol + 2 + len, 7) != "\r\nEND\r\n") return total;
   r.value = b.substr(eol + 2, len);
   r.flags = uint32_t(flags);
   r.hit = r.ok = true;
-  return r;
+  return total;
 }
 
 }  // namespace gaon::bench

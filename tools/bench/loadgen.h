@@ -61,4 +61,10 @@ struct Reply {
 // Parses one datagram (memcached's frame header, then an ASCII or binary get reply).
 Reply parse_reply(std::string_view datagram, Proto p);
 
+// The ASCII reply at the start of `b` (a TCP stream: END, STORED, VALUE ... END, or any
+// other line, which is an error: r.ok false): its length, or 0 while it is not all there.
+// A first line longer than kMaxReplyLine without its end is malformed: all of `b`.
+constexpr size_t kMaxReplyLine = 2048;
+size_t ascii_reply(std::string_view b, Reply& r);
+
 }  // namespace gaon::bench

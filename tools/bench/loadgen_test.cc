@@ -76,5 +76,39 @@ TEST(BenchProtocol, RequestsAndReplies) {
   EXPECT_FALSE(parse_reply(test::mc_dgram(bin_hit.substr(0, 28), 1), Proto::binary).ok);
 }
 
+// Replies read from a TCP stream come in pieces: cut anywhere, the same replies come out,
+// each one only once it is all there; an unknown line is one reply that is not ok.
+TEST(BenchProtocol, StreamRepliesCutAtEveryByte) {
+  const std::string stream =
+      "VALUE a 1 2\r\nxy\r\nEND\r\nEND\r\nSTORED\r\nSERVER_ERROR out of memory\r\n"
+      "VALUE b 0 1 77\r\nz\r\nEND\r\nVALUE c 0 3\r\nabcXXXXXXX";
+  struct Seen {
+    bool ok, hit, stored;
+    std::string value;
+    bool operator==(const Seen&) const = default;
+  };
+  auto read = [](const std::string& all, size_t cut) {
+    std::vector<Seen> out;
+    std::string buf;
+    for (std::string piece : {all.substr(0, cut), all.substr(cut)}) {
+      buf += piece;
+      Reply r;
+      while (size_t n = ascii_reply(buf, r)) {
+        out.push_back({r.ok, r.hit, r.stored, std::string(r.value)});
+        buf.erase(0, n);
+      }
+    }
+    return out;
+  };
+  const std::vector<Seen> want = {{true, true, false, "xy"}, {true, false, false, ""},
+                                  {true, false, true, ""},   {false, false, false, ""},
+                                  {true, true, false, "z"},  {false, false, false, ""}};
+  for (size_t cut = 0; cut <= stream.size(); ++cut) EXPECT_EQ(read(stream, cut), want) << cut;
+  Reply r;
+  EXPECT_EQ(ascii_reply(std::string(100, 'x'), r), 0u);  // a line not ended yet
+  EXPECT_EQ(ascii_reply(std::string(kMaxReplyLine + 1, 'x'), r), kMaxReplyLine + 1);
+  EXPECT_FALSE(r.ok);
+}
+
 }  // namespace
 }  // namespace gaon::bench
