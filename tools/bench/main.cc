@@ -1,14 +1,18 @@
-// gaon-bench: a memcached UDP load generator: closed loop (N requests outstanding) or
-// open loop (--rate R requests/s, sent on schedule whatever the replies; latency counted
-// from the scheduled time, so a slow server cannot hide its queueing).
+// gaon-bench: a memcached load generator: closed loop (N requests outstanding) or open
+// loop (--rate R requests/s, sent on schedule whatever the replies; latency counted from
+// the scheduled time, so a slow server cannot hide its queueing).
 //
 //   gaon-bench --server 127.0.0.1:11211 --keys 10000 --hit-fraction 0.9 --duration 5 --json
 //
-// Loads the keys over TCP first (--load tcp), then sends GETs over UDP with memcached's
-// frame header: a share --hit-fraction of them for loaded keys, the rest for keys that
-// were never loaded; popularity uniform or Zipf(θ). Reports throughput, hits/misses,
-// timeouts, errors and latency percentiles (p50/p99/p99.9) as a table or JSON.
+// Loads the keys over TCP first (--load tcp), then sends GETs with memcached's UDP frame
+// header: a share --hit-fraction of them for loaded keys, the rest for keys that were
+// never loaded; popularity uniform or Zipf(θ). --transport tcp sends everything over
+// --connections TCP connections instead, --pipeline requests outstanding on each (ASCII);
+// --transport mixed sends the GETs over UDP and the writes (--write-fraction) over TCP, as
+// memcached's UDP users run it. Reports throughput, hits/misses, timeouts, errors and
+// latency percentiles (p50/p99/p99.9) as a table or JSON.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -16,6 +20,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <random>
 #include <string>
 #include <vector>
@@ -137,15 +142,24 @@ gaon::Result<void> load_udp(const sockaddr_in& to, Proto proto, uint64_t keys, s
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"gaon-bench: memcached UDP load generator (closed loop)"};
+  CLI::App app{"gaon-bench: memcached load generator over UDP, TCP or both"};
   std::string server = "127.0.0.1:11211", load_server, load = "tcp", proto_name = "ascii",
-              dist = "uniform";
+              dist = "uniform", transport = "udp";
   uint64_t keys = 10000, seed = 1;
   size_t key_size = 16, value_size = 32;
   double theta = 0.99, hit_fraction = 0.9, duration = 5, warmup = 1, rate = 0, write_fraction = 0;
-  uint32_t concurrency = 32, timeout_ms = 100;
+  uint32_t concurrency = 32, timeout_ms = 100, connections = 4, pipeline = 8;
   bool json = false, quiet = false, verify = false;
-  app.add_option("--server", server, "UDP target IP:PORT")->capture_default_str();
+  app.add_option("--server", server, "target IP:PORT (memcached's UDP and TCP port)")
+      ->capture_default_str();
+  app.add_option("--transport", transport,
+                 "udp, tcp (everything over TCP, ASCII) or mixed (GETs over UDP, writes over TCP)")
+      ->capture_default_str();
+  app.add_option("--connections", connections, "TCP connections (tcp, mixed)")
+      ->capture_default_str();
+  app.add_option("--pipeline", pipeline,
+                 "requests outstanding on each TCP connection (tcp; closed loop)")
+      ->capture_default_str();
   app.add_option("--load-server", load_server,
                  "TCP IP:PORT for the load phase (default: --server)");
   app.add_option("--load", load, "load phase: tcp, udp or none")->capture_default_str();
@@ -181,6 +195,14 @@ int main(int argc, char** argv) {
     return fail("--load must be tcp, udp or none");
   if (proto_name != "ascii" && proto_name != "binary")
     return fail("--protocol must be ascii or binary");
+  if (transport != "udp" && transport != "tcp" && transport != "mixed")
+    return fail("--transport must be udp, tcp or mixed");
+  if (transport != "udp" && proto_name != "ascii")
+    return fail("--transport " + transport + " speaks the ASCII protocol over TCP");
+  if (connections < 1 || connections > 1024) return fail("--connections must be 1..1024");
+  if (pipeline < 1 || pipeline > 1024) return fail("--pipeline must be 1..1024");
+  if (transport == "tcp" && rate > 0)
+    return fail("--rate (open loop) works with --transport udp or mixed");
   if (dist != "uniform" && dist != "zipf") return fail("--dist must be uniform or zipf");
   if (keys == 0) return fail("--keys must be at least 1");
   if (hit_fraction < 0 || hit_fraction > 1) return fail("--hit-fraction must be in [0, 1]");
@@ -200,11 +222,30 @@ int main(int argc, char** argv) {
   if (load == "udp")
     if (auto r = load_udp(*load_to, proto, keys, key_size, value_size); !r) return fail(r.error());
 
-  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  const bool use_udp = transport != "tcp", use_tcp = transport != "udp";
+  const int fd = use_udp ? socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0) : -1;
   const int rcvbuf = 4 << 20;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&*to), sizeof(*to)) != 0)
-    return fail(fmt::format("--server {}: {}", server, std::strerror(errno)));
+  if (use_udp) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&*to), sizeof(*to)) != 0)
+      return fail(fmt::format("--server {}: {}", server, std::strerror(errno)));
+  }
+  // TCP connections: requests without the frame header, replies in order on each.
+  struct Conn {
+    int fd = -1;
+    std::string in, out;
+    std::deque<uint16_t> fifo;  // the slots of the requests outstanding, oldest first
+  };
+  std::vector<Conn> conns(use_tcp ? connections : 0);
+  for (Conn& c : conns) {
+    c.fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(c.fd, reinterpret_cast<const sockaddr*>(&*to), sizeof(*to)) != 0)
+      return fail(fmt::format("--server {} over TCP: {}", server, std::strerror(errno)));
+    const int one = 1;
+    setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL) | O_NONBLOCK);
+  }
+  uint32_t next_conn = 0;
 
   std::mt19937_64 rng(seed);
   std::bernoulli_distribution hit_draw(hit_fraction);
@@ -220,6 +261,7 @@ int main(int argc, char** argv) {
     bool loaded = false;
     bool write = false;
     bool busy = false;
+    int conn = -1;  // the TCP connection it went out on (-1: UDP)
   };
   std::vector<Slot> by_id(65536);
   uint16_t next_id = 0;
@@ -234,8 +276,8 @@ int main(int argc, char** argv) {
   bool measuring = warmup == 0;
   uint64_t in_flight = 0, dropped_schedule = 0;
   // `now`: what latency counts from (open loop: the schedule); `issued`: the time it goes
-  // out, which a timeout counts from.
-  auto issue = [&](Clock::time_point now, Clock::time_point issued) {
+  // out, which a timeout counts from; `conn`: the TCP connection to use (-1: any).
+  auto issue = [&](Clock::time_point now, Clock::time_point issued, int conn = -1) {
     if (in_flight >= by_id.size() - 1) {  // open loop far ahead of the server
       ++dropped_schedule;
       return;
@@ -248,14 +290,24 @@ int main(int argc, char** argv) {
     s.issued = issued;
     s.key = dist == "zipf" ? zipf(rng) : uni(rng);
     s.write = write_fraction > 0 && write_draw(rng);
+    std::string d;
     if (s.write) {
       s.loaded = true;
       written[s.key] = true;
-      pending.push_back(set_request(proto, make_key(s.key, key_size, true),
-                                    make_value(s.key + keys * ++version, value_size), next_id));
+      d = set_request(proto, make_key(s.key, key_size, true),
+                      make_value(s.key + keys * ++version, value_size), next_id);
     } else {
       s.loaded = hit_draw(rng);
-      pending.push_back(get_request(proto, make_key(s.key, key_size, s.loaded), next_id));
+      d = get_request(proto, make_key(s.key, key_size, s.loaded), next_id);
+    }
+    s.conn = -1;
+    if (transport == "tcp" || (transport == "mixed" && s.write)) {
+      s.conn = conn >= 0 ? conn : int(next_conn++ % conns.size());
+      Conn& c = conns[size_t(s.conn)];
+      c.out.append(d, 8);  // without the UDP frame header
+      c.fifo.push_back(next_id);
+    } else {
+      pending.push_back(std::move(d));
     }
     ++next_id;
     if (measuring) ++requests;
@@ -277,14 +329,48 @@ int main(int argc, char** argv) {
       done += size_t(s);
     }
     pending.clear();
+    for (Conn& c : conns)
+      if (!c.out.empty()) {
+        const ssize_t n = send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) c.out.erase(0, size_t(n));  // the rest goes when the socket has room
+      }
   };
+  bool tcp_failed = false;
+  std::string tcp_error;
   const bool open_loop = rate > 0;
   uint64_t scheduled = 0;  // open loop: requests sent so far on the schedule
   if (!open_loop) {
     const auto now = Clock::now();
-    for (uint32_t i = 0; i < concurrency; ++i) issue(now, now);
+    if (transport == "tcp") {
+      for (size_t c = 0; c < conns.size(); ++c)
+        for (uint32_t i = 0; i < pipeline; ++i) issue(now, now, int(c));
+    } else {
+      for (uint32_t i = 0; i < concurrency; ++i) issue(now, now);
+    }
     flush();
   }
+  // A reply to slot `s`, received at `got_at`.
+  auto complete = [&](Slot& s, const Reply& r, Clock::time_point got_at) {
+    s.busy = false;
+    --in_flight;
+    if (!measuring) return;
+    ++replies;
+    hist.add(std::chrono::duration<double, std::micro>(got_at - s.sent).count());
+    if (!r.ok || (s.write && !r.stored))
+      ++bad;
+    else if (s.write)
+      ++stored;
+    else if (r.hit)
+      ++hits;
+    else
+      ++misses;
+    if (verify && !s.write && r.hit &&
+        (!s.loaded || (!written[s.key] && r.value != make_value(s.key, value_size))))
+      ++wrong;
+  };
+  std::vector<pollfd> pfds;
+  if (use_udp) pfds.push_back({fd, POLLIN, 0});
+  for (const Conn& c : conns) pfds.push_back({c.fd, POLLIN, 0});
   auto last_scan = Clock::now(), last_progress = last_scan;
   const auto scan_every = std::max<Clock::duration>(std::chrono::milliseconds(1),
                                                     std::chrono::milliseconds(timeout_ms) / 10);
@@ -294,8 +380,7 @@ int main(int argc, char** argv) {
     const auto now = Clock::now();
     if (now >= until) break;
     if (!measuring && now >= measure_from) measuring = true;
-    pollfd p{fd, POLLIN, 0};
-    poll(&p, 1, open_loop ? 0 : 1);
+    poll(pfds.data(), pfds.size(), open_loop ? 0 : 1);
     mmsghdr msgs[64];
     iovec iov[64];
     for (int i = 0; i < 64; ++i) {
@@ -304,35 +389,46 @@ int main(int argc, char** argv) {
       msgs[i].msg_hdr.msg_iov = &iov[i];
       msgs[i].msg_hdr.msg_iovlen = 1;
     }
-    const int n = recvmmsg(fd, msgs, 64, MSG_DONTWAIT, nullptr);
+    const int n = use_udp ? recvmmsg(fd, msgs, 64, MSG_DONTWAIT, nullptr) : 0;
     const auto got_at = Clock::now();
     for (int i = 0; i < n; ++i) {
       const std::string_view d(bufs[i], msgs[i].msg_len);
       const Reply r = parse_reply(d, proto);
-      if (d.size() < 8 || !by_id[r.req_id].busy) {
+      if (d.size() < 8 || !by_id[r.req_id].busy || by_id[r.req_id].conn >= 0) {
         ++unexpected;  // late (timed out) or unknown
         continue;
       }
-      Slot& s = by_id[r.req_id];
-      s.busy = false;
-      --in_flight;
-      if (measuring) {
-        ++replies;
-        hist.add(std::chrono::duration<double, std::micro>(got_at - s.sent).count());
-        if (!r.ok || (s.write && !r.stored))
-          ++bad;
-        else if (s.write)
-          ++stored;
-        else if (r.hit)
-          ++hits;
-        else
-          ++misses;
-        if (verify && !s.write && r.hit &&
-            (!s.loaded || (!written[s.key] && r.value != make_value(s.key, value_size))))
-          ++wrong;
-      }
+      complete(by_id[r.req_id], r, got_at);
       if (!open_loop) issue(got_at, got_at);
     }
+    for (size_t ci = 0; ci < conns.size() && !tcp_failed; ++ci) {
+      Conn& c = conns[ci];
+      if (!(pfds[(use_udp ? 1 : 0) + ci].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char* const buf = &bufs[0][0];  // all of bufs: one stream read
+      const ssize_t got = recv(c.fd, buf, sizeof(bufs), MSG_DONTWAIT);
+      if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        tcp_failed = true;
+        tcp_error = got == 0 ? "the server closed a TCP connection" : std::strerror(errno);
+        break;
+      }
+      if (got < 0) continue;
+      c.in.append(buf, size_t(got));
+      Reply r;
+      size_t used = 0;
+      while (size_t len = ascii_reply(std::string_view(c.in).substr(used), r)) {
+        used += len;
+        if (c.fifo.empty()) {  // a reply to nothing asked
+          ++unexpected;
+          continue;
+        }
+        const uint16_t id = c.fifo.front();
+        c.fifo.pop_front();
+        complete(by_id[id], r, got_at);
+        if (!open_loop) issue(got_at, got_at, transport == "tcp" ? int(ci) : -1);
+      }
+      c.in.erase(0, used);
+    }
+    if (tcp_failed) break;
     if (open_loop) {  // everything due by now, stamped with its scheduled time
       const double elapsed = std::chrono::duration<double>(got_at - t0).count();
       const uint64_t due = uint64_t(elapsed * rate);
@@ -349,7 +445,8 @@ int main(int argc, char** argv) {
       last_scan = got_at;
       for (size_t id = 0; id < by_id.size(); ++id) {
         Slot& s = by_id[id];
-        if (s.busy && got_at - s.issued > std::chrono::milliseconds(timeout_ms)) {
+        // (over TCP nothing is lost: a reply comes, in order, however late)
+        if (s.busy && s.conn < 0 && got_at - s.issued > std::chrono::milliseconds(timeout_ms)) {
           s.busy = false;
           --in_flight;
           if (measuring) ++timeouts;
@@ -368,7 +465,9 @@ int main(int argc, char** argv) {
     }
   }
   if (!quiet) fmt::print(stderr, "\n");
-  close(fd);
+  if (fd >= 0) close(fd);
+  for (Conn& c : conns) close(c.fd);
+  if (tcp_failed) return fail("--transport " + transport + ": " + tcp_error);
 
   const double ops = double(replies) / duration;
   nlohmann::json j = {
@@ -381,7 +480,10 @@ int main(int argc, char** argv) {
         {"dist", dist},
         {"zipf_theta", theta},
         {"hit_fraction", hit_fraction},
-        {"concurrency", concurrency},
+        {"transport", transport},
+        {"concurrency", transport == "tcp" ? connections * pipeline : concurrency},
+        {"connections", use_tcp ? connections : 0},
+        {"pipeline", transport == "tcp" ? pipeline : 0},
         {"duration_s", duration},
         {"warmup_s", warmup},
         {"timeout_ms", timeout_ms}}},
