@@ -168,7 +168,7 @@ uint32_t XskPort::rx_burst(std::span<Packet*> out) {
   uint32_t n = 0;
   // Round-robin over the queues, starting one further each burst, so that none waits
   // behind a busy one.
-  for (uint32_t k = 0; k < nq; ++k) {
+  for (uint32_t k = 0; k < nq && n < out.size(); ++k) {
     Rings& r = *q_[(next_ + k) % nq];
     refill(r);
     uint32_t idx = 0;

@@ -171,7 +171,7 @@ int main(int argc, char** argv) {
   app.add_option("--zipf-theta", theta, "Zipf skew")->capture_default_str();
   app.add_option("--hit-fraction", hit_fraction, "share of GETs for loaded keys")
       ->capture_default_str();
-  app.add_option("--concurrency", concurrency, "requests outstanding (closed loop)")
+  app.add_option("--concurrency", concurrency, "requests outstanding (closed loop; udp, mixed)")
       ->capture_default_str();
   app.add_option("--rate", rate, "open loop: requests per second (0: closed loop)");
   app.add_option("--write-fraction", write_fraction,
