@@ -3,7 +3,9 @@
 // Attach it to memcached's UDP socket (sidecar: gaond's listen address). Requests use
 // memcached's UDP frame header followed by the ASCII or the binary protocol. Attach it to
 // memcached's TCP socket too (a bump in the wire; gaon-run --tcp) and it also sees the
-// writes clients send over TCP.
+// writes clients send over TCP. It sees them only while that TCP flow is attached: where
+// clients write over TCP, attach and detach the two flows together (an instance left
+// with its UDP flow alone would serve values that unseen TCP writes have replaced).
 //
 // What it does with each request (see mc_proto.h for the classification):
 //   get    ASCII get/gets (also multi-key), binary GET/GETQ/GETK/GETKQ. When every key
