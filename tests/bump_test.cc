@@ -431,6 +431,21 @@ TEST_F(BumpTest, AuthDropsForgedCoapRequestsBeforeTheServer) {
   srv.stop();
 }
 
+// memcached (`mc`) in gaon-server started through gaon-run --tcp with a kvcache instance
+// (capacity 16M and `params`) on gaond's control socket `sock`.
+std::vector<std::string> memcached_via_gaon_run(const std::string& sock,
+                                                const std::vector<std::string>& params,
+                                                const std::vector<std::string>& mc) {
+  std::vector<std::string> argv = {
+      "/usr/bin/ip",  "netns", "exec",      "gaon-server", std::string(GAON_BIN_DIR) + "/gaon-run",
+      "--control",    sock,    "--ikernel", "kvcache",     "--param",
+      "capacity=16M", "--tcp"};
+  for (const auto& p : params) argv.insert(argv.end(), {"--param", p});
+  argv.push_back("--");
+  argv.insert(argv.end(), mc.begin(), mc.end());
+  return argv;
+}
+
 class BumpMemcachedTest : public BumpTest {
  protected:
   void SetUp() override {
@@ -438,25 +453,11 @@ class BumpMemcachedTest : public BumpTest {
     BumpTest::SetUp();
     if (HasFatalFailure() || IsSkipped()) return;
     port_ = free_port();
-    std::vector<std::string> argv = {"/usr/bin/ip",
-                                     "netns",
-                                     "exec",
-                                     "gaon-server",
-                                     std::string(GAON_BIN_DIR) + "/gaon-run",
-                                     "--control",
-                                     sock_,
-                                     "--ikernel",
-                                     "kvcache",
-                                     "--param",
-                                     "capacity=16M",
-                                     "--tcp"};
-    if (unsafe()) argv.insert(argv.end(), {"--param", "unsafe_no_invalidation=true"});
     // Keys not cached get another GET through to gaond once a minute, not every second:
     // the tests count what the XDP program keeps, whatever the machine's speed.
-    argv.insert(argv.end(), {"--param", "hint_age_ms=60000"});
-    argv.push_back("--");
-    for (const auto& a : memcached_argv(port_, kServerIp)) argv.push_back(a);
-    mc_ = Child::start(argv);
+    std::vector<std::string> params = {"hint_age_ms=60000"};
+    if (unsafe()) params.push_back("unsafe_no_invalidation=true");
+    mc_ = Child::start(memcached_via_gaon_run(sock_, params, memcached_argv(port_, kServerIp)));
     ASSERT_TRUE(mc_.wait_errors("attached to the program's TCP socket too")) << mc_.errors();
   }
   void TearDown() override {
@@ -834,9 +835,9 @@ TEST_F(BumpUnsafeMemcachedTest, TheCheckerCatchesACacheThatIgnoresTcpWrites) {
 }
 
 // IPv6 end to end: the testbed's outer ends get fd77::1 and fd77::2 for the test, memcached
-// listens on [fd77::2] (UDP and TCP), and a kvcache instance with its fast path is attached
-// to both its flows through the control socket. Hits are answered in XDP byte for byte as
-// memcached answers them (the UDP checksum IPv6 requires included: the client's kernel
+// listens on [fd77::2] (UDP and TCP), started through gaon-run --tcp, which attaches a
+// kvcache instance (with its fast path) to both its IPv6 sockets. Hits are answered in XDP byte for
+// byte as memcached answers them (the UDP checksum IPv6 requires included: the client's kernel
 // drops a datagram whose checksum is wrong), and a TCP write over IPv6 in 3-byte pieces is
 // seen: the next GET returns the new value.
 class BumpMemcachedV6Test : public BumpTest {
@@ -849,17 +850,13 @@ class BumpMemcachedV6Test : public BumpTest {
     if (HasFatalFailure() || IsSkipped()) return;
     v6(true);
     port_ = free_port();
-    auto argv = memcached_argv(port_, "[" + std::string(kServer6) + "]");
-    argv.insert(argv.begin(), {"/usr/bin/ip", "netns", "exec", "gaon-server"});
-    mc_ = Child::start(argv);
-    auto id = ctl_->call("create", {{"type", "kvcache"}, {"params", {"capacity=16M"}}});
-    ASSERT_TRUE(id) << id.error();
-    instance_ = (*id)["instance"];
-    for (const char* proto : {"udp", "tcp"}) {
-      auto a = ctl_->call("attach", {{"instance", instance_},
-                                     {"flow", fmt::format("{}:[{}]:{}", proto, kServer6, port_)}});
-      ASSERT_TRUE(a) << a.error();
-    }
+    // memcached through gaon-run --tcp, as users start it: its IPv6 sockets are attached.
+    mc_ = Child::start(memcached_via_gaon_run(
+        sock_, {}, memcached_argv(port_, "[" + std::string(kServer6) + "]")));
+    ASSERT_TRUE(mc_.wait_errors("attached to the program's TCP socket too")) << mc_.errors();
+    auto l = ctl_->call("list");
+    ASSERT_TRUE(l && l->size() == 1) << (l ? l->dump() : l.error());
+    instance_ = (*l)[0]["instance"];
   }
   void TearDown() override {
     mc_.stop();

@@ -3,6 +3,7 @@
 // as root) as two other users in forked processes.
 #include "gaon/control.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -330,6 +331,54 @@ TEST_F(ControlServer, AttachBySocketByAddressAndConflicts) {
   EXPECT_NE(c.call("attach", {{"instance", b}}, unbound).error().find("not bound"),
             std::string::npos);
   close(unbound);
+  // IPv6: its own address (and conversation, when connected); [::] is refused; an IPv4
+  // address on a dual-stack socket is an IPv4 flow.
+  const int v6 = socket(AF_INET6, SOCK_DGRAM, 0);
+  sockaddr_in6 a6{};
+  a6.sin6_family = AF_INET6;
+  a6.sin6_addr = in6addr_loopback;
+  if (bind(v6, reinterpret_cast<sockaddr*>(&a6), sizeof(a6)) == 0) {
+    len = sizeof(a6);
+    getsockname(v6, reinterpret_cast<sockaddr*>(&a6), &len);
+    auto six = c.call("attach", {{"instance", b}}, v6);
+    ASSERT_TRUE(six) << six.error();
+    EXPECT_EQ((*six)["flows"][0], fmt::format("udp:[::1]:{}", ntohs(a6.sin6_port)));
+    const int v6c = socket(AF_INET6, SOCK_DGRAM, 0);
+    sockaddr_in6 p6 = a6;
+    p6.sin6_port = htons(9);
+    a6.sin6_port = 0;
+    ASSERT_EQ(bind(v6c, reinterpret_cast<sockaddr*>(&a6), sizeof(a6)), 0);
+    ASSERT_EQ(::connect(v6c, reinterpret_cast<sockaddr*>(&p6), sizeof(p6)), 0);
+    len = sizeof(a6);
+    getsockname(v6c, reinterpret_cast<sockaddr*>(&a6), &len);
+    auto six_exact = c.call("attach", {{"instance", b}}, v6c);
+    ASSERT_TRUE(six_exact) << six_exact.error();
+    EXPECT_EQ((*six_exact)["flows"][0], fmt::format("udp:[::1]:{},[::1]:9", ntohs(a6.sin6_port)));
+    close(v6c);
+  } else {
+    std::fprintf(stderr, "(no IPv6 loopback here: the IPv6 cases are skipped)\n");
+  }
+  close(v6);
+  const int any6 = socket(AF_INET6, SOCK_DGRAM, 0);
+  sockaddr_in6 z6{};
+  z6.sin6_family = AF_INET6;
+  if (bind(any6, reinterpret_cast<sockaddr*>(&z6), sizeof(z6)) == 0) {
+    EXPECT_NE(c.call("attach", {{"instance", b}}, any6).error().find("bound to [::]:"),
+              std::string::npos);
+  }
+  close(any6);
+  const int mapped = socket(AF_INET6, SOCK_DGRAM, 0);
+  sockaddr_in6 m6{};
+  m6.sin6_family = AF_INET6;
+  inet_pton(AF_INET6, "::ffff:127.0.0.1", &m6.sin6_addr);
+  if (bind(mapped, reinterpret_cast<sockaddr*>(&m6), sizeof(m6)) == 0) {
+    len = sizeof(m6);
+    getsockname(mapped, reinterpret_cast<sockaddr*>(&m6), &len);
+    auto v4 = c.call("attach", {{"instance", b}}, mapped);
+    ASSERT_TRUE(v4) << v4.error();
+    EXPECT_EQ((*v4)["flows"][0], fmt::format("udp:127.0.0.1:{}", ntohs(m6.sin6_port)));
+  }
+  close(mapped);
   int pipefd[2];
   ASSERT_EQ(pipe(pipefd), 0);
   EXPECT_NE(c.call("attach", {{"instance", b}}, pipefd[0]).error().find("not a socket"),

@@ -55,6 +55,41 @@ std::string addr_string(const sockaddr_in& a) {
   return fmt::format("{}:{}", ip, ntohs(a.sin_port));
 }
 
+// "IP:PORT" or "[IP6]:PORT" (an IPv4 address on a dual-stack socket as IPv4); "" for
+// another family.
+std::string addr_string(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET) {
+    sockaddr_in a;
+    std::memcpy(&a, &ss, sizeof(a));
+    return addr_string(a);
+  }
+  if (ss.ss_family != AF_INET6) return "";
+  sockaddr_in6 a6;
+  std::memcpy(&a6, &ss, sizeof(a6));
+  if (IN6_IS_ADDR_V4MAPPED(&a6.sin6_addr)) {
+    sockaddr_in a{};
+    a.sin_port = a6.sin6_port;
+    std::memcpy(&a.sin_addr, &a6.sin6_addr.s6_addr[12], 4);
+    return addr_string(a);
+  }
+  char ip[INET6_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET6, &a6.sin6_addr, ip, sizeof(ip));
+  return fmt::format("[{}]:{}", ip, ntohs(a6.sin6_port));
+}
+
+// The flow of a socket bound to `local` ("IP:PORT"): when it is connected, only its
+// conversation (the exact 5-tuple).
+Result<FlowKey> own_flow(int fd, const char* l4, const std::string& local) {
+  sockaddr_storage peer{};
+  socklen_t len = sizeof(peer);
+  std::string remote;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+    remote = addr_string(peer);
+    if (!remote.empty()) remote.insert(0, ",");
+  }
+  return FlowKey::parse(fmt::format("{}:{}{}", l4, local, remote));
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -95,6 +130,7 @@ struct Server::Impl {
   Result<nlohmann::json> op_attach(Conn& c, const nlohmann::json& m, int fd);
   Result<nlohmann::json> op_detach(Conn& c, const nlohmann::json& m);
   Result<std::vector<FlowKey>> flows_of_socket(int fd);
+  Result<std::vector<FlowKey>> flows_of_socket6(int fd, const char* l4, const sockaddr_in6& local);
   Result<uint32_t> authorize(const Conn& c, const nlohmann::json& m);
   nlohmann::json describe(uint32_t id, const Owned& o);
 };
@@ -648,10 +684,20 @@ Result<std::vector<FlowKey>> Server::Impl::flows_of_socket(int fd) {
   if (l4 == nullptr) return make_error("only UDP and TCP sockets can be attached");
   sockaddr_storage ss{};
   len = sizeof(ss);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 || ss.ss_family != AF_INET)
-    return make_error("only IPv4 sockets can be attached for now");
-  sockaddr_in local;
-  std::memcpy(&local, &ss, sizeof(local));
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 ||
+      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+    return make_error("only IPv4 and IPv6 sockets can be attached");
+  sockaddr_in local{};
+  if (ss.ss_family == AF_INET6) {
+    sockaddr_in6 l6;
+    std::memcpy(&l6, &ss, sizeof(l6));
+    if (!IN6_IS_ADDR_V4MAPPED(&l6.sin6_addr)) return flows_of_socket6(fd, l4, l6);
+    local.sin_family = AF_INET;  // an IPv4 address on a dual-stack socket
+    local.sin_port = l6.sin6_port;
+    std::memcpy(&local.sin_addr, &l6.sin6_addr.s6_addr[12], 4);
+  } else {
+    std::memcpy(&local, &ss, sizeof(local));
+  }
   if (local.sin_port == 0) return make_error("the socket is not bound to a port");
   std::vector<FlowKey> out;
   bool served = false;
@@ -670,21 +716,26 @@ Result<std::vector<FlowKey>> Server::Impl::flows_of_socket(int fd) {
       return make_error(
           "the socket is bound to 0.0.0.0:{} and gaond serves no address with that port",
           ntohs(local.sin_port));
-    // A connected socket: only its conversation (the exact 5-tuple).
-    sockaddr_storage peer{};
-    len = sizeof(peer);
-    std::string remote;
-    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
-        peer.ss_family == AF_INET) {
-      sockaddr_in r;
-      std::memcpy(&r, &peer, sizeof(r));
-      remote = "," + addr_string(r);
-    }
-    auto k = FlowKey::parse(fmt::format("{}:{}{}", l4, addr_string(local), remote));
+    auto k = own_flow(fd, l4, addr_string(local));
     if (!k) return Error{k.error()};
     out.push_back(*k);
   }
   return out;
+}
+
+// An IPv6 socket: attached by its own address, as an IPv4 one bound to an address no
+// service has (sidecar services are IPv4).
+Result<std::vector<FlowKey>> Server::Impl::flows_of_socket6(int fd, const char* l4,
+                                                            const sockaddr_in6& local) {
+  if (local.sin6_port == 0) return make_error("the socket is not bound to a port");
+  if (IN6_IS_ADDR_UNSPECIFIED(&local.sin6_addr))
+    return make_error("the socket is bound to [::]:{}; bind it to one address to attach it",
+                      ntohs(local.sin6_port));
+  sockaddr_storage ss{};
+  std::memcpy(&ss, &local, sizeof(local));
+  auto k = own_flow(fd, l4, addr_string(ss));
+  if (!k) return Error{k.error()};
+  return std::vector<FlowKey>{*k};
 }
 
 Result<nlohmann::json> Server::Impl::op_attach(Conn& c, const nlohmann::json& m, int fd) {

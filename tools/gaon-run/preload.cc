@@ -1,8 +1,8 @@
 // libgaon-preload.so: loaded into an unmodified program by gaon-run (LD_PRELOAD). It wraps
 // bind(): when the program binds the UDP socket gaon-run was asked to match (GAON_RUN_MATCH
-// "udp:PORT", or else its first IPv4 UDP bind), it creates the instance gaon-run described
-// (GAON_RUN_IKERNEL, GAON_RUN_PARAMS one "k=v" per line, GAON_RUN_QUOTA) through libgaon and
-// attaches it to that socket. With GAON_RUN_TCP=1 (gaon-run --tcp) the program's TCP
+// "udp:PORT", or else its first UDP bind, IPv4 or IPv6), it creates the instance gaon-run
+// described (GAON_RUN_IKERNEL, GAON_RUN_PARAMS one "k=v" per line, GAON_RUN_QUOTA) through
+// libgaon and attaches it to that socket. With GAON_RUN_TCP=1 (gaon-run --tcp) the program's TCP
 // sockets bound to the same port are attached to the instance too, whether they are bound
 // before the UDP socket (memcached binds TCP first) or after. Anything that fails is a
 // warning on stderr and the program runs on as if gaon were not there (fail-open). The
@@ -45,15 +45,16 @@ const char* env(const char* k) {
   return v ? v : "";
 }
 
-// The socket's type and IPv4 port (0: not a bound IPv4 socket).
+// The socket's type and port (0: not a bound IPv4 or IPv6 socket).
 unsigned bound_port(int fd, int* type) {
   socklen_t len = sizeof(*type);
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, type, &len) != 0) return 0;
   sockaddr_storage ss{};
   len = sizeof(ss);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 || ss.ss_family != AF_INET)
-    return 0;
-  return ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port);
+  return 0;
 }
 
 bool matches(int fd) {
