@@ -79,7 +79,7 @@ int gaon_steer(struct xdp_md* ctx) {
     gaon_count(GAON_STAT_forwarded);
     return bpf_redirect_map(&gaon_peers, peer, XDP_PASS);
   }
-  const __u32 fp = t->fp_slot;
+  const __u32 fp = t->fp_slot, xsk = gaon_xsk_key(role, ctx->rx_queue_index);
   if (!gaon_lease_fresh()) {  // gaond stalled: around it (and its fast paths), in the kernel
     gaon_count(GAON_STAT_lease_expired);
     if (fp) gaon_fp_count(fp, GAON_FP_STAT_lease_expired);
@@ -93,13 +93,13 @@ int gaon_steer(struct xdp_md* ctx) {
       c->role = role;
       c->peer = peer;
       c->fp_slot = fp;
-      c->xsk = gaon_xsk_key(role, ctx->rx_queue_index);
+      c->xsk = xsk;
       gaon_count(GAON_STAT_fast_path);
       bpf_tail_call(ctx, &gaon_fp_progs, s->prog);
     }
     gaon_count(GAON_STAT_fast_path_missing);  // not loaded: gaond does it all
   }
-  return gaon_hand_up(gaon_xsk_key(role, ctx->rx_queue_index), peer, 0);
+  return gaon_hand_up(xsk, peer, 0);
 }
 
 char LICENSE[] SEC("license") = "GPL";
