@@ -55,23 +55,31 @@ std::string addr_string(const sockaddr_in& a) {
   return fmt::format("{}:{}", ip, ntohs(a.sin_port));
 }
 
+// The IPv4 address of `ss`: an AF_INET one, or an IPv4 address on a dual-stack socket
+// (::ffff:a.b.c.d); none for anything else.
+std::optional<sockaddr_in> ipv4_of(const sockaddr_storage& ss) {
+  sockaddr_in a{};
+  if (ss.ss_family == AF_INET) {
+    std::memcpy(&a, &ss, sizeof(a));
+    return a;
+  }
+  if (ss.ss_family != AF_INET6) return std::nullopt;
+  sockaddr_in6 a6;
+  std::memcpy(&a6, &ss, sizeof(a6));
+  if (!IN6_IS_ADDR_V4MAPPED(&a6.sin6_addr)) return std::nullopt;
+  a.sin_family = AF_INET;
+  a.sin_port = a6.sin6_port;
+  std::memcpy(&a.sin_addr, &a6.sin6_addr.s6_addr[12], 4);
+  return a;
+}
+
 // "IP:PORT" or "[IP6]:PORT" (an IPv4 address on a dual-stack socket as IPv4); "" for
 // another family.
 std::string addr_string(const sockaddr_storage& ss) {
-  if (ss.ss_family == AF_INET) {
-    sockaddr_in a;
-    std::memcpy(&a, &ss, sizeof(a));
-    return addr_string(a);
-  }
+  if (auto a = ipv4_of(ss)) return addr_string(*a);
   if (ss.ss_family != AF_INET6) return "";
   sockaddr_in6 a6;
   std::memcpy(&a6, &ss, sizeof(a6));
-  if (IN6_IS_ADDR_V4MAPPED(&a6.sin6_addr)) {
-    sockaddr_in a{};
-    a.sin_port = a6.sin6_port;
-    std::memcpy(&a.sin_addr, &a6.sin6_addr.s6_addr[12], 4);
-    return addr_string(a);
-  }
   char ip[INET6_ADDRSTRLEN] = {};
   inet_ntop(AF_INET6, &a6.sin6_addr, ip, sizeof(ip));
   return fmt::format("[{}]:{}", ip, ntohs(a6.sin6_port));
@@ -130,7 +138,8 @@ struct Server::Impl {
   Result<nlohmann::json> op_attach(Conn& c, const nlohmann::json& m, int fd);
   Result<nlohmann::json> op_detach(Conn& c, const nlohmann::json& m);
   Result<std::vector<FlowKey>> flows_of_socket(int fd);
-  Result<std::vector<FlowKey>> flows_of_socket6(int fd, const char* l4, const sockaddr_in6& local);
+  Result<std::vector<FlowKey>> flows_of_socket6(int fd, const char* l4,
+                                                const sockaddr_storage& local);
   Result<uint32_t> authorize(const Conn& c, const nlohmann::json& m);
   nlohmann::json describe(uint32_t id, const Owned& o);
 };
@@ -687,17 +696,9 @@ Result<std::vector<FlowKey>> Server::Impl::flows_of_socket(int fd) {
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0 ||
       (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
     return make_error("only IPv4 and IPv6 sockets can be attached");
-  sockaddr_in local{};
-  if (ss.ss_family == AF_INET6) {
-    sockaddr_in6 l6;
-    std::memcpy(&l6, &ss, sizeof(l6));
-    if (!IN6_IS_ADDR_V4MAPPED(&l6.sin6_addr)) return flows_of_socket6(fd, l4, l6);
-    local.sin_family = AF_INET;  // an IPv4 address on a dual-stack socket
-    local.sin_port = l6.sin6_port;
-    std::memcpy(&local.sin_addr, &l6.sin6_addr.s6_addr[12], 4);
-  } else {
-    std::memcpy(&local, &ss, sizeof(local));
-  }
+  const auto v4 = ipv4_of(ss);
+  if (!v4) return flows_of_socket6(fd, l4, ss);
+  const sockaddr_in local = *v4;
   if (local.sin_port == 0) return make_error("the socket is not bound to a port");
   std::vector<FlowKey> out;
   bool served = false;
@@ -726,13 +727,13 @@ Result<std::vector<FlowKey>> Server::Impl::flows_of_socket(int fd) {
 // An IPv6 socket: attached by its own address, as an IPv4 one bound to an address no
 // service has (sidecar services are IPv4).
 Result<std::vector<FlowKey>> Server::Impl::flows_of_socket6(int fd, const char* l4,
-                                                            const sockaddr_in6& local) {
+                                                            const sockaddr_storage& ss) {
+  sockaddr_in6 local;
+  std::memcpy(&local, &ss, sizeof(local));
   if (local.sin6_port == 0) return make_error("the socket is not bound to a port");
   if (IN6_IS_ADDR_UNSPECIFIED(&local.sin6_addr))
     return make_error("the socket is bound to [::]:{}; bind it to one address to attach it",
                       ntohs(local.sin6_port));
-  sockaddr_storage ss{};
-  std::memcpy(&ss, &local, sizeof(local));
   auto k = own_flow(fd, l4, addr_string(ss));
   if (!k) return Error{k.error()};
   return std::vector<FlowKey>{*k};
