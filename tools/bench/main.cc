@@ -222,6 +222,7 @@ int main(int argc, char** argv) {
   if (load == "udp")
     if (auto r = load_udp(*load_to, proto, keys, key_size, value_size); !r) return fail(r.error());
 
+  // tcp: everything over TCP; mixed (both): writes over TCP, GETs over UDP.
   const bool use_udp = transport != "tcp", use_tcp = transport != "udp";
   const int fd = use_udp ? socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0) : -1;
   const int rcvbuf = 4 << 20;
@@ -301,7 +302,7 @@ int main(int argc, char** argv) {
       d = get_request(proto, make_key(s.key, key_size, s.loaded), next_id);
     }
     s.conn = -1;
-    if (transport == "tcp" || (transport == "mixed" && s.write)) {
+    if (!use_udp || (use_tcp && s.write)) {
       s.conn = conn >= 0 ? conn : int(next_conn++ % conns.size());
       Conn& c = conns[size_t(s.conn)];
       c.out.append(d, 8);  // without the UDP frame header
@@ -341,7 +342,7 @@ int main(int argc, char** argv) {
   uint64_t scheduled = 0;  // open loop: requests sent so far on the schedule
   if (!open_loop) {
     const auto now = Clock::now();
-    if (transport == "tcp") {
+    if (!use_udp) {
       for (size_t c = 0; c < conns.size(); ++c)
         for (uint32_t i = 0; i < pipeline; ++i) issue(now, now, int(c));
     } else {
@@ -424,7 +425,7 @@ int main(int argc, char** argv) {
         const uint16_t id = c.fifo.front();
         c.fifo.pop_front();
         complete(by_id[id], r, got_at);
-        if (!open_loop) issue(got_at, got_at, transport == "tcp" ? int(ci) : -1);
+        if (!open_loop) issue(got_at, got_at, use_udp ? -1 : int(ci));
       }
       c.in.erase(0, used);
     }
@@ -481,9 +482,9 @@ int main(int argc, char** argv) {
         {"zipf_theta", theta},
         {"hit_fraction", hit_fraction},
         {"transport", transport},
-        {"concurrency", transport == "tcp" ? connections * pipeline : concurrency},
+        {"concurrency", use_udp ? concurrency : connections * pipeline},
         {"connections", use_tcp ? connections : 0},
-        {"pipeline", transport == "tcp" ? pipeline : 0},
+        {"pipeline", use_udp ? 0 : pipeline},
         {"duration_s", duration},
         {"warmup_s", warmup},
         {"timeout_ms", timeout_ms}}},
