@@ -52,7 +52,7 @@ std::vector<ParamSpec> KvCache::param_specs() {
        "compute UDP checksums of replies (false: 0, none, on IPv4)"},
       {"fast_path", ParamType::boolean, "true",
        "in a bump, serve GET hits in XDP and keep misses in the kernel"},
-      {"hint_age_ms", ParamType::u64, "300000",
+      {"hint_age_ms", ParamType::u64, "60000",
        "how often each key not cached gets a GET through to gaond again", 1, 3.6e6},
       {"unsafe_no_invalidation", ParamType::boolean, "false",
        "TESTING ONLY: ignore writes and flushes (serves stale values; proves the checker)"},
@@ -123,23 +123,15 @@ void KvCache::on_fast_path(FastPathState& fp) {
 }
 
 // The seen bits of kv_abi.h keep the misses of keys gaond has tried to learn in the
-// kernel. A key whose GET reached gaond but was not learned must get its next GET through
-// again: the rejects do it (learn), and so do GETs whose reply never came (one pending
-// entry looked at per call, so each is found within write_timeout_ms plus a sweep of the
-// table) or whose entry another request took (track). The period is for what gaond
-// cannot see (a GET lost between the fast path and gaond): every key gets one GET through
-// again (bounded work: 32 KiB cleared once per period).
+// kernel. A key whose GET reached gaond but was not learned gets its next GET through
+// again at once where gaond sees why (a rejected fill, a reply it cannot read). A reply
+// that never reached gaond says nothing: memcached's miss (END) goes to the client in the
+// kernel, which is the common case, and a lost reply looks the same. So every key gets
+// one GET through again once per period (bounded work: 32 KiB cleared).
 void KvCache::age(Context& ctx) {
-  const uint64_t now = ctx.now_ns();
-  if (hint_age_ns_ && now - aged_ns_ >= hint_age_ns_) {
+  if (hint_age_ns_ && ctx.now_ns() - aged_ns_ >= hint_age_ns_) {
     if (aged_ns_ != 0) table_.forget_all();
-    aged_ns_ = now;
-  }
-  Pending& e = pend_[sweep_++ & (npend_ - 1)];
-  if (e.kind == p_get && now - e.issue_ns >= write_timeout_ns_) {
-    forget_keys(e);
-    ++hdr_->c.unanswered;
-    e.kind = p_free;
+    aged_ns_ = ctx.now_ns();
   }
 }
 
@@ -217,10 +209,6 @@ KvCache::Pending* KvCache::track(uint64_t client, uint16_t req_id, uint64_t now,
   const bool live = e.kind != p_free && now - e.issue_ns < write_timeout_ns_;
   const bool same = live && e.client == client && e.req_id == req_id;
   if (live && !same) ++hdr_->c.pending_evicted;
-  if (e.kind == p_get) {  // its reply can no longer be learned from
-    if (!live) ++hdr_->c.unanswered;
-    forget_keys(e);
-  }
   e.client = client;
   e.req_id = req_id;
   e.issue_ns = now;

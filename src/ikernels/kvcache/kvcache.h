@@ -87,10 +87,9 @@
 //                         binary GET/GETQ/GETK/GETKQ; IPv4 and IPv6) in the driver; GETs for
 //                         keys not cached (after their first) and memcached's miss replies
 //                         go between client and memcached in the kernel
-//   hint_age_ms=300000    how often every key not cached gets one GET through to gaond
-//                         again, in case one was lost where gaond cannot see it (keys
-//                         leaving the cache, not learned, or whose GET went unanswered or
-//                         was pushed out of the pending table get it at once)
+//   hint_age_ms=60000     how often every key not cached gets one GET through to gaond
+//                         again (a key whose reply was lost; keys leaving the cache or not
+//                         learned from a reply gaond saw get it at once)
 //   unsafe_no_invalidation=false  TESTING ONLY: ignore writes and flushes, so stale
 //                         values are served; exists to prove the consistency checker
 // State operations:
@@ -101,7 +100,7 @@
 // Counters (gaond's, from the lists GAON_KVCACHE_COUNTERS and GAON_KVCACHE_TCP_COUNTERS
 // below, which say what each counts; a test keeps this line in step with them): requests,
 // hits, misses, hit_keys, miss_keys, fills, invalidations, writes, flushes, unknown_commands,
-// pending_evicted, unanswered, unmatched_replies, not_learned, replies_too_big, emit_failed,
+// pending_evicted, unmatched_replies, not_learned, replies_too_big, emit_failed,
 // oversize_requests / oversize_replies (datagrams too large for a frame, passed whole: see
 // "too large" above), gaps (times traffic went around it or memcached restarted: see
 // "stalls"); tcp: segments, commands, writes, untracked, gaps, lost, evicted, flushes, acks,
@@ -164,7 +163,6 @@ class KvCache : public PerPacketIKernel<KvCache> {
   X(flushes, "flush_all requests seen")                                                  \
   X(unknown_commands, "requests not understood (treated as a flush)")                    \
   X(pending_evicted, "requests awaiting a reply pushed out of the pending table")        \
-  X(unanswered, "GETs passed to memcached whose reply never came (in write_timeout_ms)") \
   X(unmatched_replies, "replies to no request it tracked")                               \
   X(not_learned, "replies it could not learn from")                                      \
   X(replies_too_big, "hits whose reply would not fit a datagram (passed)")               \
@@ -269,7 +267,6 @@ class KvCache : public PerPacketIKernel<KvCache> {
   // configuration
   uint64_t capacity_ = 0, max_key_ = 0, max_value_ = 0, max_ttl_ns_ = 0, write_timeout_ns_ = 0;
   uint64_t hint_age_ns_ = 0, aged_ns_ = 0;
-  uint64_t sweep_ = 0;  // the next pending entry age() looks at
   uint64_t npend_ = 0, nver_ = 0, ntcp_ = 0;
   kv::Geometry geom_;
   bool udp_checksum_ = false;

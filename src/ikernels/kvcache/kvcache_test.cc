@@ -458,12 +458,10 @@ TEST_F(KvCacheTest, TheTableMovesIntoFastPathMemoryAndTheSeenBitsFollowIt) {
   engine_->set_flow_observer(nullptr);
 }
 
-// A key whose GET reached gaond but whose value it did not learn must get its next GET
-// through again, or the fast path would forward its misses in the kernel for good: a reply
-// gaond cannot read, and a reply that never comes (found by age()'s sweep of the pending
-// table once write_timeout_ms has passed).
-TEST_F(KvCacheTest, AGetNotAnsweredOrNotReadableLetsTheKeysNextGetThrough) {
-  start({"pending=16"});
+// A key whose GET reached gaond but whose value it could not read from the reply gets its
+// next GET through again, or the fast path would forward its misses in the kernel until
+// the seen bits age; a key memcached does not have keeps its misses in the kernel.
+TEST_F(KvCacheTest, AReplyGaondCannotReadLetsTheKeysNextGetThrough) {
   FastPathHere h;
   engine_->set_flow_observer(&h);
   ASSERT_TRUE(engine_->add_flow(*FlowKey::parse("udp:10.0.0.2:11212"), id_));
@@ -472,19 +470,10 @@ TEST_F(KvCacheTest, AGetNotAnsweredOrNotReadableLetsTheKeysNextGetThrough) {
   reply(test::mc_dgram("VALUE big 0 2000\r\n", 1, 2));  // datagram 0 of 2
   EXPECT_FALSE(h.seen("big"));
   EXPECT_EQ(stats()["not_learned"], 1);
-
-  h.see("lost");
-  ASSERT_EQ(request(dgram("get lost\r\n", 2)).host.size(), 1u);
   h.see("absent");
   ASSERT_EQ(request(dgram("get absent\r\n", 3)).host.size(), 1u);
-  reply(dgram("END\r\n", 3));  // memcached has none: its misses may stay in the kernel
-  for (int i = 0; i < 20; ++i) request(dgram("version\r\n", uint16_t(100 + i)));
-  EXPECT_TRUE(h.seen("lost")) << "its reply may still come";
-  now_ += 2'000'000'000;  // past write_timeout_ms
-  for (int i = 0; i < 20; ++i) request(dgram("version\r\n", uint16_t(200 + i)));
-  EXPECT_FALSE(h.seen("lost"));
+  reply(dgram("END\r\n", 3));
   EXPECT_TRUE(h.seen("absent"));
-  EXPECT_EQ(stats()["unanswered"], 1);
   engine_->set_flow_observer(nullptr);
 }
 
