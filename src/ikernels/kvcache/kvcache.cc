@@ -135,10 +135,6 @@ void KvCache::age(Context& ctx) {
   }
 }
 
-void KvCache::forget_keys(const Pending& e) {
-  for (size_t i = 0; i < e.nkeys; ++i) table_.forget(e.hash[i]);
-}
-
 bool KvCache::invalidate_hash(uint64_t h) {
   const bool found = table_.invalidate(h);
   if (found) ++hdr_->c.invalidations;
@@ -798,7 +794,7 @@ Verdict KvCache::on_egress(Context& ctx, Packet& p) {
       if (uh.total == 1 && uh.seq == 0) parse_get_response(payload.subspan(kUdpHeader), resp);
       if (!resp.ok) {
         ++hdr_->c.not_learned;
-        forget_keys(*e);
+        for (size_t i = 0; i < e->nkeys; ++i) table_.forget(e->hash[i]);  // learned next time
         e->kind = p_free;
         break;
       }

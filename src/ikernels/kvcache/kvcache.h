@@ -255,7 +255,6 @@ class KvCache : public PerPacketIKernel<KvCache> {
   void reply_done(Pending& e, uint64_t now);
   void udp_change(const Packet& p, const kv::Request& r, uint16_t req_id, uint64_t now);
   void learn(const kv::Response& resp, Pending& pe, uint64_t now);
-  void forget_keys(const Pending& e);
   void flush_all(uint64_t now, int64_t delay_s = 0);
   Verdict on_tcp(Context& ctx, Packet& p);
   void tcp_command(TcpConn& t, const kv::Request& r, uint64_t now);
