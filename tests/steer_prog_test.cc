@@ -94,8 +94,31 @@ TEST_F(SteerProgTest, AttachedFlowsOfEitherFamilyAreSteeredTheRestForwarded) {
   EXPECT_EQ(decide(udp("x", 11211, false, true)), "steered");
   EXPECT_EQ(decide(udp("x", 11211, true)), "forwarded");
   // An interface the program was not given: the stack's.
-  const uint32_t lo = 1;
-  ASSERT_EQ(bpf_map_delete_elem(x_->map_fd(GAON_MAP_PORTS), &lo), 0);
+  x_->remove_port(1);
+  EXPECT_EQ(decide(udp("x")), "not_ours");
+}
+
+// The port array is probed from each interface's home: lo (ifindex 1) found past another
+// interface with the same home, and still found once that one has gone.
+TEST_F(SteerProgTest, InterfacesWithTheSameHomeInThePortArrayAreAllFound) {
+  lease(0, 0);
+  x_->remove_port(1);
+  const uint32_t same = 1 + GAON_MAX_PORTS, other = 2;  // no frame arrives on these
+  ASSERT_TRUE(x_->set_port(same, GAON_HOST, 0));
+  ASSERT_TRUE(x_->set_port(other, GAON_HOST, 0));
+  EXPECT_EQ(decide(udp("x")), "not_ours");
+  ASSERT_TRUE(x_->set_port(1, GAON_WIRE, 1));  // past `same` and `other`
+  EXPECT_EQ(decide(udp("x")), "steered");
+  x_->remove_port(same);  // lo moves back toward its home
+  EXPECT_EQ(decide(udp("x")), "steered");
+  x_->remove_port(other);
+  EXPECT_EQ(decide(udp("x")), "steered");
+  ASSERT_TRUE(x_->set_port(1, GAON_HOST, 0));  // in place
+  EXPECT_EQ(decide(udp("x", 11211, false)), "steered");
+  x_->remove_port(1);
+  EXPECT_EQ(decide(udp("x")), "not_ours");
+  for (uint32_t i = 0; i < GAON_MAX_PORTS; ++i) ASSERT_TRUE(x_->set_port(100 + i, GAON_HOST, 0));
+  EXPECT_FALSE(x_->set_port(1, GAON_WIRE, 1)) << "the array is full";
   EXPECT_EQ(decide(udp("x")), "not_ours");
 }
 
@@ -115,7 +138,13 @@ TEST_F(SteerProgTest, AttachedFlowsGoAroundAGaondWhoseLeaseExpired) {
   };
   lease(1 * kMs, 50 * kMs);  // fresh
   for (const auto& [what, frame] : attached) EXPECT_EQ(decide(frame), "steered") << what;
-  lease(51 * kMs, 50 * kMs);  // gaond has not polled for 51 ms
+  // gaond has not polled for 150 ms. (The programs' clock is the coarse one, behind gaond's
+  // by a tick or more: they see a lapse that much later, never earlier; see xdp_abi.h.)
+  lease(150 * kMs, 50 * kMs);
+  for (const auto& [what, frame] : attached) EXPECT_EQ(decide(frame), "lease_expired") << what;
+  lease(45 * kMs, 50 * kMs);  // not yet
+  for (const auto& [what, frame] : attached) EXPECT_EQ(decide(frame), "steered") << what;
+  lease(150 * kMs, 50 * kMs);
   for (const auto& [what, frame] : attached) EXPECT_EQ(decide(frame), "lease_expired") << what;
   set_role(GAON_HOST);
   EXPECT_EQ(decide(udp(test::mc_dgram("STORED\r\n", 7), 11211, false)), "lease_expired");

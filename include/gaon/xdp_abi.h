@@ -40,12 +40,16 @@
 #define GAON_FP_CHUNK (1u << 20)    // bytes per gaon_fp_mem element
 #define GAON_FP_CHUNKS_DEFAULT 256  // gaon_fp_mem entries unless gaond says otherwise
 
-// Which side a frame arrived on (gaon_ports value), keyed by ifindex.
+// Which side a frame arrived on. gaon_ports is an array of GAON_MAX_PORTS (a power of
+// two) probed linearly from gaon_port_home(ifindex) up to the first empty element
+// (ifindex 0): one inlined array lookup per frame where a hash lookup cost ~20 ns.
 enum gaon_role { GAON_WIRE = 0, GAON_HOST = 1 };
 struct gaon_port {
-  __u32 role;  // enum gaon_role
-  __u32 peer;  // slot in gaon_peers of the other interface
+  __u32 ifindex;  // 0: empty
+  __u32 role;     // enum gaon_role
+  __u32 peer;     // slot in gaon_peers of the other interface
 };
+static inline __u32 gaon_port_home(__u32 ifindex) { return ifindex & (GAON_MAX_PORTS - 1); }
 
 // gaon_xsks: one AF_XDP socket per receive queue of each interface (an AF_XDP socket only
 // takes frames from the queue it is bound to), keyed by role and queue. A queue beyond
@@ -67,11 +71,15 @@ struct gaon_flow_target {
 };
 
 // The lease gaond holds on the programs (gaon_lease, one element, memory-mapped). gaond
-// writes renewed_ns (CLOCK_MONOTONIC, the clock bpf_ktime_get_ns reads) at every poll of
-// its datapath. Frames of attached flows go to gaond or to a fast path only while
-// now - renewed_ns <= bound_ns; once gaond stalls longer, they are forwarded in the kernel
-// (fail-safe: a write gaond would not see must not leave a stale value served), until
-// gaond renews. bound_ns 0: no lease.
+// writes renewed_ns (CLOCK_MONOTONIC) at every poll of its datapath. Frames of attached
+// flows go to gaond or to a fast path only while now - renewed_ns <= bound_ns; once gaond
+// stalls longer, they are forwarded in the kernel (fail-safe: a write gaond would not see
+// must not leave a stale value served), until gaond renews. bound_ns 0: no lease.
+// The programs' `now` is bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC as of the last tick: a
+// few ns to read, against ~15 for the precise clock), read before renewed_ns. It lags
+// gaond's clock (by a tick, more on a CPU back from idle) and never leads it, so the
+// programs see a lease lapse no earlier than gaond does (a renewal "in the future" counts
+// as fresh); docs/fast-path.md has why that is safe.
 struct gaon_lease {
   __u64 renewed_ns;
   __u64 bound_ns;
@@ -95,6 +103,7 @@ struct gaon_fp_ctx {
   __u32 peer;     // gaon_peers slot of the other interface
   __u32 fp_slot;  // the instance's gaon_fp_slots entry
   __u32 xsk;      // the frame's gaon_xsks key (gaon_xsk_key of its role and queue)
+  __u64 now_ns;   // the steering program's `now` (gaon_lease), for the fast path's expiry
 };
 
 // ---- counters

@@ -46,6 +46,7 @@ class XdpProgram {
   static gaon_flow flow_key(const FlowKey& k);
 
   Result<void> set_port(uint32_t ifindex, gaon_role role, uint32_t peer_slot);
+  void remove_port(uint32_t ifindex);  // its frames are the host stack's again
   Result<void> set_peer(uint32_t slot, uint32_t ifindex);
   Result<void> set_xsk(gaon_role role, uint32_t queue, int fd);  // that queue's socket
 
@@ -83,6 +84,7 @@ class XdpProgram {
   int prog_fd_ = -1;
   int ports_ = -1, xsks_ = -1, peers_ = -1, flows_ = -1, stats_ = -1, fp_progs_ = -1,
       fp_slots_ = -1, fp_stats_ = -1;
+  gaon_port ports_at_[GAON_MAX_PORTS] = {};  // gaon_ports as written (probing, xdp_abi.h)
   gaon_lease* lease_ = nullptr;
   uint8_t* fp_mem_ = nullptr;
   size_t fp_mem_bytes_ = 0;

@@ -11,11 +11,22 @@
 #include "gaon/xdp_abi.h"
 
 struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, GAON_MAX_PORTS);
-  __type(key, __u32);  // ifindex
+  __type(key, __u32);  // gaon_port_home(ifindex), then the next ones (xdp_abi.h)
   __type(value, struct gaon_port);
 } gaon_ports SEC(".maps");
+
+// The interface's gaon_ports entry, or 0: not one gaon was given.
+static __always_inline struct gaon_port* gaon_port_of(__u32 ifindex) {
+  for (__u32 i = 0; i < GAON_MAX_PORTS; ++i) {
+    __u32 k = (gaon_port_home(ifindex) + i) & (GAON_MAX_PORTS - 1);
+    struct gaon_port* p = bpf_map_lookup_elem(&gaon_ports, &k);
+    if (!p || p->ifindex == 0) return 0;
+    if (p->ifindex == ifindex) return p;
+  }
+  return 0;
+}
 
 struct {
   __uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -103,15 +114,17 @@ static __always_inline void gaon_fp_count(__u32 fp_slot, __u32 what) {
   if (c) *c += 1;
 }
 
-// Is gaond's lease fresh (or is there no lease)?
-static __always_inline int gaon_lease_fresh(void) {
+// Is gaond's lease fresh at `now` (bpf_ktime_get_coarse_ns, read before this), or is there
+// no lease? A renewal after `now` (gaond reads the precise clock, which leads the coarse
+// one) is fresh. The clock first, then renewed_ns: a lapse seen here is one gaond sees.
+static __always_inline int gaon_lease_fresh(__u64 now) {
   __u32 zero = 0;
   struct gaon_lease* l = bpf_map_lookup_elem(&gaon_lease, &zero);
   if (!l) return 0;
   const __u64 bound = *(volatile __u64*)&l->bound_ns;
   if (bound == 0) return 1;
   const __u64 renewed = *(volatile __u64*)&l->renewed_ns;
-  return bpf_ktime_get_ns() - renewed <= bound;
+  return now <= renewed || now - renewed <= bound;
 }
 
 // Hand the frame to gaond (its socket for the interface and queue it arrived on: `xsk`,

@@ -67,8 +67,7 @@ static __always_inline struct gaon_flow_target* attached(void* data, void* end, 
 
 SEC("xdp")
 int gaon_steer(struct xdp_md* ctx) {
-  __u32 ifindex = ctx->ingress_ifindex;
-  struct gaon_port* port = bpf_map_lookup_elem(&gaon_ports, &ifindex);
+  struct gaon_port* port = gaon_port_of(ctx->ingress_ifindex);
   if (!port) {
     gaon_count(GAON_STAT_not_ours);
     return XDP_PASS;
@@ -80,7 +79,8 @@ int gaon_steer(struct xdp_md* ctx) {
     return bpf_redirect_map(&gaon_peers, peer, XDP_PASS);
   }
   const __u32 fp = t->fp_slot, xsk = gaon_xsk_key(role, ctx->rx_queue_index);
-  if (!gaon_lease_fresh()) {  // gaond stalled: around it (and its fast paths), in the kernel
+  const __u64 now = bpf_ktime_get_coarse_ns();
+  if (!gaon_lease_fresh(now)) {  // gaond stalled: around it (and its fast paths), in the kernel
     gaon_count(GAON_STAT_lease_expired);
     if (fp) gaon_fp_count(fp, GAON_FP_STAT_lease_expired);
     return bpf_redirect_map(&gaon_peers, peer, XDP_PASS);
@@ -94,6 +94,7 @@ int gaon_steer(struct xdp_md* ctx) {
       c->peer = peer;
       c->fp_slot = fp;
       c->xsk = xsk;
+      c->now_ns = now;
       gaon_count(GAON_STAT_fast_path);
       bpf_tail_call(ctx, &gaon_fp_progs, s->prog);
     }

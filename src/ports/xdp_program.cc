@@ -166,11 +166,50 @@ int XdpProgram::map_fd(const char* name) const {
   return bpf_object__find_map_fd_by_name(obj_, name);
 }
 
+static_assert((GAON_MAX_PORTS & (GAON_MAX_PORTS - 1)) == 0);
+
+// gaon_ports is probed linearly from each interface's home (xdp_abi.h): an interface goes
+// where it already is or into the first empty element from its home; one that leaves is
+// filled by the later entries of its run that may move back (backward-shift deletion), so
+// every entry stays reachable from its home without passing an empty element.
 Result<void> XdpProgram::set_port(uint32_t ifindex, gaon_role role, uint32_t peer_slot) {
-  const gaon_port p{uint32_t(role), peer_slot};
-  if (bpf_map_update_elem(ports_, &ifindex, &p, BPF_ANY) != 0)
-    return make_error("the XDP port map: {}", std::strerror(errno));
-  return ok();
+  if (ifindex == 0) return make_error("the XDP port map: ifindex 0");
+  std::lock_guard lock(mu_);
+  for (uint32_t i = 0; i < GAON_MAX_PORTS; ++i) {
+    uint32_t k = (gaon_port_home(ifindex) + i) & (GAON_MAX_PORTS - 1);
+    if (ports_at_[k].ifindex != 0 && ports_at_[k].ifindex != ifindex) continue;
+    const gaon_port p{ifindex, uint32_t(role), peer_slot};
+    if (bpf_map_update_elem(ports_, &k, &p, BPF_ANY) != 0)
+      return make_error("the XDP port map: {}", std::strerror(errno));
+    ports_at_[k] = p;
+    return ok();
+  }
+  return make_error("the XDP port map: more than {} interfaces", GAON_MAX_PORTS);
+}
+
+void XdpProgram::remove_port(uint32_t ifindex) {
+  std::lock_guard lock(mu_);
+  constexpr uint32_t kMask = GAON_MAX_PORTS - 1;
+  uint32_t hole = GAON_MAX_PORTS;
+  for (uint32_t i = 0; i < GAON_MAX_PORTS && hole == GAON_MAX_PORTS; ++i) {
+    const uint32_t k = (gaon_port_home(ifindex) + i) & kMask;
+    if (ports_at_[k].ifindex == 0) return;  // not there
+    if (ports_at_[k].ifindex == ifindex) hole = k;
+  }
+  if (hole == GAON_MAX_PORTS) return;
+  for (uint32_t j = (hole + 1) & kMask; ports_at_[j].ifindex != 0 && j != hole;
+       j = (j + 1) & kMask) {
+    const uint32_t home = gaon_port_home(ports_at_[j].ifindex);
+    // May the entry at j move back to the hole: is its home not in (hole, j]?
+    if (((j - home) & kMask) < ((j - hole) & kMask)) continue;
+    // Written at the hole first: it is reachable at every moment (twice, for a moment).
+    (void)bpf_map_update_elem(ports_, &hole, &ports_at_[j], BPF_ANY);
+    ports_at_[hole] = ports_at_[j];
+    hole = j;
+  }
+  const gaon_port empty{};
+  (void)bpf_map_update_elem(ports_, &hole, &empty, BPF_ANY);
+  ports_at_[hole] = empty;
 }
 Result<void> XdpProgram::set_peer(uint32_t slot, uint32_t ifindex) {
   if (bpf_map_update_elem(peers_, &slot, &ifindex, BPF_ANY) != 0)

@@ -10,6 +10,7 @@ namespace {
 
 static_assert(sizeof(kv_set) == 64 && sizeof(kv_slot) == 64 && sizeof(kv_table_hdr) <= 64);
 static_assert(KV_SETS_OFF % 64 == 0);
+// kv_set_pos divides by a multiply: exact while sets < 2^30 (Table::geometry's bound).
 
 template <class T>
 std::atomic_ref<T> at(T& v) {
@@ -78,6 +79,8 @@ void Table::lay_out(uint8_t* mem, const Geometry& g, uint32_t flags, uint64_t ge
   h->max_key = g.max_key;
   h->max_value = g.max_value;
   h->flags = flags;
+  h->sets_chunk_k = 30 + uint32_t(std::bit_width(g.sets_chunk - 1));  // 30 + ceil(log2 d)
+  h->sets_chunk_m = uint32_t(((uint64_t(1) << h->sets_chunk_k) + g.sets_chunk - 1) / g.sets_chunk);
   at(h->magic).store(KV_ABI_MAGIC, std::memory_order_release);  // readers may start
   hdr_ = h;
 }

@@ -12,14 +12,21 @@
 // it changes, so a concurrent reader never serves a torn or invalidated entry.
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 
 #include "gaon/result.h"
 #include "kv_abi.h"
 
 namespace gaon::kv {
+
+// The hash reads keys as native-order words and pads the last with zeros in its high
+// bytes, as the fast path does: right on little-endian machines only.
+static_assert(std::endian::native == std::endian::little);
 
 struct Geometry {
   uint32_t nsets = 0, set_bytes = 0, slot_bytes = 0, sets_chunk0 = 0, sets_chunk = 0;
@@ -40,8 +47,12 @@ class Table {
  public:
   static Result<Geometry> geometry(uint64_t capacity, uint32_t max_key, uint32_t max_value);
   static uint64_t hash(std::string_view key) {
-    uint64_t h = KV_HASH_INIT;
-    for (unsigned char c : key) h = kv_hash_step(h, c);
+    uint64_t h = kv_hash_init(uint32_t(key.size()));
+    for (size_t i = 0; i < key.size(); i += 8) {
+      uint64_t w = 0;  // the last word zero-padded (native order, as the fast path loads it)
+      std::memcpy(&w, key.data() + i, std::min<size_t>(8, key.size() - i));
+      h = kv_hash_step(h, w);
+    }
     return kv_hash_final(h);
   }
 

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -30,10 +32,10 @@ TEST(KvTable, GeometryKeepsSetsInsideChunksAndOutOfTheirSlack) {
       EXPECT_LE(g->slot_bytes, uint32_t(KV_SLOT_MAX));
       EXPECT_EQ(g->nsets & (g->nsets - 1), 0u);
       EXPECT_LE(uint64_t(g->nsets) * g->set_bytes, cap);
-      kv_table_hdr h{};
-      h.set_bytes = g->set_bytes;
-      h.sets_chunk0 = g->sets_chunk0;
-      h.sets_chunk = g->sets_chunk;
+      std::vector<uint8_t> mem(KV_HDR_BYTES);  // the header is all lay_out writes
+      Table t;
+      t.lay_out(mem.data(), *g, 0);
+      const kv_table_hdr& h = *reinterpret_cast<const kv_table_hdr*>(mem.data());
       uint32_t last_chunk = 0;
       for (uint32_t s = 0; s < g->nsets; s += 1 + s / 7) {
         uint32_t c, off;
@@ -136,13 +138,46 @@ TEST(KvTable, AFullSetEvictsByClockSparingRecentlyHitEntries) {
   EXPECT_NE(t.find(Table::hash("new"), "new", 1), nullptr);
 }
 
-TEST(KvTable, TheHashIsFnv1aThenMurmursFinalizerAndNeverZero) {
-  uint64_t h = KV_HASH_INIT;
-  for (char c : std::string("foobar")) h = kv_hash_step(h, uint8_t(c));
-  EXPECT_EQ(h, 0x85944171f73967e8ull);  // FNV-1a 64 test vector
-  EXPECT_EQ(Table::hash("foobar"), kv_hash_final(h));
+// kv_set_pos divides by a multiply: the same chunk and offset as dividing, for every slot
+// size's sets per chunk, at the ends of the range and around every chunk boundary.
+TEST(KvTable, SetPositionsByMultiplyAreThoseByDivision) {
+  std::vector<uint8_t> mem(KV_HDR_BYTES);  // the header is all lay_out writes
+  for (uint32_t value : {1u, 64u, 200u, 1000u, 1360u}) {
+    auto g = Table::geometry(uint64_t(1) << 40, 250, value);
+    ASSERT_TRUE(g) << g.error();
+    Table t;
+    t.lay_out(mem.data(), *g, 0);
+    const auto* h = reinterpret_cast<const kv_table_hdr*>(mem.data());
+    const uint32_t d = g->sets_chunk;
+    std::vector<uint32_t> rs = {0, 1, d - 1, d, d + 1, (1u << 30) - 1, (1u << 30) - d};
+    for (uint32_t c = 1; c < (1u << 30) / d; c = c * 3 + 1)
+      for (uint32_t e : {c * d - 1, c * d, c * d + 1}) rs.push_back(e);
+    for (uint32_t r : rs) {
+      uint32_t chunk, off;
+      kv_set_pos(h, g->sets_chunk0 + r, &chunk, &off);
+      ASSERT_EQ(chunk, 1 + r / d) << "r=" << r << " d=" << d;
+      ASSERT_EQ(off, (r % d) * g->set_bytes) << "r=" << r << " d=" << d;
+    }
+  }
+}
+
+TEST(KvTable, TheHashTakesTheKeyAWordAtATimeThenMurmursFinalizerAndIsNeverZero) {
+  // "0123456789": one whole word, then "89" zero-padded; the length goes in first.
+  uint64_t w0, w1 = 0;
+  std::memcpy(&w0, "01234567", 8);
+  std::memcpy(&w1, "89", 2);
+  const uint64_t h = kv_hash_step(kv_hash_step(KV_HASH_INIT ^ 10, w0), w1);
+  EXPECT_EQ(Table::hash("0123456789"), kv_hash_final(h));
+  // The same words, another length: another hash (binary keys may end in zeros).
+  EXPECT_NE(Table::hash(std::string_view("ab\0", 3)), Table::hash("ab"));
+  EXPECT_NE(Table::hash("12345678"), Table::hash("123456780"));
   EXPECT_NE(Table::hash(""), 0u);
   EXPECT_EQ(kv_hash_final(0), 1u);
+  // Keys that differ in one byte anywhere pick sets evenly enough: 4096 keys, 64 sets.
+  std::array<int, 64> n{};
+  for (int i = 0; i < 4096; ++i) ++n[Table::hash("key:" + std::to_string(100000 + i)) & 63];
+  EXPECT_LT(*std::max_element(n.begin(), n.end()), 2 * 4096 / 64);
+  EXPECT_GT(*std::min_element(n.begin(), n.end()), 4096 / 64 / 2);
 }
 
 }  // namespace

@@ -35,6 +35,7 @@
 #define REQ_MAX 288           // the longest request handled: 8 + 24 + 250 (binary GETK)
 #define UDP_MAX_PAYLOAD 1400  // memcached's datagram payload limit (mc_proto.h)
 #define BIN_HDR 24
+#define ONES 0x0101010101010101ull  // times a byte: that byte in each of 8
 // A length the verifier can bound: 1..m (m a power of two) for a value known to be in it.
 #define LEN(x, m) ((((x)-1) & ((m)-1)) + 1)
 // Keeps the compiler from recomputing a bounds-checked value elsewhere, where the verifier
@@ -151,13 +152,14 @@ static __always_inline int udp_csum_ok(struct xdp_md* ctx, const struct frame* f
   if (!f->is6 && field == 0) return 1;
   __u16* uw = (__u16*)udp;
   __u64 sum = ph + uw[0] + uw[1] + uw[2] + uw[3];
+  // 8 bytes at a time, as two 32-bit words (their sum folds to the 16-bit words' sum);
+  // past the end zeros: an odd last byte is padded with one (low in this order).
   const __u8* q = sc->req;
-  for (__u32 i = 0; i < REQ_MAX; i += 2) {
+  for (__u32 i = 0; i < REQ_MAX; i += 8) {
     if (i >= pl) break;
-    if (i + 1 < pl)
-      sum += *(const __u16*)(q + i);
-    else
-      sum += q[i];  // the odd byte, padded with a zero (low in this order)
+    const __u32 left = pl - i;
+    const __u64 w = *(const __u64*)(q + i) & (left >= 8 ? ~0ull : (1ull << (left * 8)) - 1);
+    sum += (w & 0xffffffff) + (w >> 32);
   }
   if (csum_fold(sum) == 0xffff) return 1;
   return field == csum_fold(ph);
@@ -268,6 +270,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   struct gaon_fp_ctx* fc = bpf_map_lookup_elem(&gaon_fp_ctx, &zero);
   if (!fc) return XDP_PASS;
   const __u32 role = fc->role, peer = fc->peer, fp = fc->fp_slot, xsk = fc->xsk;
+  const __u64 now = fc->now_ns;  // coarse: memcached's own clock ticks once a second
   struct gaon_fp_slot* fs = bpf_map_lookup_elem(&gaon_fp_slots, &fp);
   if (!fs || fs->chunks == 0) return gaon_hand_up(xsk, peer, fp);
   const __u32 first = fs->first_chunk, nchunks = fs->chunks;
@@ -293,7 +296,9 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   const __u32 poff = f.l4 + sizeof(struct udphdr);
   if (bpf_xdp_load_bytes(ctx, poff, sc->req, LEN(pl, 512))) return gaon_hand_up(xsk, peer, fp);
   __u8* q = sc->req;
-  if (q[2] | q[3] | q[4] | (q[5] ^ 1)) return gaon_hand_up(xsk, peer, fp);  // 0 of 1
+  __u8* fh = (void*)(long)ctx->data + poff;  // read in the frame: the copy is still in flight
+  if ((void*)(fh + MC_HDR) > (void*)(long)ctx->data_end) return gaon_hand_up(xsk, peer, fp);
+  if (fh[2] | fh[3] | fh[4] | (fh[5] ^ 1)) return gaon_hand_up(xsk, peer, fp);  // 0 of 1
   if (!udp_csum_ok(ctx, &f, sc, pl)) return gaon_hand_up(xsk, peer, fp);
   pl = *(volatile __u32*)&sc->pl;  // forget what the checksum loop taught (forget_bounds)
   if (pl < MC_HDR + 7 || pl > REQ_MAX) return gaon_hand_up(xsk, peer, fp);
@@ -328,13 +333,20 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   }
   if (klen == 0 || klen > KV_MAX_KEY || klen > t->max_key) return gaon_hand_up(xsk, peer, fp);
   sc->klen = klen;
-  __u64 h = KV_HASH_INIT;
-  for (__u32 i = 0; i < KV_MAX_KEY; ++i) {
-    if (i >= klen) break;
-    const __u8 ch = q[(ko + i) & 511];
-    if (kind != BINARY && (ch <= ' ' || ch == 0x7f)) return gaon_hand_up(xsk, peer, fp);
-    h = kv_hash_step(h, ch);
+  // The hash (kv_abi.h), 8 bytes at a time; an ASCII key must hold no control character,
+  // space or DEL (found a word at a time: a byte below 0x21, or one equal to 0x7f).
+  __u64 h = kv_hash_init(klen), odd = 0;
+  for (__u32 i = 0; i < (KV_MAX_KEY + 7) / 8; ++i) {
+    const __u32 at = i * 8;
+    if (at >= klen) break;
+    const __u32 left = klen - at;
+    const __u64 m = left >= 8 ? ~0ull : (1ull << (left * 8)) - 1;
+    const __u64 w = *(const __u64*)(q + ((ko + at) & 511)) & m;
+    const __u64 y = w | (ONES * '!' & ~m), z = y ^ (ONES * 0x7f);  // '!': a byte allowed
+    odd |= ((y - ONES * 0x21) & ~y) | ((z - ONES) & ~z);
+    h = kv_hash_step(h, w);
   }
+  if (kind != BINARY && (odd & (ONES * 0x80))) return gaon_hand_up(xsk, peer, fp);
   h = kv_hash_final(h);
   klen = forget_bounds(sc);
   if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(xsk, peer, fp);
@@ -352,7 +364,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   BARRIER_VAR(off);
   struct kv_set* set = (void*)(mem + off);
   const __u32 tag = kv_tag(h), slot_bytes = t->slot_bytes;
-  const __u64 gen = t->generation, now = bpf_ktime_get_ns();
+  const __u64 gen = t->generation;
   struct kv_slot* hit = 0;
   __u32 seq = 0, way = 0;
   // The way whose entry has this hash (64 bits: another key with it is so unlikely that it
@@ -474,9 +486,14 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
       return XDP_DROP;  // cannot happen: the frame had this length a moment ago
     return gaon_hand_up(xsk, peer, fp);
   }
-  // The frame header: the request id echoed, datagram 0 of 1.
-  __u8 mh[MC_HDR] = {q[0], q[1], 0, 0, 0, 1, 0, 0};
-  if (bpf_xdp_store_bytes(ctx, poff, mh, MC_HDR)) return XDP_DROP;
+  // The frame header: the request id echoed, datagram 0 of 1 (written in place: a helper
+  // call costs more than these 8 bytes).
+  __u8* mh = (void*)(long)ctx->data + poff;
+  if ((void*)(mh + MC_HDR) > (void*)(long)ctx->data_end) return XDP_DROP;
+  mh[0] = q[0];
+  mh[1] = q[1];
+  *(__u16*)(mh + 2) = 0;
+  *(__u32*)(mh + 4) = bpf_htonl(0x00010000);
   if (!finish_reply(ctx, f.is6, n, (t->flags & KV_F_UDP_CSUM) != 0)) return XDP_DROP;
   const __u32 bit = 1u << way;
   if (!(*(volatile __u32*)&set->ref & bit)) __sync_fetch_and_or(&set->ref, bit);
