@@ -41,7 +41,9 @@ TEST(KvTable, GeometryKeepsSetsInsideChunksAndOutOfTheirSlack) {
         uint32_t c, off;
         kv_set_pos(&h, s, &c, &off);
         EXPECT_LE(off + g->set_bytes, GAON_FP_CHUNK - KV_CHUNK_SLACK) << s;
-        if (c == 0) EXPECT_GE(off, uint32_t(KV_SETS_OFF));
+        if (c == 0) {
+          EXPECT_GE(off, uint32_t(KV_SETS_OFF));
+        }
         EXPECT_LT(c, g->chunks);
         last_chunk = std::max(last_chunk, c);
       }

@@ -485,7 +485,9 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     }
     if (vlen)
       bad |= bpf_xdp_store_bytes(ctx, at, d + (vo & (KV_SLOT_MAX - 1)), LEN(vlen, KV_SLOT_MAX));
-  } else {
+  } else if (a_len == b_off) {  // gets, or no cas in the slot: the reply is one piece
+    bad |= bpf_xdp_store_bytes(ctx, poff + MC_HDR, d, LEN(a_len + b_len, KV_SLOT_MAX));
+  } else {  // get of an item with its cas: the text around the " CAS" part
     bad |= bpf_xdp_store_bytes(ctx, poff + MC_HDR, d, LEN(a_len, 512));
     bad |= bpf_xdp_store_bytes(ctx, poff + MC_HDR + a_len, d + (b_off & (KV_SLOT_MAX - 1)),
                                LEN(b_len, KV_SLOT_MAX));

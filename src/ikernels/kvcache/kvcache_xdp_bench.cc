@@ -4,7 +4,8 @@
 // one separate call with repeat = 1 — with repeat > 1 the kernel reruns the program on the
 // reply it just built, so only the first run would be a hit — on a GET for a key drawn at
 // random from a loaded table (one key every time would keep it in the cache: it hides the
-// misses a real table has). Keys of 16 bytes, values of 32, as in the testbed benchmarks.
+// misses a real table has). Keys of 16 bytes, values of 32, items learned from a `get`
+// (no cas: the reply is one piece of the slot), as in the testbed benchmarks.
 //
 //   sudo build/gaon-microbench --benchmark_filter=Xdp
 //   prog_ns of BM_Xdp_FastPathHit  vs  prog_ns of BM_Xdp_FloorHit   (goal: <= 2x)
@@ -89,7 +90,7 @@ struct XdpRig {
     const std::string value(32, 'v');
     for (int i = 0; i < kKeys; ++i) {
       const std::string k = key_of(i);
-      table.insert(kv::Table::hash(k), k, {value, 0, uint64_t(i + 1), true}, UINT64_MAX);
+      table.insert(kv::Table::hash(k), k, {value, 0, 0, false}, UINT64_MAX);  // learned by a get
     }
     for (int i = 0; i < kKeys; ++i) {  // the keys that stayed (a full set evicts)
       const std::string k = key_of(i);
