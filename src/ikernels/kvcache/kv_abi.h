@@ -4,39 +4,32 @@
 // (gaon/xdp_abi.h), memory-mapped by gaond; elsewhere in the instance's state region. The
 // layout is the same in both.
 //
-// The table is a run of GAON_FP_CHUNK-byte chunks, dense: what a hit touches sits on few
-// pages. Chunk 0 starts with the header (struct kv_table_hdr) and the "seen" bits; then
-// come the sets, 64 bytes each and back to back (so none straddles a chunk), on into as
-// many chunks as they need. A set (struct kv_set) holds KV_WAYS tags and, for each, the
-// number of the slot that holds the entry. The slots follow the sets (in the chunk where
-// the sets end, past them, then on): slots_chunk of slot_bytes in each chunk, never in a
-// chunk's last KV_CHUNK_SLACK bytes (so the BPF verifier can bound every read of a slot by
-// the chunk's size). The writer hands out free slots lowest first and reuses the last
-// freed first, so the live ones stay packed. A slot is a struct kv_slot followed by its
-// data:
+// The table is a run of GAON_FP_CHUNK-byte chunks. Chunk 0 starts with the header (struct
+// kv_table_hdr) and the "seen" bits; then come the sets, which never straddle a chunk and
+// never use a chunk's last KV_CHUNK_SLACK bytes (so the BPF verifier can bound every read
+// of a slot by the chunk's size). A set is a struct kv_set (tags, CLOCK bits) followed by
+// KV_WAYS slots of slot_bytes each; a slot is a struct kv_slot followed by its data:
 //
 //   "VALUE " KEY " FLAGS BYTES" [" CAS"] "\r\n" VALUE "\r\n" "END\r\n"
 //
 // i.e. memcached's whole reply to `gets KEY` (to `get KEY` without the " CAS" part), so the
-// fast path answers with one or two copies; the binary reply takes the key and the value
-// from it.
+// fast path answers with two copies; the binary reply takes the key and the value from it.
 //
 // Concurrency (docs/fast-path.md has the argument): each slot has a sequence counter. The
 // writer makes it odd, changes the slot, makes it even again (with release ordering); a
 // reader reads it before and after copying and serves nothing if it was odd or changed.
-// Tags, slot numbers and CLOCK bits are only hints: the slot itself (hash, key,
-// generation, expiry) is what a reader checks, under the counter. The header's generation
-// is the table's: a flush bumps it and every slot of an older one is dead. Readers set a
-// slot's CLOCK bit with an atomic OR (and only when it is clear). Free slots are the
-// writer's own list (not in the table): writers in the kernel, added later with atomics
-// on the same layout, would take slots from a supply of their own (docs/fast-path.md).
+// Tags and CLOCK bits are only hints: the slot itself (hash, key, generation, expiry) is
+// what a reader checks, under the counter. The header's generation is the table's: a flush
+// bumps it and every slot of an older one is dead. Readers set CLOCK bits with atomic ORs
+// (and only when a bit is clear), so writers in the kernel can later be added with atomics
+// and the same layout.
 #pragma once
 
 #include <linux/types.h>
 
 #include "gaon/xdp_abi.h"
 
-#define KV_ABI_MAGIC 0x3376636b6e6f6167ull  // "gaonkcv3", little endian; 0: not laid out
+#define KV_ABI_MAGIC 0x3276636b6e6f6167ull  // "gaonkcv2", little endian; 0: not laid out
 #define KV_WAYS 8
 #define KV_SEEN_BITS (1u << 18)  // one bit per hash class: "a GET of it reached gaond lately"
 #define KV_HDR_BYTES 4096
@@ -53,29 +46,29 @@
 #define KV_F_UDP_CSUM 1u  // replies carry a full UDP checksum over IPv4 (IPv6: always)
 
 struct kv_table_hdr {
-  __u64 magic;       // KV_ABI_MAGIC once the geometry below is written
-  __u64 generation;  // the live generation (a flush bumps it)
-  __u32 nsets;       // a power of two; set s is at KV_SETS_OFF + 64 s from chunk 0's start
-  __u32 nslots;
+  __u64 magic;        // KV_ABI_MAGIC once the geometry below is written
+  __u64 generation;   // the live generation (a flush bumps it)
+  __u32 nsets;        // a power of two
+  __u32 set_bytes;    // sizeof(struct kv_set) + KV_WAYS * slot_bytes
   __u32 slot_bytes;   // a multiple of 64, at most KV_SLOT_MAX
-  __u32 slots_first;  // the chunk of slot 0
-  __u32 slots_chunk;  // slots in each chunk from slots_first on
+  __u32 sets_chunk0;  // sets in chunk 0
+  __u32 sets_chunk;   // sets in every further chunk
   __u32 chunks;       // chunks the table spans
   __u32 max_key;
   __u32 max_value;
   __u32 flags;  // KV_F_*
-  // i / slots_chunk as (i * slots_chunk_m) >> slots_chunk_k (kv_slot_pos): k = 30 +
-  // ceil(log2 slots_chunk), m = ceil(2^k / slots_chunk) (below 2^31 + 1).
-  __u32 slots_chunk_m;
-  __u32 slots_chunk_k;
-  // Slot positions of chunk slots_first that the sets' end takes: slot i is at position
-  // i + slots_skip, counted from slots_first's start, slots_chunk positions a chunk.
-  __u32 slots_skip;
+  // r / sets_chunk as (r * sets_chunk_m) >> sets_chunk_k (kv_set_pos): k = 30 +
+  // ceil(log2 sets_chunk), m = ceil(2^k / sets_chunk) (below 2^31 + 1).
+  __u32 sets_chunk_m;
+  __u32 sets_chunk_k;
+  __u32 pad;
 };
 
 struct kv_set {
-  __u32 tag[KV_WAYS];   // (hash >> 32) | 1 of each way's entry; 0: empty
-  __u32 slot[KV_WAYS];  // the slot number of each way's entry
+  __u32 tag[KV_WAYS];  // (hash >> 32) | 1 of each way's entry; 0: empty
+  __u32 ref;           // CLOCK reference bits, one per way
+  __u32 hand;          // CLOCK hand (writer only)
+  __u8 pad[24];
 };
 
 struct kv_slot {
@@ -91,8 +84,7 @@ struct kv_slot {
   __u8 ftext;    // bytes of " FLAGS BYTES" in the data
   __u8 ctext;    // bytes of " CAS" in the data (0 without has_cas)
   __u8 pad0;
-  __u32 ref;  // CLOCK reference bit: readers set it (atomic OR), the writer clears it
-  __u8 pad[12];
+  __u8 pad[16];
 };
 
 // Where a slot's pieces are in its data (after struct kv_slot).
@@ -131,18 +123,17 @@ static inline __u64 kv_hash_final(__u64 h) {
 static inline __u32 kv_tag(__u64 h) { return (__u32)(h >> 32) | 1; }
 static inline __u32 kv_seen_bit(__u64 h) { return (__u32)(h >> 8) & (KV_SEEN_BITS - 1); }
 
-// Where set `s` is: its chunk and its byte offset in it (64-byte aligned).
-static inline void kv_set_pos(__u32 s, __u32* chunk, __u32* off) {
-  const __u64 at = KV_SETS_OFF + (__u64)s * sizeof(struct kv_set);
-  *chunk = (__u32)(at / GAON_FP_CHUNK);
-  *off = (__u32)(at % GAON_FP_CHUNK);
-}
-// Where slot `i` is. Its position v over slots_chunk by a multiply, exact for v < 2^30:
-// with d = slots_chunk, the rounded-up reciprocal errs by less than v / 2^k < 2^(30-k) <=
-// 1/d, which never crosses an integer.
-static inline void kv_slot_pos(const struct kv_table_hdr* t, __u32 i, __u32* chunk, __u32* off) {
-  const __u32 v = i + t->slots_skip;
-  const __u32 q = (__u32)(((__u64)v * t->slots_chunk_m) >> (t->slots_chunk_k & 63));
-  *chunk = t->slots_first + q;
-  *off = (v - q * t->slots_chunk) * t->slot_bytes;
+// Where set `s` starts: its chunk and its byte offset in it.
+static inline void kv_set_pos(const struct kv_table_hdr* t, __u32 s, __u32* chunk, __u32* off) {
+  if (s < t->sets_chunk0) {
+    *chunk = 0;
+    *off = KV_SETS_OFF + s * t->set_bytes;
+    return;
+  }
+  // r / sets_chunk by a multiply, exact for r < 2^30: with d = sets_chunk, the rounded-up
+  // reciprocal errs by less than r / 2^k < 2^(30-k) <= 1/d, which never crosses an integer.
+  const __u32 r = s - t->sets_chunk0;
+  const __u32 q = (__u32)(((__u64)r * t->sets_chunk_m) >> (t->sets_chunk_k & 63));
+  *chunk = 1 + q;
+  *off = (r - q * t->sets_chunk) * t->set_bytes;
 }

@@ -1,8 +1,7 @@
-// kvcache's item table: a set-associative index (KV_WAYS ways per set) over packed
-// fixed-size slots, CLOCK eviction (within a full set, and over all slots when none is
-// free), in the layout of kv_abi.h, which kvcache's XDP fast path reads concurrently. This class is
-// the only writer. It knows nothing of memcached's protocol beyond the reply text it keeps rendered
-// in each slot.
+// kvcache's item table: a set-associative table of fixed-size slots (KV_WAYS ways per
+// set, CLOCK eviction within a set), in the layout of kv_abi.h, which kvcache's XDP fast
+// path reads concurrently. This class is the only writer. It knows nothing of memcached's
+// protocol beyond the reply text it keeps rendered in each slot.
 //
 //   Geometry g = Table::geometry(capacity, max_key, max_value);   // set-up: may fail
 //   Table t;  t.lay_out(mem, g, flags);                           // zeroed memory, g.bytes
@@ -19,7 +18,6 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
-#include <vector>
 
 #include "gaon/result.h"
 #include "kv_abi.h"
@@ -31,11 +29,10 @@ namespace gaon::kv {
 static_assert(std::endian::native == std::endian::little);
 
 struct Geometry {
-  uint32_t nsets = 0, nslots = 0, slot_bytes = 0;
-  uint32_t slots_first = 0, slots_chunk = 0, slots_skip = 0;  // kv_table_hdr
-  uint32_t chunks = 0;                                        // GAON_FP_CHUNK-byte chunks spanned
+  uint32_t nsets = 0, set_bytes = 0, slot_bytes = 0, sets_chunk0 = 0, sets_chunk = 0;
+  uint32_t chunks = 0;  // GAON_FP_CHUNK-byte chunks spanned
   uint32_t max_key = 0, max_value = 0;
-  size_t bytes = 0;  // from the start of chunk 0 to the end of the last slot
+  size_t bytes = 0;  // from the start of chunk 0 to the end of the last set
 };
 
 // What a slot holds, to insert.
@@ -64,8 +61,6 @@ class Table {
   // (above any the caller handed out for an earlier table, so nothing learned for that
   // one can be taken for this one's).
   void lay_out(uint8_t* mem, const Geometry& g, uint32_t flags, uint64_t generation = 1);
-  // The header lay_out writes (with magic 0, which it sets last).
-  static kv_table_hdr header(const Geometry& g, uint32_t flags, uint64_t generation = 1);
   bool laid_out() const { return hdr_ != nullptr; }
   const Geometry& geom() const { return g_; }
   uint8_t* memory() const { return mem_; }
@@ -78,14 +73,13 @@ class Table {
   void prefetch_slots(uint64_t h) const {
     kv_set* st = set(uint32_t(h) & (g_.nsets - 1));
     for (uint32_t w = 0; w < KV_WAYS; ++w)
-      if (st->tag[w] == kv_tag(h) && st->slot[w] < g_.nslots) {
-        const auto* s = reinterpret_cast<const uint8_t*>(slot(st->slot[w]));
+      if (st->tag[w] == kv_tag(h)) {
+        const auto* s = reinterpret_cast<const uint8_t*>(slot(st, w));
         __builtin_prefetch(s);
         __builtin_prefetch(s + 64);
       }
   }
-  // Puts `key` in its set: over its own entry, in a free way, or in CLOCK's victim's; its
-  // slot is a free one, or CLOCK's victim's over all slots when none is free.
+  // Puts `key` in its set: over its own entry, a free or dead way, or CLOCK's victim.
   void insert(uint64_t h, std::string_view key, const Item& item, uint64_t expire_ns);
   // Drops every entry whose hash is h; true if a live one went. Every live entry that
   // leaves the table (invalidated, evicted, expired, replaced) also clears its seen bit.
@@ -121,19 +115,16 @@ class Table {
 
  private:
   kv_set* set(uint32_t s) const;
-  kv_slot* slot(uint32_t i) const;
-  void leave(kv_set* st, uint32_t way);  // a live entry goes: uncount, empty, free its slot
-  bool evict_one();                      // CLOCK over all slots: frees one (false: none)
-  void free_all();                       // every slot free, every way empty
+  kv_slot* slot(kv_set* set, uint32_t way) const {
+    return reinterpret_cast<kv_slot*>(reinterpret_cast<uint8_t*>(set + 1) + way * g_.slot_bytes);
+  }
+  void leave(kv_set* st, uint32_t way, kv_slot* s);  // a live entry goes: uncount, empty
   uint64_t* seen_word(uint64_t h) const;
 
   Geometry g_;
   uint8_t* mem_ = nullptr;
   kv_table_hdr* hdr_ = nullptr;
   uint64_t items_ = 0, bytes_used_ = 0, evictions_ = 0;
-  std::vector<uint32_t> free_;  // free slots, the next one last (writer-private)
-  std::vector<uint8_t> hands_;  // each set's CLOCK hand
-  uint32_t clock_ = 0;          // the CLOCK hand over all slots
 };
 
 }  // namespace gaon::kv

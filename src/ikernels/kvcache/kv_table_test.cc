@@ -20,22 +20,7 @@ struct Mem {
   std::vector<uint64_t> words;
 };
 
-// Where set s and slot i are, in bytes from the table's start.
-uint64_t set_at(uint32_t s) {
-  uint32_t c, off;
-  kv_set_pos(s, &c, &off);
-  return uint64_t(c) * GAON_FP_CHUNK + off;
-}
-uint64_t slot_at(const kv_table_hdr& h, uint32_t i, uint32_t* chunk = nullptr,
-                 uint32_t* off = nullptr) {
-  uint32_t c, o;
-  kv_slot_pos(&h, i, &c, &o);
-  if (chunk) *chunk = c;
-  if (off) *off = o;
-  return uint64_t(c) * GAON_FP_CHUNK + o;
-}
-
-TEST(KvTable, GeometryPacksSetsThenSlotsInsideChunksAndOutOfTheirSlack) {
+TEST(KvTable, GeometryKeepsSetsInsideChunksAndOutOfTheirSlack) {
   for (uint64_t cap : {uint64_t(4096), uint64_t(1) << 20, uint64_t(64) << 20, uint64_t(3) << 28}) {
     for (auto [k, v] : {std::pair{250u, 1000u}, std::pair{16u, 32u}, std::pair{250u, 1360u}}) {
       auto g = Table::geometry(cap, k, v);
@@ -46,26 +31,26 @@ TEST(KvTable, GeometryPacksSetsThenSlotsInsideChunksAndOutOfTheirSlack) {
       EXPECT_EQ(g->slot_bytes % 64, 0u);
       EXPECT_LE(g->slot_bytes, uint32_t(KV_SLOT_MAX));
       EXPECT_EQ(g->nsets & (g->nsets - 1), 0u);
-      EXPECT_LE(uint64_t(g->nslots) * g->slot_bytes, cap);
-      EXPECT_GE(uint64_t(g->nsets) * KV_WAYS, 2 * uint64_t(g->nslots)) << "sets half full";
-      EXPECT_LT(uint64_t(g->nsets) * KV_WAYS, 8 * uint64_t(g->nslots) + 8) << "not emptier";
-      const kv_table_hdr h = Table::header(*g, 0);
-      const uint64_t sets_end = set_at(g->nsets - 1) + sizeof(kv_set);
-      EXPECT_EQ(set_at(0), uint64_t(KV_SETS_OFF));
-      EXPECT_LE(sets_end, slot_at(h, 0)) << "slots after the sets";
-      uint64_t prev = 0;
-      for (uint32_t i = 0; i < g->nslots; i += 1 + i / 7) {
+      EXPECT_LE(uint64_t(g->nsets) * g->set_bytes, cap);
+      std::vector<uint8_t> mem(KV_HDR_BYTES);  // the header is all lay_out writes
+      Table t;
+      t.lay_out(mem.data(), *g, 0);
+      const kv_table_hdr& h = *reinterpret_cast<const kv_table_hdr*>(mem.data());
+      uint32_t last_chunk = 0;
+      for (uint32_t s = 0; s < g->nsets; s += 1 + s / 7) {
         uint32_t c, off;
-        const uint64_t a = slot_at(h, i, &c, &off);
-        EXPECT_LE(off + g->slot_bytes, GAON_FP_CHUNK - KV_CHUNK_SLACK) << i;
-        EXPECT_LT(c, g->chunks);
-        if (i) {
-          EXPECT_GE(a, prev + g->slot_bytes) << "slots do not overlap";
+        kv_set_pos(&h, s, &c, &off);
+        EXPECT_LE(off + g->set_bytes, GAON_FP_CHUNK - KV_CHUNK_SLACK) << s;
+        if (c == 0) {
+          EXPECT_GE(off, uint32_t(KV_SETS_OFF));
         }
-        prev = a;
+        EXPECT_LT(c, g->chunks);
+        last_chunk = std::max(last_chunk, c);
       }
-      EXPECT_EQ(slot_at(h, g->nslots - 1) + g->slot_bytes, g->bytes);
-      EXPECT_EQ(slot_at(h, g->nslots - 1) / GAON_FP_CHUNK + 1, g->chunks);
+      uint32_t c, off;
+      kv_set_pos(&h, g->nsets - 1, &c, &off);
+      EXPECT_EQ(c + 1, g->chunks);
+      EXPECT_EQ(size_t(c) * GAON_FP_CHUNK + off + g->set_bytes, g->bytes);
     }
   }
   EXPECT_FALSE(Table::geometry(1 << 20, 251, 100));
@@ -134,108 +119,46 @@ TEST(KvTable, ExpiryInvalidationAndFlushesEmptyItAndClearSeenBits) {
   EXPECT_FALSE(t.seen(a)) << "an entry that leaves makes its next GET reach gaond";
 }
 
-// Keys named prefix + number whose set is set 0 of a table of `nsets`.
-std::vector<std::string> keys_of_set0(uint32_t nsets, size_t n) {
-  std::vector<std::string> keys;
-  for (int i = 0; keys.size() < n; ++i) {
-    std::string k = "k" + std::to_string(i);
-    if ((Table::hash(k) & (nsets - 1)) == 0) keys.push_back(k);
-  }
-  return keys;
-}
-
 TEST(KvTable, AFullSetEvictsByClockSparingRecentlyHitEntries) {
-  auto g = *Table::geometry(1 << 20, 16, 16);
-  ASSERT_GT(g.nslots, uint32_t(2 * KV_WAYS)) << "free slots left: only the set is full";
+  auto g = *Table::geometry(2000, 16, 16);  // one set
+  ASSERT_EQ(g.nsets, 1u);
   Mem m(g);
   Table t;
   t.lay_out(m.data(), g, 0);
-  const std::vector<std::string> keys = keys_of_set0(g.nsets, KV_WAYS + 1);
-  for (int i = 0; i < KV_WAYS; ++i) t.insert(Table::hash(keys[i]), keys[i], {"v"}, UINT64_MAX);
+  std::vector<std::string> keys;
+  for (int i = 0; i < KV_WAYS; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    t.insert(Table::hash(keys.back()), keys.back(), {"v"}, UINT64_MAX);
+  }
   EXPECT_EQ(t.items(), uint64_t(KV_WAYS));
-  EXPECT_NE(t.find(Table::hash(keys[0]), keys[0], 1), nullptr);  // recently used
-  t.insert(Table::hash(keys[KV_WAYS]), keys[KV_WAYS], {"v"}, UINT64_MAX);
+  EXPECT_NE(t.find(Table::hash("k0"), "k0", 1), nullptr);  // k0 is recently used
+  t.insert(Table::hash("new"), "new", {"v"}, UINT64_MAX);
   EXPECT_EQ(t.evictions(), 1u);
   EXPECT_EQ(t.items(), uint64_t(KV_WAYS));
-  EXPECT_NE(t.find(Table::hash(keys[0]), keys[0], 1), nullptr) << "second chance";
-  EXPECT_EQ(t.find(Table::hash(keys[1]), keys[1], 1), nullptr) << "CLOCK's victim";
-  EXPECT_NE(t.find(Table::hash(keys[KV_WAYS]), keys[KV_WAYS], 1), nullptr);
+  EXPECT_NE(t.find(Table::hash("k0"), "k0", 1), nullptr) << "second chance";
+  EXPECT_EQ(t.find(Table::hash("k1"), "k1", 1), nullptr) << "CLOCK's victim";
+  EXPECT_NE(t.find(Table::hash("new"), "new", 1), nullptr);
 }
 
-// With every slot taken, a new entry takes CLOCK's victim over all slots; slots are handed
-// out lowest first and the last freed is reused first, so the live ones stay packed.
-TEST(KvTable, WithNoFreeSlotTheClockOverAllSlotsEvictsAndSlotsStayPacked) {
-  auto g = *Table::geometry(64 * 1024, 16, 16);
-  Mem m(g);
-  Table t;
-  t.lay_out(m.data(), g, 0);
-  // Keys whose sets never fill (so only the CLOCK over all slots evicts), and three more
-  // for sets with room to spare.
-  std::vector<std::string> keys, spare;
-  std::vector<int> in_set(g.nsets);
-  for (int j = 0; keys.size() < g.nslots || spare.size() < 3; ++j) {
-    std::string k = "key" + std::to_string(j);
-    int& n = in_set[Table::hash(k) & (g.nsets - 1)];
-    if (keys.size() < g.nslots && n < KV_WAYS) {
-      ++n;
-      keys.push_back(k);
-    } else if (keys.size() == g.nslots && n < KV_WAYS - 3) {
-      n = KV_WAYS;  // one spare key per set
-      spare.push_back(k);
-    }
-  }
-  auto key = [&](uint32_t i) { return keys[i]; };
-  const auto& hdr = *reinterpret_cast<const kv_table_hdr*>(m.data());
-  const auto* first = reinterpret_cast<const kv_slot*>(m.data() + slot_at(hdr, 0));
-  for (uint32_t i = 0; i < g.nslots; ++i) {
-    t.insert(Table::hash(key(i)), key(i), {"v"}, UINT64_MAX);
-    const kv_slot* s = t.find(Table::hash(key(i)), key(i), 1);
-    ASSERT_EQ(reinterpret_cast<const uint8_t*>(s), m.data() + slot_at(hdr, i)) << "slot " << i;
-  }
-  ASSERT_EQ(t.items(), uint64_t(g.nslots));
-  ASSERT_EQ(t.evictions(), 0u) << "the sets had room for every slot's entry";
-  // Every entry was just hit (find): the first round clears the bits, the second evicts
-  // slot 0's entry, the first one the hand meets again.
-  t.insert(Table::hash(spare[0]), spare[0], {"v"}, UINT64_MAX);
-  EXPECT_EQ(t.evictions(), 1u);
-  EXPECT_EQ(t.items(), uint64_t(g.nslots));
-  EXPECT_EQ(t.find(Table::hash(key(0)), key(0), 1), nullptr) << "CLOCK's victim";
-  EXPECT_EQ(t.find(Table::hash(spare[0]), spare[0], 1), first) << "in the slot it freed";
-  // Now key(1)'s bit is clear (the round cleared it) and key(2)'s too: key(1) goes next.
-  EXPECT_NE(t.find(Table::hash(key(2)), key(2), 1), nullptr);
-  t.insert(Table::hash(spare[1]), spare[1], {"v"}, UINT64_MAX);
-  EXPECT_EQ(t.find(Table::hash(key(1)), key(1), 1), nullptr);
-  EXPECT_NE(t.find(Table::hash(key(2)), key(2), 1), nullptr) << "hit since: spared";
-  // An entry that leaves frees its slot for the next one.
-  const kv_slot* s5 = t.find(Table::hash(key(5)), key(5), 1);
-  ASSERT_TRUE(t.invalidate(Table::hash(key(5))));
-  t.insert(Table::hash(spare[2]), spare[2], {"v"}, UINT64_MAX);
-  EXPECT_EQ(t.find(Table::hash(spare[2]), spare[2], 1), s5);
-  EXPECT_EQ(t.evictions(), 2u);
-  // A flush frees them all: the next entry is in slot 0 again.
-  t.drop_all();
-  t.insert(Table::hash("x"), "x", {"v"}, UINT64_MAX);
-  EXPECT_EQ(t.find(Table::hash("x"), "x", 1), first);
-  EXPECT_EQ(t.items(), 1u);
-}
-
-// kv_slot_pos divides by a multiply: the same chunk and offset as dividing, for every slot
-// size's slots per chunk, at the ends of the range and around every chunk boundary.
-TEST(KvTable, SlotPositionsByMultiplyAreThoseByDivision) {
+// kv_set_pos divides by a multiply: the same chunk and offset as dividing, for every slot
+// size's sets per chunk, at the ends of the range and around every chunk boundary.
+TEST(KvTable, SetPositionsByMultiplyAreThoseByDivision) {
+  std::vector<uint8_t> mem(KV_HDR_BYTES);  // the header is all lay_out writes
   for (uint32_t value : {1u, 64u, 200u, 1000u, 1360u}) {
     auto g = Table::geometry(uint64_t(1) << 40, 250, value);
     ASSERT_TRUE(g) << g.error();
-    const kv_table_hdr h = Table::header(*g, 0);
-    const uint32_t d = g->slots_chunk, n = g->nslots;
-    std::vector<uint32_t> is = {0, 1, d - 1, d, d + 1, n - 1, n - d};
-    for (uint32_t c = 1; c < n / d; c = c * 3 + 1)
-      for (uint32_t e : {c * d - 1, c * d, c * d + 1}) is.push_back(e);
-    for (uint32_t i : is) {
+    Table t;
+    t.lay_out(mem.data(), *g, 0);
+    const auto* h = reinterpret_cast<const kv_table_hdr*>(mem.data());
+    const uint32_t d = g->sets_chunk;
+    std::vector<uint32_t> rs = {0, 1, d - 1, d, d + 1, (1u << 30) - 1, (1u << 30) - d};
+    for (uint32_t c = 1; c < (1u << 30) / d; c = c * 3 + 1)
+      for (uint32_t e : {c * d - 1, c * d, c * d + 1}) rs.push_back(e);
+    for (uint32_t r : rs) {
       uint32_t chunk, off;
-      kv_slot_pos(&h, i, &chunk, &off);
-      const uint32_t v = i + g->slots_skip;
-      ASSERT_EQ(chunk, g->slots_first + v / d) << "i=" << i << " d=" << d;
-      ASSERT_EQ(off, (v % d) * g->slot_bytes) << "i=" << i << " d=" << d;
+      kv_set_pos(h, g->sets_chunk0 + r, &chunk, &off);
+      ASSERT_EQ(chunk, 1 + r / d) << "r=" << r << " d=" << d;
+      ASSERT_EQ(off, (r % d) * g->set_bytes) << "r=" << r << " d=" << d;
     }
   }
 }

@@ -362,37 +362,31 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   klen = forget_bounds(sc);
   if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(xsk, peer, fp);
 
-  // ---- the set, then the way whose entry is this key, then its slot
-  const __u32 nsets = t->nsets, nslots = t->nslots;
+  // ---- the set, then the way whose entry is this key
+  const __u32 nsets = t->nsets;
   if (nsets == 0) return gaon_hand_up(xsk, peer, fp);
   __u32 chunk = 0, off = 0;
-  kv_set_pos((__u32)h & (nsets - 1), &chunk, &off);
+  kv_set_pos(t, (__u32)h & (nsets - 1), &chunk, &off);
   if (chunk >= nchunks) return gaon_hand_up(xsk, peer, fp);
   __u32 ck = first + chunk;
   __u8* mem = bpf_map_lookup_elem(&gaon_fp_mem, &ck);
-  if (!mem) return gaon_hand_up(xsk, peer, fp);
-  off &= (GAON_FP_CHUNK - 1) & ~63u;  // sets are 64 bytes, aligned (kv_abi.h)
+  if (!mem || off > GAON_FP_CHUNK - KV_CHUNK_SLACK) return gaon_hand_up(xsk, peer, fp);
+  off &= ~63u;  // sets are 64-byte aligned (kv_abi.h): the verifier may know it too
   BARRIER_VAR(off);
   struct kv_set* set = (void*)(mem + off);
-  const __u32 tag = kv_tag(h);
+  const __u32 tag = kv_tag(h), slot_bytes = t->slot_bytes;
   const __u64 gen = t->generation;
   struct kv_slot* hit = 0;
-  __u32 seq = 0;
+  __u32 seq = 0, way = 0;
   // The way whose entry has this hash (64 bits: another key with it is so unlikely that it
   // is only checked below, and then gaond decides).
   for (__u32 w = 0; w < KV_WAYS; ++w) {
     if (set->tag[w] != tag) continue;
-    const __u32 i = set->slot[w];
-    if (i >= nslots) break;
-    __u32 sc_chunk = 0, soff = 0;
-    kv_slot_pos(t, i, &sc_chunk, &soff);
-    if (sc_chunk >= nchunks) break;
-    __u32 sck = first + sc_chunk;
-    __u8* smem = bpf_map_lookup_elem(&gaon_fp_mem, &sck);
-    if (!smem || soff > GAON_FP_CHUNK - KV_CHUNK_SLACK) break;
-    soff &= ~63u;  // slots are 64-byte aligned (kv_abi.h): the verifier may know it too
-    BARRIER_VAR(soff);
-    struct kv_slot* s = (void*)(smem + soff);
+    const __u32 soff = off + sizeof(struct kv_set) + w * slot_bytes;
+    __u32 soff2 = soff;
+    if (soff2 > GAON_FP_CHUNK - KV_CHUNK_SLACK) break;
+    BARRIER_VAR(soff2);
+    struct kv_slot* s = (void*)(mem + soff2);
     const __u32 s1 = *(volatile __u32*)&s->seq;
     if (s1 & 1) {  // being written: gaond decides
       gaon_fp_count(fp, GAON_FP_STAT_torn);
@@ -401,6 +395,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     if (s->hash != h || s->klen != klen || s->generation != gen || s->expire_ns <= now) continue;
     hit = s;
     seq = s1;
+    way = w;
     break;
   }
   if (hit) {  // the key itself, 8 bytes at a time
@@ -452,7 +447,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     b_len = 2 + vlen + KV_TAIL;
     n = MC_HDR + a_len + b_len;
   }
-  if (n > UDP_MAX_PAYLOAD || vo + vlen + KV_TAIL > t->slot_bytes - sizeof(struct kv_slot))
+  if (n > UDP_MAX_PAYLOAD || vo + vlen + KV_TAIL > slot_bytes - sizeof(struct kv_slot))
     return gaon_hand_up(xsk, peer, fp);
 
   const int delta = (int)(poff + n) - (int)f.len;
@@ -513,7 +508,8 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   *(__u16*)(mh + 2) = 0;
   *(__u32*)(mh + 4) = bpf_htonl(0x00010000);
   if (!finish_reply(ctx, f.is6, n, (t->flags & KV_F_UDP_CSUM) != 0)) return XDP_DROP;
-  if (!*(volatile __u32*)&hit->ref) __sync_fetch_and_or(&hit->ref, 1);
+  const __u32 bit = 1u << way;
+  if (!(*(volatile __u32*)&set->ref & bit)) __sync_fetch_and_or(&set->ref, bit);
   gaon_fp_count(fp, GAON_FP_STAT_answered);
   return XDP_TX;
 }

@@ -37,7 +37,7 @@ std::string_view reject_name(size_t r) {
 
 std::vector<ParamSpec> KvCache::param_specs() {
   return {
-      {"capacity", ParamType::size, "48M", "bytes for the item table", 512, 1e12},
+      {"capacity", ParamType::size, "64M", "bytes for the item table", 512, 1e12},
       {"max_key", ParamType::u64, "250", "longest key cached", 1, 250},
       {"max_value", ParamType::size, "1000", "largest value cached", 1, 1360},
       {"max_ttl", ParamType::u64, "0", "seconds an entry may live (0: no limit)", 0, 1e9},
@@ -838,11 +838,16 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
     j["evictions"] = table_.evictions();
     j["items"] = table_.items();
     j["bytes_used"] = table_.bytes_used();
-    j["geometry"] = {{"sets", geom_.nsets},        {"ways", KV_WAYS},
-                     {"slots", geom_.nslots},      {"slot_bytes", geom_.slot_bytes},
-                     {"table_bytes", geom_.bytes}, {"in_fast_path_memory", fp_ != nullptr},
-                     {"max_key", max_key_},        {"max_value", max_value_},
-                     {"pending", npend_},          {"versions", nver_},
+    j["geometry"] = {{"sets", geom_.nsets},
+                     {"ways", KV_WAYS},
+                     {"slots", uint64_t(geom_.nsets) * KV_WAYS},
+                     {"slot_bytes", geom_.slot_bytes},
+                     {"table_bytes", geom_.bytes},
+                     {"in_fast_path_memory", fp_ != nullptr},
+                     {"max_key", max_key_},
+                     {"max_value", max_value_},
+                     {"pending", npend_},
+                     {"versions", nver_},
                      {"tcp_connections", ntcp_}};
     return j;
   }

@@ -262,14 +262,12 @@ TEST_F(KvFastPathTest, ATornOrInvalidatedEntryIsNeverServed) {
   const auto* hdr = reinterpret_cast<const kv_table_hdr*>(fp->mem);
   const uint64_t h = kv::Table::hash("foo");
   uint32_t chunk, off;
-  kv_set_pos(uint32_t(h) & (hdr->nsets - 1), &chunk, &off);
+  kv_set_pos(hdr, uint32_t(h) & (hdr->nsets - 1), &chunk, &off);
   auto* set = reinterpret_cast<kv_set*>(fp->mem + size_t(chunk) * GAON_FP_CHUNK + off);
   kv_slot* slot = nullptr;
   for (uint32_t w = 0; w < KV_WAYS; ++w)
-    if (set->tag[w] == kv_tag(h)) {
-      kv_slot_pos(hdr, set->slot[w], &chunk, &off);
-      slot = reinterpret_cast<kv_slot*>(fp->mem + size_t(chunk) * GAON_FP_CHUNK + off);
-    }
+    if (set->tag[w] == kv_tag(h))
+      slot = reinterpret_cast<kv_slot*>(reinterpret_cast<uint8_t*>(set + 1) + w * hdr->slot_bytes);
   ASSERT_NE(slot, nullptr);
   ++slot->seq;
   EXPECT_EQ(xdp(f).what, "fail_open+torn");
