@@ -1,6 +1,6 @@
 // gaon-run: runs an unmodified program with an ikernel attached to the socket it binds.
 //
-//   gaon-run --ikernel kvcache --param capacity=64M [--match udp:11211] [--tcp] -- memcached -U
+//   gaon-run --ikernel kvcache --param capacity=48M [--match udp:11211] [--tcp] -- memcached -U
 //   11211
 //
 // It loads libgaon-preload.so into the program (LD_PRELOAD); see preload.cc. If gaond cannot

@@ -13,7 +13,8 @@
 //   "VALUE " KEY " FLAGS BYTES" [" CAS"] "\r\n" VALUE "\r\n" "END\r\n"
 //
 // i.e. memcached's whole reply to `gets KEY` (to `get KEY` without the " CAS" part), so the
-// fast path answers with two copies; the binary reply takes the key and the value from it.
+// fast path answers with one copy (two for a `get` of an item that has its cas); the binary
+// reply takes the key and the value from it. A key's set is kv_set_of its hash.
 //
 // Concurrency (docs/fast-path.md has the argument): each slot has a sequence counter. The
 // writer makes it odd, changes the slot, makes it even again (with release ordering); a
@@ -29,7 +30,7 @@
 
 #include "gaon/xdp_abi.h"
 
-#define KV_ABI_MAGIC 0x3276636b6e6f6167ull  // "gaonkcv2", little endian; 0: not laid out
+#define KV_ABI_MAGIC 0x3376636b6e6f6167ull  // "gaonkcv3", little endian; 0: not laid out
 #define KV_WAYS 8
 #define KV_SEEN_BITS (1u << 18)  // one bit per hash class: "a GET of it reached gaond lately"
 #define KV_HDR_BYTES 4096
@@ -48,7 +49,7 @@
 struct kv_table_hdr {
   __u64 magic;        // KV_ABI_MAGIC once the geometry below is written
   __u64 generation;   // the live generation (a flush bumps it)
-  __u32 nsets;        // a power of two
+  __u32 nsets;        // any number: kv_set_of
   __u32 set_bytes;    // sizeof(struct kv_set) + KV_WAYS * slot_bytes
   __u32 slot_bytes;   // a multiple of 64, at most KV_SLOT_MAX
   __u32 sets_chunk0;  // sets in chunk 0
@@ -119,6 +120,11 @@ static inline __u64 kv_hash_final(__u64 h) {
   h *= 0xc4ceb9fe1a85ec53ull;
   h ^= h >> 33;
   return h ? h : 1;
+}
+// The set of hash h: its low 32 bits scaled to nsets (a multiply and a shift, not a mask:
+// nsets need not be a power of two, so a table uses its whole capacity).
+static inline __u32 kv_set_of(__u64 h, __u32 nsets) {
+  return (__u32)(((__u64)(__u32)h * nsets) >> 32);
 }
 static inline __u32 kv_tag(__u64 h) { return (__u32)(h >> 32) | 1; }
 static inline __u32 kv_seen_bit(__u64 h) { return (__u32)(h >> 8) & (KV_SEEN_BITS - 1); }

@@ -49,7 +49,7 @@ Result<Geometry> Table::geometry(uint64_t capacity, uint32_t max_key, uint32_t m
   if (sets == 0)
     return make_error("capacity={} is too small for one set of {} slots of {} bytes", capacity,
                       KV_WAYS, g.slot_bytes);
-  g.nsets = uint32_t(std::bit_floor(std::min<uint64_t>(sets, 1u << 30)));
+  g.nsets = uint32_t(std::min<uint64_t>(sets, 1u << 30));  // kv_set_of: any number
   g.sets_chunk0 = (GAON_FP_CHUNK - KV_CHUNK_SLACK - KV_SETS_OFF) / g.set_bytes;
   g.sets_chunk = (GAON_FP_CHUNK - KV_CHUNK_SLACK) / g.set_bytes;
   if (g.nsets <= g.sets_chunk0) {
@@ -118,7 +118,7 @@ void Table::leave(kv_set* st, uint32_t way, kv_slot* s) {
 }
 
 const kv_slot* Table::find(uint64_t h, std::string_view key, uint64_t now) {
-  kv_set* st = set(uint32_t(h) & (g_.nsets - 1));
+  kv_set* st = set(kv_set_of(h, g_.nsets));
   const uint32_t tag = kv_tag(h);
   for (uint32_t w = 0; w < KV_WAYS; ++w) {
     if (st->tag[w] != tag) continue;
@@ -143,7 +143,7 @@ const kv_slot* Table::find(uint64_t h, std::string_view key, uint64_t now) {
 }
 
 void Table::insert(uint64_t h, std::string_view key, const Item& item, uint64_t expire_ns) {
-  kv_set* st = set(uint32_t(h) & (g_.nsets - 1));
+  kv_set* st = set(kv_set_of(h, g_.nsets));
   const uint32_t tag = kv_tag(h);
   const uint64_t gen = hdr_->generation;
   int way = -1;
@@ -207,7 +207,7 @@ void Table::insert(uint64_t h, std::string_view key, const Item& item, uint64_t 
 }
 
 bool Table::invalidate(uint64_t h) {
-  kv_set* st = set(uint32_t(h) & (g_.nsets - 1));
+  kv_set* st = set(kv_set_of(h, g_.nsets));
   const uint32_t tag = kv_tag(h);
   bool found = false;
   for (uint32_t w = 0; w < KV_WAYS; ++w) {

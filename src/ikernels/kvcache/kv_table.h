@@ -69,9 +69,9 @@ class Table {
   // sets the way's CLOCK bit.
   const kv_slot* find(uint64_t h, std::string_view key, uint64_t now);
   // For a burst: the set of `h`, then the slots whose tags match (header and key).
-  void prefetch_set(uint64_t h) const { __builtin_prefetch(set(uint32_t(h) & (g_.nsets - 1))); }
+  void prefetch_set(uint64_t h) const { __builtin_prefetch(set(kv_set_of(h, g_.nsets))); }
   void prefetch_slots(uint64_t h) const {
-    kv_set* st = set(uint32_t(h) & (g_.nsets - 1));
+    kv_set* st = set(kv_set_of(h, g_.nsets));
     for (uint32_t w = 0; w < KV_WAYS; ++w)
       if (st->tag[w] == kv_tag(h)) {
         const auto* s = reinterpret_cast<const uint8_t*>(slot(st, w));

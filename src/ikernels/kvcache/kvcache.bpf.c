@@ -366,7 +366,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   const __u32 nsets = t->nsets;
   if (nsets == 0) return gaon_hand_up(xsk, peer, fp);
   __u32 chunk = 0, off = 0;
-  kv_set_pos(t, (__u32)h & (nsets - 1), &chunk, &off);
+  kv_set_pos(t, kv_set_of(h, nsets), &chunk, &off);
   if (chunk >= nchunks) return gaon_hand_up(xsk, peer, fp);
   __u32 ck = first + chunk;
   __u8* mem = bpf_map_lookup_elem(&gaon_fp_mem, &ck);

@@ -37,7 +37,7 @@ std::string_view reject_name(size_t r) {
 
 std::vector<ParamSpec> KvCache::param_specs() {
   return {
-      {"capacity", ParamType::size, "64M", "bytes for the item table", 512, 1e12},
+      {"capacity", ParamType::size, "48M", "bytes for the item table", 512, 1e12},
       {"max_key", ParamType::u64, "250", "longest key cached", 1, 250},
       {"max_value", ParamType::size, "1000", "largest value cached", 1, 1360},
       {"max_ttl", ParamType::u64, "0", "seconds an entry may live (0: no limit)", 0, 1e9},

@@ -72,7 +72,8 @@
 // counters for the XDP reader); version buckets; a direct-mapped table of pending requests.
 //
 // Parameters:
-//   capacity=64M          bytes for the item table (slots + set metadata)
+//   capacity=48M          bytes for the item table (slots + set metadata; with the rest of
+//                         kvcache's state it fits the default 64 MiB quota)
 //   max_key=250           longest key cached
 //   max_value=1000        largest value cached (bytes); also sets the slot size
 //   max_ttl=0             seconds an entry may live; 0 = no limit

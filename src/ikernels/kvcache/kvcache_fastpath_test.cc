@@ -262,7 +262,7 @@ TEST_F(KvFastPathTest, ATornOrInvalidatedEntryIsNeverServed) {
   const auto* hdr = reinterpret_cast<const kv_table_hdr*>(fp->mem);
   const uint64_t h = kv::Table::hash("foo");
   uint32_t chunk, off;
-  kv_set_pos(hdr, uint32_t(h) & (hdr->nsets - 1), &chunk, &off);
+  kv_set_pos(hdr, kv_set_of(h, hdr->nsets), &chunk, &off);
   auto* set = reinterpret_cast<kv_set*>(fp->mem + size_t(chunk) * GAON_FP_CHUNK + off);
   kv_slot* slot = nullptr;
   for (uint32_t w = 0; w < KV_WAYS; ++w)

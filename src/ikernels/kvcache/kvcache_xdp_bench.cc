@@ -64,7 +64,7 @@ struct XdpRig {
       return;
     }
     auto g = kv::Table::geometry(128ull << 20, 32, 64);
-    auto xp = XdpProgram::load({.fp_chunks = 96});
+    auto xp = XdpProgram::load({.fp_chunks = 160});
     if (!g || !xp) {
       error = !g ? g.error() : xp.error();
       return;
