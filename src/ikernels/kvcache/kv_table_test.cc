@@ -20,6 +20,14 @@ struct Mem {
   std::vector<uint64_t> words;
 };
 
+// The header lay_out writes for `g` (it writes nothing else before a table is used).
+kv_table_hdr header_of(const Geometry& g) {
+  std::vector<uint8_t> mem(KV_HDR_BYTES);
+  Table t;
+  t.lay_out(mem.data(), g, 0);
+  return *reinterpret_cast<const kv_table_hdr*>(mem.data());
+}
+
 TEST(KvTable, GeometryKeepsSetsInsideChunksAndOutOfTheirSlack) {
   for (uint64_t cap : {uint64_t(4096), uint64_t(1) << 20, uint64_t(64) << 20, uint64_t(3) << 28}) {
     for (auto [k, v] : {std::pair{250u, 1000u}, std::pair{16u, 32u}, std::pair{250u, 1360u}}) {
@@ -32,10 +40,7 @@ TEST(KvTable, GeometryKeepsSetsInsideChunksAndOutOfTheirSlack) {
       EXPECT_LE(g->slot_bytes, uint32_t(KV_SLOT_MAX));
       EXPECT_LE(uint64_t(g->nsets) * g->set_bytes, cap);
       EXPECT_GT(uint64_t(g->nsets + 1) * g->set_bytes, cap) << "the capacity used whole";
-      std::vector<uint8_t> mem(KV_HDR_BYTES);  // the header is all lay_out writes
-      Table t;
-      t.lay_out(mem.data(), *g, 0);
-      const kv_table_hdr& h = *reinterpret_cast<const kv_table_hdr*>(mem.data());
+      const kv_table_hdr h = header_of(*g);
       uint32_t last_chunk = 0;
       for (uint32_t s = 0; s < g->nsets; s += 1 + s / 7) {
         uint32_t c, off;
@@ -143,13 +148,11 @@ TEST(KvTable, AFullSetEvictsByClockSparingRecentlyHitEntries) {
 // kv_set_pos divides by a multiply: the same chunk and offset as dividing, for every slot
 // size's sets per chunk, at the ends of the range and around every chunk boundary.
 TEST(KvTable, SetPositionsByMultiplyAreThoseByDivision) {
-  std::vector<uint8_t> mem(KV_HDR_BYTES);  // the header is all lay_out writes
   for (uint32_t value : {1u, 64u, 200u, 1000u, 1360u}) {
     auto g = Table::geometry(uint64_t(1) << 40, 250, value);
     ASSERT_TRUE(g) << g.error();
-    Table t;
-    t.lay_out(mem.data(), *g, 0);
-    const auto* h = reinterpret_cast<const kv_table_hdr*>(mem.data());
+    const kv_table_hdr hdr = header_of(*g);
+    const kv_table_hdr* h = &hdr;
     const uint32_t d = g->sets_chunk;
     std::vector<uint32_t> rs = {0, 1, d - 1, d, d + 1, (1u << 30) - 1, (1u << 30) - d};
     for (uint32_t c = 1; c < (1u << 30) / d; c = c * 3 + 1)

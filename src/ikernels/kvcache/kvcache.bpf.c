@@ -81,6 +81,12 @@ static __always_inline __u16 csum_fold(__u64 s) {
   return (__u16)s;
 }
 
+// The low n bytes of a 64-bit word loaded in native (little-endian) order; all 8 for n >= 8.
+static __always_inline __u64 low_bytes(__u32 n) { return n >= 8 ? ~0ull : (1ull << (n * 8)) - 1; }
+// An 8-byte piece of a one's-complement sum, as its two 32-bit halves (their sum folds to
+// the sum of its 16-bit words).
+static __always_inline __u64 csum_word(__u64 w) { return (w & 0xffffffff) + (w >> 32); }
+
 // The UDP datagram of an Ethernet/IPv4 (no options) or Ethernet/IPv6 (no extension
 // header) frame that gaond's parser would accept; 0 when it is anything else.
 static __always_inline int parse_udp(struct xdp_md* ctx, struct frame* f) {
@@ -152,14 +158,12 @@ static __always_inline int udp_csum_ok(struct xdp_md* ctx, const struct frame* f
   if (!f->is6 && field == 0) return 1;
   __u16* uw = (__u16*)udp;
   __u64 sum = ph + uw[0] + uw[1] + uw[2] + uw[3];
-  // 8 bytes at a time, as two 32-bit words (their sum folds to the 16-bit words' sum);
-  // past the end zeros: an odd last byte is padded with one (low in this order).
+  // 8 bytes at a time; past the end zeros: an odd last byte is padded with one (low in
+  // this order).
   const __u8* q = sc->req;
   for (__u32 i = 0; i < REQ_MAX; i += 8) {
     if (i >= pl) break;
-    const __u32 left = pl - i;
-    const __u64 w = *(const __u64*)(q + i) & (left >= 8 ? ~0ull : (1ull << (left * 8)) - 1);
-    sum += (w & 0xffffffff) + (w >> 32);
+    sum += csum_word(*(const __u64*)(q + i) & low_bytes(pl - i));
   }
   if (csum_fold(sum) == 0xffff) return 1;
   return field == csum_fold(ph);
@@ -248,15 +252,13 @@ static __always_inline int finish_reply(struct xdp_md* ctx, __u32 is6, __u32 n, 
   udp->len = bpf_htons((__u16)ulen);
   udp->check = 0;
   if (!full_csum) return 1;
-  // 8 bytes at a time as two 32-bit words (their sum folds to the 16-bit words'), then the
-  // last 2-byte words, then an odd last byte.
+  // 8 bytes at a time, then the last 2-byte words, then an odd last byte.
   __u8* u = (__u8*)udp;
   __u32 at = 0;
   for (__u32 i = 0; i < (UDP_MAX_PAYLOAD + 8) / 8; ++i) {
     if (at + 8 > ulen) break;
     if ((void*)(u + at + 8) > end) return 0;
-    const __u64 x = *(__u64*)(u + at);
-    sum += (x & 0xffffffff) + (x >> 32);
+    sum += csum_word(*(__u64*)(u + at));
     at += 8;
   }
   for (__u32 i = 0; i < 3; ++i) {
@@ -350,8 +352,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   for (__u32 i = 0; i < (KV_MAX_KEY + 7) / 8; ++i) {
     const __u32 at = i * 8;
     if (at >= klen) break;
-    const __u32 left = klen - at;
-    const __u64 m = left >= 8 ? ~0ull : (1ull << (left * 8)) - 1;
+    const __u64 m = low_bytes(klen - at);
     const __u64 w = *(const __u64*)(q + ((ko + at) & 511)) & m;
     const __u64 y = w | (ONES * '!' & ~m), z = y ^ (ONES * 0x7f);  // '!': a byte allowed
     odd |= ((y - ONES * 0x21) & ~y) | ((z - ONES) & ~z);
@@ -405,9 +406,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
       if (at >= klen) break;
       const __u64 a = *(const __u64*)(kd + at);
       const __u64 b = *(const __u64*)(q + ((ko + at) & 511));
-      const __u32 left = klen - at;
-      const __u64 mask = left >= 8 ? ~0ull : (1ull << (left * 8)) - 1;
-      if ((a ^ b) & mask) return gaon_hand_up(xsk, peer, fp);  // a hash collision
+      if ((a ^ b) & low_bytes(klen - at)) return gaon_hand_up(xsk, peer, fp);  // a hash collision
     }
     klen = forget_bounds(sc);
     if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(xsk, peer, fp);
