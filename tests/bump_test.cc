@@ -36,27 +36,6 @@ using namespace std::chrono_literals;
 
 constexpr const char* kServerIp = "10.77.0.2";
 
-// A socket inside network namespace `ns` (made on a thread that enters it; the socket
-// stays in that namespace).
-int socket_in(const std::string& ns, int type, int family = AF_INET) {
-  int fd = -1;
-  std::thread t([&] {
-    const int nsfd = open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
-    if (nsfd >= 0 && setns(nsfd, CLONE_NEWNET) == 0) fd = socket(family, type | SOCK_CLOEXEC, 0);
-    if (nsfd >= 0) close(nsfd);
-  });
-  t.join();
-  return fd;
-}
-
-sockaddr_in addr(const char* ip, uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  inet_pton(AF_INET, ip, &a.sin_addr);
-  return a;
-}
-
 // A UDP server in gaon-server answering "server:" + what it got, until destroyed.
 class UdpServer {
  public:

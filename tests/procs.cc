@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -44,6 +45,25 @@ std::pair<unsigned, unsigned> ephemeral_range() {
 }
 
 }  // namespace
+
+int socket_in(const std::string& ns, int type, int family) {
+  int fd = -1;
+  std::thread t([&] {
+    const int nsfd = open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (nsfd >= 0 && setns(nsfd, CLONE_NEWNET) == 0) fd = socket(family, type | SOCK_CLOEXEC, 0);
+    if (nsfd >= 0) close(nsfd);
+  });
+  t.join();
+  return fd;
+}
+
+sockaddr_in addr(const char* ip, uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, ip, &a.sin_addr);
+  return a;
+}
 
 uint16_t free_port() {
   // Ports come from below the ephemeral range, so no client socket of a concurrently

@@ -18,6 +18,12 @@ namespace gaon::test {
 // tests running at the same time.
 uint16_t free_port();
 
+// A socket inside network namespace `ns` (made on a thread that enters it; the socket
+// stays in that namespace). -1 when it cannot be made.
+int socket_in(const std::string& ns, int type, int family = AF_INET);
+// An IPv4 address and port.
+sockaddr_in addr(const char* ip, uint16_t port);
+
 // 127.0.0.1:port.
 sockaddr_in loopback(uint16_t port);
 

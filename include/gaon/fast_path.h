@@ -18,12 +18,25 @@
 
 namespace gaon {
 
-// What a type runs in XDP (IKernel::fast_path); prog 0: nothing.
+// A further XDP program of a fast path's object, which the fast path tail-calls itself
+// (gaon_fp_progs[prog]).
+struct FastPathExtra {
+  uint32_t prog = 0;
+  std::string_view program;
+};
+
+// What a type runs in XDP (IKernel::fast_path); prog 0: nothing. On a server with one NIC
+// (gaond --local) the object's other programs are attached too: its tc programs at the
+// egress of the interfaces the XDP program runs on, its sock_ops program on the cgroup
+// (every TCP connection; it picks those of attached flows) and its sk_skb stream parser and
+// verdict on its SOCKHASH map. In a bump only its XDP programs are loaded.
 struct FastPathSpec {
   uint32_t prog = 0;                      // enum gaon_fp_prog (gaon/xdp_abi.h)
   std::string_view program;               // the XDP program's name in the object
   std::span<const unsigned char> object;  // the BPF object file
   size_t bytes = 0;                       // fast-path memory the instance needs
+  size_t kernel_bytes = 0;  // the same on a server with one NIC (writers in the kernel)
+  std::span<const FastPathExtra> extras;
   explicit operator bool() const { return prog != 0; }
 };
 
@@ -33,6 +46,10 @@ struct FastPathState {
   uint8_t* mem = nullptr;
   size_t bytes = 0;
   uint32_t slot = 0;
+  // A server with one NIC (gaond --local): the type's programs on the application's own
+  // interface and sockets write the state too (kvcache: fills and invalidations), so the
+  // instance lays it out for writers in the kernel.
+  bool kernel_writers = false;
 };
 
 }  // namespace gaon

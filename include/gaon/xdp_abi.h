@@ -43,7 +43,10 @@
 // Which side a frame arrived on. gaon_ports is an array of GAON_MAX_PORTS (a power of
 // two) probed linearly from gaon_port_home(ifindex) up to the first empty element
 // (ifindex 0): one inlined array lookup per frame where a hash lookup cost ~20 ns.
-enum gaon_role { GAON_WIRE = 0, GAON_HOST = 1 };
+// GAON_LOCAL: an interface of a server with one NIC (gaond --local): frames of attached
+// flows are addressed to it, as on a bump's wire, and what the programs do not answer
+// passes to the host stack (no peer, no AF_XDP socket).
+enum gaon_role { GAON_WIRE = 0, GAON_HOST = 1, GAON_LOCAL = 2 };
 struct gaon_port {
   __u32 ifindex;  // 0: empty
   __u32 role;     // enum gaon_role
@@ -86,7 +89,10 @@ struct gaon_lease {
 };
 
 // The fast paths known to gaond (gaon_fp_progs index, gaon_fp_slot.prog).
-enum gaon_fp_prog { GAON_FP_NONE = 0, GAON_FP_KVCACHE = 1 };
+// GAON_FP_KVCACHE_WRITES is kvcache's second XDP program, tail-called by its fast path
+// on a server with one NIC for every request it does not answer (writes are invalidated
+// there before memcached sees them).
+enum gaon_fp_prog { GAON_FP_NONE = 0, GAON_FP_KVCACHE = 1, GAON_FP_KVCACHE_WRITES = 2 };
 
 // gaon_fp_slots value: one instance's fast path. Written by gaond before any flow points
 // at the slot; prog 0 = free.
@@ -121,13 +127,20 @@ struct gaon_fp_ctx {
 enum gaon_steer_stat { GAON_STEER_STATS(GAON_X_ENUM) GAON_STEER_NSTATS };
 
 // Each fast path's, per instance (gaon_fp_stats, per CPU, at fp_slot * GAON_FP_NSTATS + stat).
-#define GAON_FP_STATS(X)                                                                 \
-  X(answered, "requests answered on the wire by the fast path (XDP_TX)")                 \
-  X(forwarded, "frames forwarded in the kernel to the other interface by the fast path") \
-  X(handed_up, "frames handed to gaond by the fast path (what it does not handle)")      \
-  X(torn, "reads that found an entry being written, or changed while read (handed up)")  \
-  X(fail_open, "frames the fast path would hand up but gaond had no socket (forwarded)") \
-  X(lease_expired, "frames forwarded around the fast path and gaond: gaond's lease lapsed")
+#define GAON_FP_STATS(X)                                                                    \
+  X(answered, "requests answered on the wire by the fast path (XDP_TX)")                    \
+  X(forwarded, "frames forwarded in the kernel to the other interface by the fast path")    \
+  X(handed_up, "frames handed to gaond by the fast path (what it does not handle)")         \
+  X(torn, "reads that found an entry being written, or changed while read (handed up)")     \
+  X(fail_open, "frames the fast path would hand up but gaond had no socket (forwarded)")    \
+  X(lease_expired, "frames forwarded around the fast path and gaond: gaond's lease lapsed") \
+  X(passed, "one NIC: frames the fast path passed to the host stack")                       \
+  X(writes, "one NIC: writes seen in the kernel (their keys invalidated)")                  \
+  X(flushes, "one NIC: flushes, and what could not be read, invalidating everything")       \
+  X(fills, "one NIC: values learned in the kernel from the application's replies")          \
+  X(fills_rejected, "one NIC: replies not learned (a write since their request, busy...)")  \
+  X(tcp_commands, "one NIC: commands framed on the application's TCP connections")          \
+  X(tcp_unframed, "one NIC: TCP messages that could not be framed (everything invalidated)")
 
 #define GAON_X_FP_ENUM(name, doc) GAON_FP_STAT_##name,
 enum gaon_fp_stat { GAON_FP_STATS(GAON_X_FP_ENUM) GAON_FP_NSTATS };

@@ -26,6 +26,7 @@
 #include "gaon/xdp_abi.h"
 
 struct bpf_object;
+struct bpf_link;
 
 namespace gaon {
 
@@ -34,6 +35,12 @@ class XdpProgram {
   struct Options {
     std::string object_file;                      // steer.bpf.o; empty: the one built in
     uint32_t fp_chunks = GAON_FP_CHUNKS_DEFAULT;  // fast-path memory, in GAON_FP_CHUNK units
+    // A server with one NIC (GAON_LOCAL ports): instances lay out their state for writers
+    // in the kernel, and each fast path's other programs are attached (fast_path.h): tc at
+    // the egress of `local_ifindexes`, sock_ops on `cgroup`.
+    bool local = false;
+    std::vector<uint32_t> local_ifindexes;
+    std::string cgroup = "/sys/fs/cgroup";
   };
   static Result<std::unique_ptr<XdpProgram>> load(const Options& opt);
   ~XdpProgram();
@@ -80,6 +87,14 @@ class XdpProgram {
   mutable std::mutex mu_;  // control threads, and stats from any thread
   bpf_object* obj_ = nullptr;
   std::vector<bpf_object*> fp_objs_;
+  Options opt_;
+  std::vector<bpf_link*> links_;  // one NIC: sock_ops on the cgroup
+  struct TcHook {
+    uint32_t ifindex;
+    int prog_fd;
+  };
+  std::vector<TcHook> tc_;  // one NIC: tc egress programs attached (detached at the end)
+  Result<void> attach_local(bpf_object* o, const std::string& name);
   std::map<uint32_t, std::string> fp_loaded_;  // prog -> "" or why it failed
   int prog_fd_ = -1;
   int ports_ = -1, xsks_ = -1, peers_ = -1, flows_ = -1, stats_ = -1, fp_progs_ = -1,

@@ -103,6 +103,17 @@ struct {
   __type(value, __u64);
 } gaon_fp_stats SEC(".maps");
 
+// The attached flow of a local address (its gaon_flows value), or of any local address of
+// its family; 0: none. `k` is changed.
+static __always_inline struct gaon_flow_target* gaon_flow_lookup(struct gaon_flow* k) {
+  struct gaon_flow_target* v = bpf_map_lookup_elem(&gaon_flows, k);
+  if (!v) {
+    __builtin_memset(k->ip, 0, sizeof(k->ip));
+    v = bpf_map_lookup_elem(&gaon_flows, k);
+  }
+  return v;
+}
+
 static __always_inline void gaon_count(__u32 what) {
   __u64* c = bpf_map_lookup_elem(&gaon_stats, &what);
   if (c) *c += 1;

@@ -36,33 +36,39 @@ static __always_inline struct gaon_flow_target* attached(void* data, void* end, 
     struct iphdr* ip = (void*)(eth + 1);
     if ((void*)(ip + 1) > end || ip->ihl < 5) return 0;
     if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_TCP) return 0;
-    if (ip->frag_off & bpf_htons(0x3fff)) return 0;  // fragments pass (no ports to match)
-    ports = (void*)ip + ip->ihl * 4;                 // source, destination: UDP and TCP alike
+    // Fragments pass (no ports to match); but one NIC (GAON_LOCAL): a first fragment has
+    // its ports, and goes to the flow's programs (they cannot read it: a write might be in
+    // it, so everything of the instance goes).
+    if (ip->frag_off & bpf_htons(role == GAON_LOCAL ? 0x1fff : 0x3fff)) return 0;
+    ports = (void*)ip + ip->ihl * 4;  // source, destination: UDP and TCP alike
     if ((void*)(ports + 2) > end) return 0;
     k.family = 4;
     k.proto = ip->protocol;
     k.ip[10] = k.ip[11] = 0xff;
-    __builtin_memcpy(&k.ip[12], role == GAON_WIRE ? &ip->daddr : &ip->saddr, 4);
+    __builtin_memcpy(&k.ip[12], role != GAON_HOST ? &ip->daddr : &ip->saddr, 4);
   } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
     struct ipv6hdr* ip6 = (void*)(eth + 1);
     if ((void*)(ip6 + 1) > end) return 0;
-    // Extension headers (fragments among them) are not followed: such frames pass.
-    if (ip6->nexthdr != IPPROTO_UDP && ip6->nexthdr != IPPROTO_TCP) return 0;
+    // Extension headers (fragments among them) are not followed: such frames pass. One NIC:
+    // a first fragment's ports are found behind its fragment header (as for IPv4).
     ports = (void*)(ip6 + 1);
+    __u8 next = ip6->nexthdr;
+    if (next == 44 && role == GAON_LOCAL) {  // the fragment header: next, 0, offset, id
+      __u8* fh = (void*)(ip6 + 1);
+      if ((void*)(fh + 8) > end || (fh[2] | (fh[3] & 0xf8))) return 0;  // not the first
+      next = fh[0];
+      ports = (void*)(fh + 8);
+    }
+    if (next != IPPROTO_UDP && next != IPPROTO_TCP) return 0;
     if ((void*)(ports + 2) > end) return 0;
     k.family = 6;
-    k.proto = ip6->nexthdr;
-    __builtin_memcpy(k.ip, role == GAON_WIRE ? &ip6->daddr : &ip6->saddr, 16);
+    k.proto = next;
+    __builtin_memcpy(k.ip, role != GAON_HOST ? &ip6->daddr : &ip6->saddr, 16);
   } else {
     return 0;
   }
-  k.port = role == GAON_WIRE ? ports[1] : ports[0];
-  struct gaon_flow_target* v = bpf_map_lookup_elem(&gaon_flows, &k);
-  if (!v) {  // any local address of the family
-    __builtin_memset(k.ip, 0, sizeof(k.ip));
-    v = bpf_map_lookup_elem(&gaon_flows, &k);
-  }
-  return v;
+  k.port = role != GAON_HOST ? ports[1] : ports[0];
+  return gaon_flow_lookup(&k);
 }
 
 SEC("xdp")

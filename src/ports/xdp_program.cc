@@ -1,6 +1,7 @@
 #include "gaon/xdp_program.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -24,6 +25,8 @@ namespace gaon {
 namespace {
 
 constexpr uint64_t kRestNs = 1'000'000'000;  // before a removed instance's slot is reused
+// One NIC: where gaond's tc egress filter sits (a later gaond replaces an earlier one's).
+constexpr uint32_t kTcHandle = 0x6a6f, kTcPriority = 0x6a6f;
 
 // Every map the programs share, with the sizes gaon/xdp_abi.h gives them.
 struct MapAbi {
@@ -143,6 +146,7 @@ Result<std::unique_ptr<XdpProgram>> XdpProgram::load(const Options& opt) {
   if (l == MAP_FAILED) return make_error("mapping the XDP lease: {}", std::strerror(errno));
   x->lease_ = static_cast<gaon_lease*>(l);
   x->fp_chunks_ = opt.fp_chunks;
+  x->opt_ = opt;
   x->fp_mem_bytes_ = size_t(opt.fp_chunks) * GAON_FP_CHUNK;
   void* m =
       mmap(nullptr, x->fp_mem_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd(GAON_MAP_FP_MEM), 0);
@@ -156,6 +160,13 @@ Result<std::unique_ptr<XdpProgram>> XdpProgram::load(const Options& opt) {
 }
 
 XdpProgram::~XdpProgram() {
+  for (bpf_link* l : links_) bpf_link__destroy(l);
+  for (const TcHook& t : tc_) {
+    DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = int(t.ifindex),
+                        .attach_point = BPF_TC_EGRESS);
+    DECLARE_LIBBPF_OPTS(bpf_tc_opts, to, .handle = kTcHandle, .priority = kTcPriority);
+    bpf_tc_detach(&hook, &to);
+  }
   if (fp_mem_) munmap(fp_mem_, fp_mem_bytes_);
   if (lease_) munmap(lease_, size_t(sysconf(_SC_PAGESIZE)));
   for (bpf_object* o : fp_objs_) bpf_object__close(o);
@@ -255,28 +266,117 @@ Result<void> XdpProgram::load_fast_path(const FastPathSpec& fp) {
       return fail(
           fmt::format("the fast path {}: sharing map {}: {}", name, m.name, std::strerror(errno)));
   }
+  // A bump runs only the XDP programs; one NIC, all of them (fast_path.h).
+  bpf_program* p = nullptr;
+  bpf_object__for_each_program(p, o) {
+    if (!opt_.local && bpf_program__type(p) != BPF_PROG_TYPE_XDP)
+      bpf_program__set_autoload(p, false);
+    // SEC("sk_skb"): a verdict on the stream without a parser (libbpf 1.1 names no section)
+    if (bpf_program__type(p) == BPF_PROG_TYPE_SK_SKB &&
+        bpf_program__expected_attach_type(p) != BPF_SK_SKB_STREAM_PARSER &&
+        bpf_program__expected_attach_type(p) != BPF_SK_SKB_STREAM_VERDICT)
+      bpf_program__set_expected_attach_type(p, BPF_SK_SKB_VERDICT);
+  }
   bpf_program* prog = bpf_object__find_program_by_name(o, name.c_str());
-  // The verifier's last words, for the error (its whole log is long).
-  std::vector<char> log(1 << 20);
-  if (prog) bpf_program__set_log_buf(prog, log.data(), log.size());
+  // The verifier's last words, for the error (its whole log is long): a log per program
+  // loaded; libbpf loads them in order and stops at the one refused, the last that logged.
+  std::vector<std::pair<std::string, std::vector<char>>> logs;
+  bpf_object__for_each_program(p, o) {
+    if (!bpf_program__autoload(p)) continue;
+    logs.emplace_back(bpf_program__name(p), std::vector<char>(1 << 20, '\0'));
+    bpf_program__set_log_buf(p, logs.back().second.data(), logs.back().second.size());
+  }
   if (int e = bpf_object__load(o); e != 0) {
-    std::string v(log.data());
+    std::string who = name, v;
+    for (const auto& [pn, buf] : logs)
+      if (buf[0] != '\0') {
+        who = pn;
+        v = std::string(buf.data());
+      }
     while (!v.empty() && v.back() == '\n') v.pop_back();
-    size_t cut = v.size();
+    if (getenv("GAON_VERIFIER_LOG")) fmt::print(stderr, "{}\n", v);
+    size_t cut = v.size();  // its last three lines
     for (int lines = 0; lines < 3 && cut != std::string::npos && cut > 0; ++lines)
       cut = v.rfind('\n', cut - 1);
-    if (getenv("GAON_VERIFIER_LOG")) fmt::print(stderr, "{}\n", v);
-    v = cut == std::string::npos ? v : v.substr(cut + 1);
+    if (cut != std::string::npos && cut < v.size()) v = v.substr(cut + 1);
     for (char& c : v)
       if (c == '\n') c = ';';
-    return fail(fmt::format("loading the fast path {}: {}{}", name, std::strerror(-e),
-                            v.empty() ? "" : " (verifier: " + v + ")"));
+    return fail(fmt::format("loading the fast path {} (program {}): {}{}", name, who,
+                            std::strerror(-e), v.empty() ? "" : " (verifier: " + v + ")"));
   }
   const int pfd = prog ? bpf_program__fd(prog) : -1;
   if (pfd < 0) return fail(fmt::format("the fast path's object has no program {}", name));
+  for (const FastPathExtra& e : fp.extras) {  // first: the fast path may call them at once
+    const std::string en(e.program);
+    bpf_program* ep = bpf_object__find_program_by_name(o, en.c_str());
+    const int efd = ep ? bpf_program__fd(ep) : -1;
+    if (efd < 0 || e.prog >= GAON_FP_PROGS ||
+        bpf_map_update_elem(fp_progs_, &e.prog, &efd, BPF_ANY) != 0)
+      return fail(fmt::format("the fast path {}: its program {}: {}", name, en,
+                              efd < 0 ? "not in the object" : std::strerror(errno)));
+  }
+  if (opt_.local)
+    if (auto a = attach_local(o, name); !a) return fail(a.error());
   if (bpf_map_update_elem(fp_progs_, &fp.prog, &pfd, BPF_ANY) != 0)
     return fail(fmt::format("the fast path {}: {}", name, std::strerror(errno)));
   fp_loaded_[fp.prog] = "";
+  return ok();
+}
+
+// One NIC: the object's tc programs at the egress of every local interface, its sock_ops
+// program on the cgroup, its sk_skb programs on its SOCKHASH map.
+Result<void> XdpProgram::attach_local(bpf_object* o, const std::string& name) {
+  int sockhash = -1;
+  bpf_map* m = nullptr;
+  bpf_object__for_each_map(m, o) {
+    if (bpf_map__type(m) == BPF_MAP_TYPE_SOCKHASH) sockhash = bpf_map__fd(m);
+  }
+  bpf_program* p = nullptr;
+  bpf_object__for_each_program(p, o) {
+    const int fd = bpf_program__fd(p);
+    switch (bpf_program__type(p)) {
+      case BPF_PROG_TYPE_SCHED_CLS:
+        for (uint32_t ifx : opt_.local_ifindexes) {
+          DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = int(ifx),
+                              .attach_point = BPF_TC_EGRESS);
+          if (int e = bpf_tc_hook_create(&hook); e != 0 && e != -EEXIST)
+            return make_error("the fast path {}: tc egress on interface {}: {}", name, ifx,
+                              std::strerror(-e));
+          DECLARE_LIBBPF_OPTS(bpf_tc_opts, to, .prog_fd = fd, .flags = BPF_TC_F_REPLACE,
+                              .handle = kTcHandle, .priority = kTcPriority);
+          if (int e = bpf_tc_attach(&hook, &to); e != 0)
+            return make_error("the fast path {}: attaching {} at tc egress of interface {}: {}",
+                              name, bpf_program__name(p), ifx, std::strerror(-e));
+          tc_.push_back({ifx, fd});
+        }
+        break;
+      case BPF_PROG_TYPE_SOCK_OPS: {
+        const int cg = open(opt_.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cg < 0)
+          return make_error("the fast path {}: cgroup {}: {}", name, opt_.cgroup,
+                            std::strerror(errno));
+        bpf_link* l = bpf_program__attach_cgroup(p, cg);
+        const int err = errno;
+        close(cg);
+        if (l == nullptr)
+          return make_error("the fast path {}: attaching {} to cgroup {}: {}", name,
+                            bpf_program__name(p), opt_.cgroup, std::strerror(err));
+        links_.push_back(l);
+        break;
+      }
+      case BPF_PROG_TYPE_SK_SKB: {
+        if (sockhash < 0)
+          return make_error("the fast path {}: {} needs a SOCKHASH map", name,
+                            bpf_program__name(p));
+        if (bpf_prog_attach(fd, sockhash, bpf_program__expected_attach_type(p), 0) != 0)
+          return make_error("the fast path {}: attaching {} to its socket map: {}", name,
+                            bpf_program__name(p), std::strerror(errno));
+        break;
+      }
+      default:
+        break;
+    }
+  }
   return ok();
 }
 
@@ -287,7 +387,8 @@ Result<void> XdpProgram::add_flow(const FlowKey& key, uint32_t instance, const F
     auto it = instances_.find(instance);
     if (it == instances_.end()) {  // its first flow: a slot, memory, the program
       Instance in;
-      const uint32_t need = uint32_t((fp.bytes + GAON_FP_CHUNK - 1) / GAON_FP_CHUNK);
+      const size_t bytes = opt_.local ? fp.kernel_bytes : fp.bytes;
+      const uint32_t need = uint32_t((bytes + GAON_FP_CHUNK - 1) / GAON_FP_CHUNK);
       // Slots and chunks given up by a removed instance rest a while first: a program that
       // started on one before the removal may still be reading it.
       const uint64_t now = mono_ns();
@@ -329,7 +430,7 @@ Result<void> XdpProgram::add_flow(const FlowKey& key, uint32_t instance, const F
           slot_instance_[slot] = instance + 1;
           in.first_chunk = first;
           in.chunks = need;
-          in.state = {mem, size_t(need) * GAON_FP_CHUNK, slot};
+          in.state = {mem, size_t(need) * GAON_FP_CHUNK, slot, opt_.local};
         }
       }
       it = instances_.emplace(instance, std::move(in)).first;
@@ -339,7 +440,13 @@ Result<void> XdpProgram::add_flow(const FlowKey& key, uint32_t instance, const F
   const gaon_flow f = flow_key(key);
   const std::string k = key_bytes(f);
   FlowRef& ref = flow_refs_[k];
-  // One local address shared by flows of different instances: all of it to gaond.
+  // One local address shared by flows of different instances: all of it to gaond. On one
+  // NIC there is no gaond in the path to give it to: refused.
+  if (opt_.local && ref.refs != 0 && ref.value != value)
+    return make_error(
+        "{}: another instance has a flow on this address and port; on a server "
+        "with one NIC an address is one instance's",
+        key.to_string());
   const uint32_t want = ref.refs == 0 || ref.value == value ? value : 0;
   if (ref.refs == 0 || want != ref.value) {
     const gaon_flow_target t{want};

@@ -2,6 +2,7 @@
 //
 //   gaon-run --ikernel kvcache --param capacity=48M [--match udp:11211] [--tcp] -- memcached -U
 //   11211
+//   gaon-run --ikernel kvcache --local --tcp -- memcached -U 11211    (gaond --local: one NIC)
 //
 // It loads libgaon-preload.so into the program (LD_PRELOAD); see preload.cc. If gaond cannot
 // be reached the program still runs, with a warning.
@@ -15,6 +16,7 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include "gaon/control.h"
 #include "gaon/params.h"
 
 namespace {
@@ -41,6 +43,11 @@ int main(int argc, char** argv) {
   app.add_flag("--tcp", tcp,
                "also attach the program's TCP socket on the same port (kvcache: its writes "
                "over TCP invalidate; a bump in the wire)");
+  bool local = false;
+  app.add_flag("--local", local,
+               "a server with one NIC: check that gaond runs there (gaond --local) before "
+               "starting the program; the ikernel's fast path then runs on this host's own "
+               "interfaces and sockets (docs/one-nic.md)");
   app.add_option("--control", control, "gaond's control socket (default /run/gaon/gaond.sock)");
   app.footer("Everything after -- is the program to run and its arguments.");
   // The program's own options must not be read as ours: split at the first "--".
@@ -66,6 +73,22 @@ int main(int argc, char** argv) {
                     std::stoul(match.substr(4).substr(0, 6)) < 65536;
     if (!ok) {
       fmt::print(stderr, "gaon-run: error: --match '{}': expected udp:PORT\n", match);
+      return 2;
+    }
+  }
+  if (local) {  // the one-NIC form needs gaond there: say so now, not as a warning later
+    const std::string path = control.empty() ? gaon::control::kDefaultPath : control;
+    auto c = gaon::control::Client::connect(path);
+    auto st = c ? c->call("stats") : gaon::Result<nlohmann::json>(gaon::Error{c.error()});
+    if (!st) {
+      fmt::print(stderr, "gaon-run: error: --local: gaond at {}: {}\n", path, st.error());
+      return 2;
+    }
+    if (!st->contains("local")) {
+      fmt::print(stderr,
+                 "gaon-run: error: --local: gaond at {} is not running on this host's "
+                 "interfaces (start it with gaond --local)\n",
+                 path);
       return 2;
     }
   }

@@ -12,9 +12,14 @@
 // gaond sits between two interfaces; clients and the application keep their addresses.
 // An XDP program hands gaond only attached flows and forwards the rest in the kernel
 // (include/gaon/afxdp.h); afpacket:IFACE is the fallback without AF_XDP (every frame
-// through gaond; include/gaon/afpacket.h). With a control socket (--control; on by
-// default as root) applications create instances and attach them to their own sockets
-// (libgaon, gaon-run, gaonctl; see docs/control.md), and --ikernel becomes optional.
+// through gaond; include/gaon/afpacket.h). A server with one NIC (root):
+//
+//   gaond --local [--iface IF ...]
+//
+// gaond has no ports: the fast paths run on this host's own interfaces and sockets, gaond
+// keeps their state and the lease (include/gaon/local.h, docs/one-nic.md). With a control socket
+// (--control; on by default as root) applications create instances and attach them to their own
+// sockets (libgaon, gaon-run, gaonctl; see docs/control.md), and --ikernel becomes optional.
 // SIGUSR1 prints stats; SIGINT/SIGTERM stop it cleanly (stats are printed at exit).
 #include <pthread.h>
 #include <sched.h>
@@ -38,6 +43,7 @@
 #include "gaon/afxdp.h"
 #include "gaon/control_server.h"
 #include "gaon/engine.h"
+#include "gaon/local.h"
 #include "gaon/params.h"
 #include "gaon/shaped_port.h"
 #include "gaon/sidecar.h"
@@ -102,7 +108,8 @@ nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& ho
 int main(int argc, char** argv) {
   CLI::App app{
       "gaond: the gaon datapath, as a sidecar (UDP sockets in front of an application) or a "
-      "bump in the wire (AF_XDP between two interfaces)"};
+      "bump in the wire (AF_XDP between two interfaces), or on a server with one NIC "
+      "(--local)"};
   std::vector<std::string> wire_specs, host_specs, flow_specs;
   std::string xdp_mode = "auto";
   uint32_t lease_ms = 50;
@@ -120,6 +127,15 @@ int main(int argc, char** argv) {
   std::string max_state_text = "1G";
   std::string state_dir;
   app.add_flag("--list", list, "list the ikernel types and exit");
+  bool local = false;
+  std::vector<std::string> ifaces;
+  app.add_flag("--local", local,
+               "a server with one NIC: no ports; the ikernels' fast paths run on this host's "
+               "own interfaces and sockets, gaond keeps their state and serves the control "
+               "socket (docs/one-nic.md)");
+  app.add_option("--iface", ifaces,
+                 "--local: an interface to run on (repeatable; default: every interface that "
+                 "is up, not loopback, and has an address)");
   app.add_option("--wire", wire_specs,
                  "where clients are: udp:IP:PORT, the service address they send to (sidecar; "
                  "repeat with --host for several services), or afxdp:IFACE (every receive queue) "
@@ -186,6 +202,14 @@ int main(int argc, char** argv) {
     for (const auto* t : reg.list()) fmt::print("{:<14} {}\n", t->name, t->description);
     return 0;
   }
+  if (local && (!wire_specs.empty() || !host_specs.empty()))
+    return fail("--local runs on this host's interfaces: it takes no --wire or --host");
+  if (!local && !ifaces.empty()) return fail("--iface is for --local");
+  if (local && geteuid() != 0)
+    return fail("--local loads XDP, tc and socket programs: run as root");
+  if (local && !type.empty() && flow_specs.empty())
+    return fail("--ikernel with --local needs --flow udp:IP:PORT (what to attach)");
+  if (local) wire_specs = host_specs = {"local"};  // (the engine's two ports carry no frames)
   if (wire_specs.empty()) return fail("--wire udp:IP:PORT is required");
   if (host_specs.empty()) return fail("--host udp:IP:PORT is required");
   if (wire_specs.size() != host_specs.size())
@@ -204,7 +228,7 @@ int main(int argc, char** argv) {
   const bool xdp_bump = wire_specs[0].starts_with("afxdp:") || host_specs[0].starts_with("afxdp:");
   const bool packet_bump =
       wire_specs[0].starts_with("afpacket:") || host_specs[0].starts_with("afpacket:");
-  const bool bump = xdp_bump || packet_bump;
+  const bool bump = xdp_bump || packet_bump || local;
   std::optional<gaon::afxdp::Spec> bump_wire, bump_host;
   std::string packet_wire, packet_host;
   std::vector<gaon::FlowKey> ikernel_flows;
@@ -213,7 +237,7 @@ int main(int argc, char** argv) {
     if (!k) return fail("--flow " + k.error());
     ikernel_flows.push_back(*k);
   }
-  if (bump) {
+  if (bump && !local) {
     if (wire_specs.size() != 1) return fail("a bump in the wire takes one --wire/--host pair");
     auto kind = [](const std::string& spec) { return spec.substr(0, spec.find(':')); };
     if (kind(wire_specs[0]) != kind(host_specs[0]))
@@ -256,7 +280,7 @@ int main(int argc, char** argv) {
     return fail(fmt::format("--cpu {}: this machine has {} CPUs", cpu,
                             std::thread::hardware_concurrency()));
 
-  auto eng = gaon::Engine::create({.pool_frames = bump ? 16384u : 8192u});
+  auto eng = gaon::Engine::create({.pool_frames = local ? 1024u : bump ? 16384u : 8192u});
   if (!eng) return fail(eng.error());
   gaon::Engine& engine = **eng;
   gaon::Port* wire_port = nullptr;
@@ -279,8 +303,25 @@ int main(int argc, char** argv) {
   std::unique_ptr<gaon::afxdp::Bump> xdp;
   // Bump with AF_PACKET: two packet sockets, everything through the engine.
   std::unique_ptr<gaon::afpacket::AfPacketPort> pkt_wire, pkt_host;
+  // One NIC: the programs on this host's interfaces, no frames through gaond.
+  std::unique_ptr<gaon::local::Host> one_nic;
   gaon::FdWaiter fd_waiter;
-  if (packet_bump) {
+  if (local) {
+    auto h = gaon::local::Host::open({.ifaces = ifaces,
+                                      .xdp_mode = xdp_mode,
+                                      .lease_ns = uint64_t(lease_ms) * 1'000'000,
+                                      .fp_chunks = xdp_memory_mb},
+                                     engine.pool());
+    if (!h) return fail(h.error());
+    one_nic = std::move(*h);
+    engine.set_flow_observer(one_nic.get());
+    wire_port = &one_nic->wire();
+    host_port = &one_nic->host();
+    idle_wait = [&](int ms) { one_nic->wait(ms); };
+    wake = [&] { one_nic->wake(); };
+    more_stats = [&](nlohmann::json& j) { j["local"] = one_nic->stats(); };
+    fmt::print(stderr, "gaond: {}\n", one_nic->describe());
+  } else if (packet_bump) {
     auto w = gaon::afpacket::AfPacketPort::open(packet_wire, engine.pool());
     if (!w) return fail(w.error());
     auto h = gaon::afpacket::AfPacketPort::open(packet_host, engine.pool());

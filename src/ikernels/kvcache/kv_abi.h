@@ -22,15 +22,22 @@
 // Tags and CLOCK bits are only hints: the slot itself (hash, key, generation, expiry) is
 // what a reader checks, under the counter. The header's generation is the table's: a flush
 // bumps it and every slot of an older one is dead. Readers set CLOCK bits with atomic ORs
-// (and only when a bit is clear), so writers in the kernel can later be added with atomics
-// and the same layout.
+// (and only when a bit is clear).
+//
+// Writers in the kernel (KV_F_KERNEL: a server with one NIC, where memcached's own
+// interface and sockets run the programs and gaond is not in the data path) use the same
+// layout and a chunk of version buckets (struct kv_vbucket, the run's chunk vb_chunk): an
+// invalidation is an atomic increment of the key's bucket version, a fill takes the slot's
+// counter from even to odd with a compare-and-swap (and gives up if it cannot) and records
+// the bucket version its GET saw in the slot (ver); a reader serves a slot only while its
+// ver is still its bucket's. docs/one-nic.md has the argument.
 #pragma once
 
 #include <linux/types.h>
 
 #include "gaon/xdp_abi.h"
 
-#define KV_ABI_MAGIC 0x3376636b6e6f6167ull  // "gaonkcv3", little endian; 0: not laid out
+#define KV_ABI_MAGIC 0x3476636b6e6f6167ull  // "gaonkcv4", little endian; 0: not laid out
 #define KV_WAYS 8
 #define KV_SEEN_BITS (1u << 18)  // one bit per hash class: "a GET of it reached gaond lately"
 #define KV_HDR_BYTES 4096
@@ -45,6 +52,10 @@
 
 // Header flags.
 #define KV_F_UDP_CSUM 1u  // replies carry a full UDP checksum over IPv4 (IPv6: always)
+#define KV_F_KERNEL 2u    // writers in the kernel: a slot is live while its ver is its bucket's
+#define KV_F_UNSAFE \
+  4u  // KV_F_KERNEL, for the checker's negative control only: writes
+      // invalidate nothing (kvcache's unsafe_no_invalidation)
 
 struct kv_table_hdr {
   __u64 magic;        // KV_ABI_MAGIC once the geometry below is written
@@ -62,8 +73,30 @@ struct kv_table_hdr {
   // ceil(log2 sets_chunk), m = ceil(2^k / sets_chunk) (below 2^31 + 1).
   __u32 sets_chunk_m;
   __u32 sets_chunk_k;
-  __u32 pad;
+  __u32 vb_chunk;  // KV_F_KERNEL: the chunk of the version buckets (from the run's first)
+  // KV_F_KERNEL only, below: written by gaond when it lays the table out (flush_at_ns: by
+  // the writers, for a delayed flush_all).
+  __u32 nvb;               // version buckets (a power of two, KV_VB_PER_CHUNK)
+  __u64 write_timeout_ns;  // a write not acknowledged blocks fills of its bucket this long
+  __u64 max_ttl_ns;        // no entry lives longer (0: no limit)
+  __u64 flush_at_ns;       // a delayed flush_all: no entry filled before it lives past it
 };
+
+// A version bucket (KV_F_KERNEL): the writes of every key hashing to it (kv_vb_of). 64
+// bytes: one cache line, so two buckets never share one.
+struct kv_vbucket {
+  __u32 ver;       // +1 at every write seen of a key in it (atomic)
+  __u32 out;       // UDP writes seen and not yet acknowledged (atomic)
+  __u64 udp_ns;    // when the last UDP write was seen (out is stale after write_timeout)
+  __u64 timed_ns;  // the last write whose acknowledgement is not followed (TCP, noreply):
+                   // such writes block fills until write_timeout has passed
+  __u64 lost_ns;   // the latest expiry of a ttl record replaced by another key's
+  __u64 ttl[4];    // the expiries writes gave keys: (expire_units << 32) | (__u32)hash; 0: none
+};
+#define KV_VB_PER_CHUNK (GAON_FP_CHUNK / 64)
+#define KV_TTL_SHIFT 30           // ttl records count time in units of 2^30 ns (~1.07 s)
+#define KV_TTL_NEVER 0xffffffffu  // a ttl record's expiry: none
+static inline __u32 kv_vb_of(__u64 h, __u32 nvb) { return (__u32)(h >> 40) & (nvb - 1); }
 
 struct kv_set {
   __u32 tag[KV_WAYS];  // (hash >> 32) | 1 of each way's entry; 0: empty
@@ -85,7 +118,8 @@ struct kv_slot {
   __u8 ftext;    // bytes of " FLAGS BYTES" in the data
   __u8 ctext;    // bytes of " CAS" in the data (0 without has_cas)
   __u8 pad0;
-  __u8 pad[16];
+  __u32 ver;  // KV_F_KERNEL: the version of the key's bucket its value was read under
+  __u8 pad[12];
 };
 
 // Where a slot's pieces are in its data (after struct kv_slot).

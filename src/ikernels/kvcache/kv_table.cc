@@ -8,7 +8,8 @@ namespace gaon::kv {
 
 namespace {
 
-static_assert(sizeof(kv_set) == 64 && sizeof(kv_slot) == 64 && sizeof(kv_table_hdr) <= 64);
+static_assert(sizeof(kv_set) == 64 && sizeof(kv_slot) == 64 && sizeof(kv_table_hdr) <= 128);
+static_assert(sizeof(kv_vbucket) == 64 && KV_VB_PER_CHUNK * 64 == GAON_FP_CHUNK);
 static_assert(KV_SETS_OFF % 64 == 0);
 // kv_set_pos divides by a multiply: exact while sets < 2^30 (Table::geometry's bound).
 
@@ -36,7 +37,8 @@ char* put_u64(char* p, uint64_t v) {
 
 }  // namespace
 
-Result<Geometry> Table::geometry(uint64_t capacity, uint32_t max_key, uint32_t max_value) {
+Result<Geometry> Table::geometry(uint64_t capacity, uint32_t max_key, uint32_t max_value,
+                                 bool kernel) {
   Geometry g;
   g.max_key = max_key;
   g.max_value = max_value;
@@ -61,11 +63,17 @@ Result<Geometry> Table::geometry(uint64_t capacity, uint32_t max_key, uint32_t m
     const uint64_t last = rest - uint64_t(g.chunks - 2) * g.sets_chunk;
     g.bytes = size_t(g.chunks - 1) * GAON_FP_CHUNK + last * g.set_bytes;
   }
+  if (kernel) {  // the version buckets: a chunk of their own, after the sets
+    g.vb_chunk = g.chunks++;
+    g.bytes = size_t(g.chunks) * GAON_FP_CHUNK;
+  }
   return g;
 }
 
-void Table::lay_out(uint8_t* mem, const Geometry& g, uint32_t flags, uint64_t generation) {
+void Table::lay_out(uint8_t* mem, const Geometry& g, uint32_t flags, uint64_t generation,
+                    const Limits& limits) {
   g_ = g;
+  vb_ = nullptr;
   mem_ = mem;
   items_ = bytes_used_ = 0;
   auto* h = reinterpret_cast<kv_table_hdr*>(mem);
@@ -81,6 +89,18 @@ void Table::lay_out(uint8_t* mem, const Geometry& g, uint32_t flags, uint64_t ge
   h->flags = flags;
   h->sets_chunk_k = 30 + uint32_t(std::bit_width(g.sets_chunk - 1));  // 30 + ceil(log2 d)
   h->sets_chunk_m = uint32_t(((uint64_t(1) << h->sets_chunk_k) + g.sets_chunk - 1) / g.sets_chunk);
+  if (g.vb_chunk != 0) {
+    h->flags |= KV_F_KERNEL;
+    h->vb_chunk = g.vb_chunk;
+    h->nvb = KV_VB_PER_CHUNK;
+    h->write_timeout_ns = limits.write_timeout_ns;
+    h->max_ttl_ns = limits.max_ttl_ns;
+    vb_ = reinterpret_cast<kv_vbucket*>(mem + size_t(g.vb_chunk) * GAON_FP_CHUNK);
+    // Writes that went by before the table was there were not seen: every bucket is busy
+    // for a write timeout, so no reply read before one of them applied is learned.
+    const uint64_t now = limits.now_ns;
+    for (uint32_t i = 0; i < KV_VB_PER_CHUNK; ++i) at(vb_[i].timed_ns).store(now);
+  }
   at(h->magic).store(KV_ABI_MAGIC, std::memory_order_release);  // readers may start
   hdr_ = h;
 }
@@ -126,6 +146,13 @@ const kv_slot* Table::find(uint64_t h, std::string_view key, uint64_t now) {
     if (s->hash != h || s->klen != key.size() ||
         std::memcmp(data(*s) + kv_key_off(), key.data(), key.size()) != 0)
       continue;
+    if (vb_ != nullptr) {  // the kernel's writers own the slots: only read them
+      const uint32_t seq = at(s->seq).load(std::memory_order_acquire);
+      if ((seq & 1) || s->generation != hdr_->generation || s->expire_ns <= now ||
+          s->ver != at(vb_[kv_vb_of(h, hdr_->nvb)].ver).load(std::memory_order_acquire))
+        continue;
+      return s;
+    }
     if (s->generation != hdr_->generation) {  // flushed: already uncounted
       at(st->tag[w]).store(0, std::memory_order_relaxed);
       return nullptr;
@@ -168,10 +195,18 @@ void Table::insert(uint64_t h, std::string_view key, const Item& item, uint64_t 
   }
   const uint32_t w = uint32_t(way);
   kv_slot* s = slot(st, w);
-  if (st->tag[w] != 0 && s->hash != 0 && s->generation == gen) leave(st, w, s);
+  uint32_t ver = 0;
+  if (vb_ != nullptr) {  // as a filler in the kernel: take the slot, or give up
+    ver = at(vb_[kv_vb_of(h, hdr_->nvb)].ver).load(std::memory_order_acquire);
+    uint32_t seq = at(s->seq).load(std::memory_order_relaxed);
+    if ((seq & 1) || !at(s->seq).compare_exchange_strong(seq, seq + 1, std::memory_order_acquire))
+      return;
+  } else {
+    if (st->tag[w] != 0 && s->hash != 0 && s->generation == gen) leave(st, w, s);
+    write_begin(s);
+  }
   // The text: "VALUE " KEY " FLAGS BYTES" [" CAS"] "\r\n" VALUE "\r\nEND\r\n".
   char* d = reinterpret_cast<char*>(s + 1);
-  write_begin(s);
   std::memcpy(d, "VALUE ", 6);
   std::memcpy(d + 6, key.data(), key.size());
   char* p = d + 6 + key.size();
@@ -199,6 +234,7 @@ void Table::insert(uint64_t h, std::string_view key, const Item& item, uint64_t 
   s->flags = item.flags;
   s->klen = uint16_t(key.size());
   s->vlen = uint16_t(item.value.size());
+  s->ver = ver;
   write_end(s);
   at(st->tag[w]).store(tag, std::memory_order_release);
   at(st->ref).fetch_and(~(1u << w), std::memory_order_relaxed);
@@ -207,6 +243,10 @@ void Table::insert(uint64_t h, std::string_view key, const Item& item, uint64_t 
 }
 
 bool Table::invalidate(uint64_t h) {
+  if (vb_ != nullptr) {  // as the kernel's writers do: the bucket's version moves on
+    at(vb_[kv_vb_of(h, hdr_->nvb)].ver).fetch_add(1, std::memory_order_acq_rel);
+    return false;
+  }
   kv_set* st = set(kv_set_of(h, g_.nsets));
   const uint32_t tag = kv_tag(h);
   bool found = false;
@@ -228,6 +268,23 @@ void Table::drop_all() {
   at(hdr_->generation).fetch_add(1, std::memory_order_release);
   items_ = bytes_used_ = 0;
   forget_all();
+}
+
+Table::Census Table::census(uint64_t now) const {
+  Census c;
+  const uint64_t gen = hdr_->generation;
+  for (uint32_t i = 0; i < g_.nsets; ++i) {
+    kv_set* st = set(i);
+    for (uint32_t w = 0; w < KV_WAYS; ++w) {
+      const kv_slot* s = slot(st, w);
+      if (st->tag[w] == 0 || s->hash == 0 || (s->seq & 1) || s->generation != gen ||
+          s->expire_ns <= now || (vb_ && s->ver != vb_[kv_vb_of(s->hash, hdr_->nvb)].ver))
+        continue;
+      ++c.items;
+      c.bytes += s->klen + s->vlen;
+    }
+  }
+  return c;
 }
 
 Table::Text Table::reply_text(const kv_slot& s, bool with_cas, bool with_end) {

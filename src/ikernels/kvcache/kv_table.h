@@ -30,7 +30,8 @@ static_assert(std::endian::native == std::endian::little);
 
 struct Geometry {
   uint32_t nsets = 0, set_bytes = 0, slot_bytes = 0, sets_chunk0 = 0, sets_chunk = 0;
-  uint32_t chunks = 0;  // GAON_FP_CHUNK-byte chunks spanned
+  uint32_t chunks = 0;    // GAON_FP_CHUNK-byte chunks spanned
+  uint32_t vb_chunk = 0;  // writers in the kernel: the chunk of version buckets (0: none)
   uint32_t max_key = 0, max_value = 0;
   size_t bytes = 0;  // from the start of chunk 0 to the end of the last set
 };
@@ -43,9 +44,20 @@ struct Item {
   bool has_cas = false;
 };
 
+// What writers in the kernel need to know (kv_table_hdr; KV_F_KERNEL only).
+struct TableLimits {
+  uint64_t write_timeout_ns = 1'000'000'000;
+  uint64_t max_ttl_ns = 0;
+  uint64_t now_ns = 0;  // CLOCK_MONOTONIC at the lay-out
+};
+
 class Table {
  public:
-  static Result<Geometry> geometry(uint64_t capacity, uint32_t max_key, uint32_t max_value);
+  // `kernel`: the table has writers in the kernel (KV_F_KERNEL; kv_abi.h), and one more
+  // chunk, its last, for their version buckets.
+  static Result<Geometry> geometry(uint64_t capacity, uint32_t max_key, uint32_t max_value,
+                                   bool kernel = false);
+  using Limits = TableLimits;
   static uint64_t hash(std::string_view key) {
     uint64_t h = kv_hash_init(uint32_t(key.size()));
     for (size_t i = 0; i < key.size(); i += 8) {
@@ -60,13 +72,15 @@ class Table {
   // what the fast path maps), header last. `flags`: KV_F_*. `generation`: the first one
   // (above any the caller handed out for an earlier table, so nothing learned for that
   // one can be taken for this one's).
-  void lay_out(uint8_t* mem, const Geometry& g, uint32_t flags, uint64_t generation = 1);
+  void lay_out(uint8_t* mem, const Geometry& g, uint32_t flags, uint64_t generation = 1,
+               const Limits& limits = {});
+  bool kernel_writers() const { return vb_ != nullptr; }
   bool laid_out() const { return hdr_ != nullptr; }
   const Geometry& geom() const { return g_; }
   uint8_t* memory() const { return mem_; }
 
-  // The live entry for `key` (hash h), or nullptr; an expired one found is dropped. A hit
-  // sets the way's CLOCK bit.
+  // The live entry for `key` (hash h), or nullptr; an expired one found is dropped (with
+  // writers in the kernel: skipped). A hit sets the way's CLOCK bit.
   const kv_slot* find(uint64_t h, std::string_view key, uint64_t now);
   // For a burst: the set of `h`, then the slots whose tags match (header and key).
   void prefetch_set(uint64_t h) const { __builtin_prefetch(set(kv_set_of(h, g_.nsets))); }
@@ -83,7 +97,14 @@ class Table {
   void insert(uint64_t h, std::string_view key, const Item& item, uint64_t expire_ns);
   // Drops every entry whose hash is h; true if a live one went. Every live entry that
   // leaves the table (invalidated, evicted, expired, replaced) also clears its seen bit.
+  // With writers in the kernel: bumps the key's bucket version instead (false).
   bool invalidate(uint64_t h);
+  // Writers in the kernel: the live entries and their key and value bytes, counted.
+  struct Census {
+    uint64_t items = 0, bytes = 0;
+  };
+  Census census(uint64_t now) const;
+  const kv_vbucket* bucket(uint64_t h) const { return vb_ + kv_vb_of(h, KV_VB_PER_CHUNK); }
   // Drops everything at once (a new generation; slots are reclaimed as they are reused).
   void drop_all();
 
@@ -124,6 +145,7 @@ class Table {
   Geometry g_;
   uint8_t* mem_ = nullptr;
   kv_table_hdr* hdr_ = nullptr;
+  kv_vbucket* vb_ = nullptr;  // writers in the kernel: their version buckets
   uint64_t items_ = 0, bytes_used_ = 0, evictions_ = 0;
 };
 

@@ -30,6 +30,7 @@
 #include "gaon/xdp_abi.h"
 #include "gaon_maps.bpf.h"
 #include "kv_abi.h"
+#include "kvcache_local.bpf.h"
 
 #define MC_HDR 8              // memcached's UDP frame header
 #define REQ_MAX 288           // the longest request handled: 8 + 24 + 250 (binary GETK)
@@ -277,6 +278,44 @@ static __always_inline int finish_reply(struct xdp_md* ctx, __u32 is6, __u32 n, 
   return 1;
 }
 
+// One NIC (GAON_LOCAL): what the fast path does not answer passes to the host stack.
+static __always_inline int to_stack(__u32 fp) {
+  gaon_fp_count(fp, GAON_FP_STAT_passed);
+  return XDP_PASS;
+}
+
+// One NIC: a request the fast path does not answer goes to the writes program (which
+// invalidates what it writes, then passes it to the stack). It is always loaded with this
+// one; were it missing, everything goes (nothing stale can then be served).
+static __always_inline int to_writes(struct xdp_md* ctx, struct kv_table_hdr* t, __u32 fp) {
+  bpf_tail_call(ctx, &gaon_fp_progs, GAON_FP_KVCACHE_WRITES);
+  if (t) __sync_fetch_and_add(&t->generation, 1);
+  return to_stack(fp);
+}
+
+// The client of a request (its source address and port) as kv_pend's key.
+static __always_inline int client_of(struct xdp_md* ctx, const struct frame* f,
+                                     struct kv_pend_key* k) {
+  void* data = (void*)(long)ctx->data;
+  void* end = (void*)(long)ctx->data_end;
+  struct udphdr* udp;
+  if (!f->is6) {
+    struct iphdr* ip = data + sizeof(struct ethhdr);
+    if ((void*)(ip + 1) > end) return 0;
+    k->ip[10] = k->ip[11] = 0xff;
+    __builtin_memcpy(&k->ip[12], &ip->saddr, 4);
+    udp = (void*)(ip + 1);
+  } else {
+    struct ipv6hdr* ip6 = data + sizeof(struct ethhdr);
+    if ((void*)(ip6 + 1) > end) return 0;
+    __builtin_memcpy(k->ip, &ip6->saddr, 16);
+    udp = (void*)(ip6 + 1);
+  }
+  if ((void*)(udp + 1) > end) return 0;
+  k->port = udp->source;
+  return 1;
+}
+
 SEC("xdp")
 int gaon_fp_kvcache(struct xdp_md* ctx) {
   __u32 zero = 0;
@@ -284,15 +323,18 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   if (!fc) return XDP_PASS;
   const __u32 role = fc->role, peer = fc->peer, fp = fc->fp_slot, xsk = fc->xsk;
   const __u64 now = fc->now_ns;  // coarse: memcached's own clock ticks once a second
+  const int local = role == GAON_LOCAL;
   struct gaon_fp_slot* fs = bpf_map_lookup_elem(&gaon_fp_slots, &fp);
-  if (!fs || fs->chunks == 0) return gaon_hand_up(xsk, peer, fp);
+  if (!fs || fs->chunks == 0) return local ? to_stack(fp) : gaon_hand_up(xsk, peer, fp);
   const __u32 first = fs->first_chunk, nchunks = fs->chunks;
   __u32 c0 = first;
   struct kv_table_hdr* t = bpf_map_lookup_elem(&gaon_fp_mem, &c0);
-  if (!t || t->magic != KV_ABI_MAGIC) return gaon_hand_up(xsk, peer, fp);
+  if (!t || t->magic != KV_ABI_MAGIC) return local ? to_stack(fp) : gaon_hand_up(xsk, peer, fp);
+    // Not answered here: to gaond (a bump), or (one NIC) to the writes program.
+#define UP() (local ? to_writes(ctx, t, fp) : gaon_hand_up(xsk, peer, fp))
 
   struct frame f = {};
-  if (!parse_udp(ctx, &f)) return gaon_hand_up(xsk, peer, fp);
+  if (!parse_udp(ctx, &f)) return UP();
   if (role == GAON_HOST) {
     if (bare_miss(ctx, &f)) {
       gaon_fp_count(fp, GAON_FP_STAT_forwarded);
@@ -303,18 +345,18 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
 
   // ---- the request, copied out of the frame
   __u32 pl = f.ulen - sizeof(struct udphdr);
-  if (pl < MC_HDR + 7 || pl > REQ_MAX) return gaon_hand_up(xsk, peer, fp);
+  if (pl < MC_HDR + 7 || pl > REQ_MAX) return UP();
   struct kv_scratch* sc = bpf_map_lookup_elem(&kv_scratch, &zero);
-  if (!sc) return gaon_hand_up(xsk, peer, fp);
+  if (!sc) return UP();
   const __u32 poff = f.l4 + sizeof(struct udphdr);
-  if (bpf_xdp_load_bytes(ctx, poff, sc->req, LEN(pl, 512))) return gaon_hand_up(xsk, peer, fp);
+  if (bpf_xdp_load_bytes(ctx, poff, sc->req, LEN(pl, 512))) return UP();
   __u8* q = sc->req;
   __u8* fh = (void*)(long)ctx->data + poff;  // read in the frame: the copy is still in flight
-  if ((void*)(fh + MC_HDR) > (void*)(long)ctx->data_end) return gaon_hand_up(xsk, peer, fp);
-  if (fh[2] | fh[3] | fh[4] | (fh[5] ^ 1)) return gaon_hand_up(xsk, peer, fp);  // 0 of 1
-  if (!udp_csum_ok(ctx, &f, sc, pl)) return gaon_hand_up(xsk, peer, fp);
+  if ((void*)(fh + MC_HDR) > (void*)(long)ctx->data_end) return UP();
+  if (fh[2] | fh[3] | fh[4] | (fh[5] ^ 1)) return UP();  // 0 of 1
+  if (!udp_csum_ok(ctx, &f, sc, pl)) return UP();
   pl = *(volatile __u32*)&sc->pl;  // forget what the checksum loop taught (forget_bounds)
-  if (pl < MC_HDR + 7 || pl > REQ_MAX) return gaon_hand_up(xsk, peer, fp);
+  if (pl < MC_HDR + 7 || pl > REQ_MAX) return UP();
 
   int kind;
   __u32 ko, klen;
@@ -324,14 +366,12 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     opcode = b[1];
     klen = ((__u32)b[2] << 8) | b[3];
     const __u32 body = ((__u32)b[8] << 24) | ((__u32)b[9] << 16) | ((__u32)b[10] << 8) | b[11];
-    if (opcode != 0x00 && opcode != 0x09 && opcode != 0x0c && opcode != 0x0d)
-      return gaon_hand_up(xsk, peer, fp);
-    if (b[4] != 0 || body != klen || pl != MC_HDR + BIN_HDR + klen)
-      return gaon_hand_up(xsk, peer, fp);
+    if (opcode != 0x00 && opcode != 0x09 && opcode != 0x0c && opcode != 0x0d) return UP();
+    if (b[4] != 0 || body != klen || pl != MC_HDR + BIN_HDR + klen) return UP();
     kind = BINARY;
     ko = MC_HDR + BIN_HDR;
   } else {
-    if (q[8] != 'g' || q[9] != 'e' || q[10] != 't') return gaon_hand_up(xsk, peer, fp);
+    if (q[8] != 'g' || q[9] != 'e' || q[10] != 't') return UP();
     if (q[11] == ' ') {
       kind = ASCII_GET;
       ko = MC_HDR + 4;
@@ -339,12 +379,12 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
       kind = ASCII_GETS;
       ko = MC_HDR + 5;
     } else {
-      return gaon_hand_up(xsk, peer, fp);
+      return UP();
     }
-    if (q[(pl - 2) & 511] != '\r' || q[(pl - 1) & 511] != '\n') return gaon_hand_up(xsk, peer, fp);
+    if (q[(pl - 2) & 511] != '\r' || q[(pl - 1) & 511] != '\n') return UP();
     klen = pl - 2 - ko;
   }
-  if (klen == 0 || klen > KV_MAX_KEY || klen > t->max_key) return gaon_hand_up(xsk, peer, fp);
+  if (klen == 0 || klen > KV_MAX_KEY || klen > t->max_key) return UP();
   sc->klen = klen;
   // The hash (kv_abi.h), 8 bytes at a time; an ASCII key must hold no control character,
   // space or DEL (found a word at a time: a byte below 0x21, or one equal to 0x7f).
@@ -358,25 +398,35 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     odd |= ((y - ONES * 0x21) & ~y) | ((z - ONES) & ~z);
     h = kv_hash_step(h, w);
   }
-  if (kind != BINARY && (odd & (ONES * 0x80))) return gaon_hand_up(xsk, peer, fp);
+  if (kind != BINARY && (odd & (ONES * 0x80))) return UP();
   h = kv_hash_final(h);
   klen = forget_bounds(sc);
-  if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(xsk, peer, fp);
+  if (klen == 0 || klen > KV_MAX_KEY) return UP();
 
   // ---- the set, then the way whose entry is this key
   const __u32 nsets = t->nsets;
-  if (nsets == 0) return gaon_hand_up(xsk, peer, fp);
+  if (nsets == 0) return UP();
   __u32 chunk = 0, off = 0;
   kv_set_pos(t, kv_set_of(h, nsets), &chunk, &off);
-  if (chunk >= nchunks) return gaon_hand_up(xsk, peer, fp);
+  if (chunk >= nchunks) return UP();
   __u32 ck = first + chunk;
   __u8* mem = bpf_map_lookup_elem(&gaon_fp_mem, &ck);
-  if (!mem || off > GAON_FP_CHUNK - KV_CHUNK_SLACK) return gaon_hand_up(xsk, peer, fp);
+  if (!mem || off > GAON_FP_CHUNK - KV_CHUNK_SLACK) return UP();
   off &= ~63u;  // sets are 64-byte aligned (kv_abi.h): the verifier may know it too
   BARRIER_VAR(off);
   struct kv_set* set = (void*)(mem + off);
   const __u32 tag = kv_tag(h), slot_bytes = t->slot_bytes;
   const __u64 gen = t->generation;
+  // Writers in the kernel (one NIC): a slot is live while its version is its bucket's.
+  struct kv_vbucket* vb = 0;
+  if (t->flags & KV_F_KERNEL) {
+    const __u32 vc = t->vb_chunk;
+    if (vc == 0 || vc >= nchunks) return UP();
+    __u32 vck = first + vc;
+    struct kv_vbucket* vbs = bpf_map_lookup_elem(&gaon_fp_mem, &vck);
+    if (!vbs) return UP();
+    vb = &vbs[kv_vb_of(h, KV_VB_PER_CHUNK) & (KV_VB_PER_CHUNK - 1)];
+  }
   struct kv_slot* hit = 0;
   __u32 seq = 0, way = 0;
   // The way whose entry has this hash (64 bits: another key with it is so unlikely that it
@@ -391,9 +441,10 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     const __u32 s1 = *(volatile __u32*)&s->seq;
     if (s1 & 1) {  // being written: gaond decides
       gaon_fp_count(fp, GAON_FP_STAT_torn);
-      return gaon_hand_up(xsk, peer, fp);
+      return UP();
     }
     if (s->hash != h || s->klen != klen || s->generation != gen || s->expire_ns <= now) continue;
+    if (vb && s->ver != *(volatile __u32*)&vb->ver) continue;  // written since it was read
     hit = s;
     seq = s1;
     way = w;
@@ -406,16 +457,28 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
       if (at >= klen) break;
       const __u64 a = *(const __u64*)(kd + at);
       const __u64 b = *(const __u64*)(q + ((ko + at) & 511));
-      if ((a ^ b) & low_bytes(klen - at)) return gaon_hand_up(xsk, peer, fp);  // a hash collision
+      if ((a ^ b) & low_bytes(klen - at)) return UP();  // a hash collision
     }
     klen = forget_bounds(sc);
-    if (klen == 0 || klen > KV_MAX_KEY) return gaon_hand_up(xsk, peer, fp);
+    if (klen == 0 || klen > KV_MAX_KEY) return UP();
   }
 
   // A binary miss always goes to gaond: memcached's binary GET reply carries no key, so
   // gaond can only match it to its request by request id, and a request it did not see
   // could be taken for one it did (and its value learned under the other's key).
-  if (!hit && kind == BINARY) return gaon_hand_up(xsk, peer, fp);
+  if (!hit && local) {  // to memcached; an ASCII GET's reply may be learned (tc egress)
+    struct kv_tab k;
+    __u32 ver = 0;
+    if (kind != BINARY && kv_tab_of(fp, &k) && kv_idle(&k, h, now, &ver)) {
+      struct kv_pend_key pk = {};
+      struct kv_pend pv = {.hash = h, .generation = gen, .ver = ver, .kind = KV_PEND_GET};
+      pk.req_id = *(__u16*)q;
+      pk.fp_slot = fp;
+      if (client_of(ctx, &f, &pk)) bpf_map_update_elem(&kv_pend, &pk, &pv, BPF_ANY);
+    }
+    return to_stack(fp);
+  }
+  if (!hit && kind == BINARY) return UP();
   if (!hit) {  // a miss: to memcached in the kernel, or to gaond to learn it
     const __u32 bit = kv_seen_bit(h);
     __u64* seen = (__u64*)((__u8*)t + KV_SEEN_OFF + (bit / 64) * 8);
@@ -425,7 +488,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
       return bpf_redirect_map(&gaon_peers, peer, XDP_PASS);
     }
     __sync_fetch_and_or(seen, m);
-    return gaon_hand_up(xsk, peer, fp);
+    return UP();
   }
 
   // ---- the reply's pieces, from the slot
@@ -433,7 +496,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   const int has_cas = hit->has_cas;
   if ((kind != ASCII_GET && !has_cas) || ctext > KV_CTEXT_MAX || ftext > KV_FTEXT_MAX ||
       vlen > KV_SLOT_MAX || hklen > KV_MAX_KEY)
-    return gaon_hand_up(xsk, peer, fp);  // gaond serves or passes it as it would
+    return UP();  // gaond serves or passes it as it would
   const __u32 vo = kv_value_off(hklen, ftext, ctext);
   __u32 n;                                // the UDP payload of the reply
   __u32 a_len = 0, b_off = 0, b_len = 0;  // ASCII: two pieces of the data
@@ -446,11 +509,10 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     b_len = 2 + vlen + KV_TAIL;
     n = MC_HDR + a_len + b_len;
   }
-  if (n > UDP_MAX_PAYLOAD || vo + vlen + KV_TAIL > slot_bytes - sizeof(struct kv_slot))
-    return gaon_hand_up(xsk, peer, fp);
+  if (n > UDP_MAX_PAYLOAD || vo + vlen + KV_TAIL > slot_bytes - sizeof(struct kv_slot)) return UP();
 
   const int delta = (int)(poff + n) - (int)f.len;
-  if (resize(ctx, delta, poff, sc)) return gaon_hand_up(xsk, peer, fp);  // no room: gaond
+  if (resize(ctx, delta, poff, sc)) return UP();  // no room: gaond
   __u8* d = (__u8*)(hit + 1);
   int bad = 0;
   if (kind == BINARY) {
@@ -496,7 +558,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
     gaon_fp_count(fp, GAON_FP_STAT_torn);
     if (bpf_xdp_adjust_tail(ctx, -delta) || bpf_xdp_store_bytes(ctx, poff, sc->req, LEN(pl, 512)))
       return XDP_DROP;  // cannot happen: the frame had this length a moment ago
-    return gaon_hand_up(xsk, peer, fp);
+    return UP();
   }
   // The frame header: the request id echoed, datagram 0 of 1 (written in place: a helper
   // call costs more than these 8 bytes).
@@ -512,5 +574,99 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   gaon_fp_count(fp, GAON_FP_STAT_answered);
   return XDP_TX;
 }
+
+#undef UP
+
+// ---- one NIC: the writes program (tail-called by the fast path for what it does not
+// answer). It reads the request's command line, invalidates what it writes (or everything,
+// for what it cannot read), and passes the frame to the host stack unchanged.
+static __always_inline int is_tcp(struct xdp_md* ctx) {
+  void* data = (void*)(long)ctx->data;
+  void* end = (void*)(long)ctx->data_end;
+  struct ethhdr* eth = data;
+  if ((void*)(eth + 1) > end) return 0;
+  if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+    struct iphdr* ip = (void*)(eth + 1);
+    return (void*)(ip + 1) <= end && ip->protocol == IPPROTO_TCP;
+  }
+  if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+    struct ipv6hdr* ip6 = (void*)(eth + 1);
+    return (void*)(ip6 + 1) <= end && ip6->nexthdr == IPPROTO_TCP;
+  }
+  return 0;
+}
+
+SEC("xdp")
+int gaon_fp_kvcache_writes(struct xdp_md* ctx) {
+  __u32 zero = 0;
+  struct gaon_fp_ctx* fc = bpf_map_lookup_elem(&gaon_fp_ctx, &zero);
+  if (!fc) return XDP_PASS;
+  const __u32 fp = fc->fp_slot;
+  const __u64 now = fc->now_ns;
+  struct kv_tab k;
+  if (!kv_tab_of(fp, &k)) return to_stack(fp);
+  struct frame f = {};
+  if (!parse_udp(ctx, &f)) {
+    // TCP goes to memcached's socket, where the stream verdict reads it. Anything else of
+    // an attached flow that is not a datagram read here (a first fragment, an IP header
+    // with options): memcached might read it, so everything goes.
+    if (!is_tcp(ctx)) kv_flush(&k, fp, 0, now);
+    return to_stack(fp);
+  }
+  const __u32 pl = f.ulen - sizeof(struct udphdr);
+  if (pl <= MC_HDR) return to_stack(fp);  // memcached reads no command from it
+  const __u32 poff = f.l4 + sizeof(struct udphdr);
+  __u8* fh = (void*)(long)ctx->data + poff;
+  if ((void*)(fh + MC_HDR) > (void*)(long)ctx->data_end) return to_stack(fp);
+  const __u16 req_id = *(__u16*)fh;
+  struct kv_wscratch* w = bpf_map_lookup_elem(&kv_wscratch, &zero);
+  if (!w) return to_stack(fp);
+  __u32 n = pl - MC_HDR;
+  if (n > KV_LINE) n = KV_LINE;
+  if (fh[2] | fh[3] | fh[4] | (fh[5] ^ 1) ||  // not datagram 0 of 1: not read here
+      bpf_xdp_load_bytes(ctx, poff + MC_HDR, w->line, LEN(n, KV_LINE))) {
+    kv_flush(&k, fp, 0, now);
+    return to_stack(fp);
+  }
+  if (w->line[0] == 0x80) {
+    if (n < 24) {
+      kv_flush(&k, fp, 0, now);
+      return to_stack(fp);
+    }
+    kv_read_binary(w, n);
+  } else {
+    __u32 nl = KV_LINE;
+    for (__u32 i = 0; i < KV_LINE; ++i) {
+      if (i >= n) break;
+      if (w->line[i] == '\n') {
+        nl = i;
+        break;
+      }
+    }
+    if (nl >= KV_LINE) {  // no whole line in what is read: everything
+      kv_flush(&k, fp, 0, now);
+      return to_stack(fp);
+    }
+    kv_read_ascii(w, nl + 1);
+  }
+  // memcached reads every command in a datagram: one that holds more than this one
+  // command (and its data) is not read whole here, so everything goes.
+  if (w->cmd.kind != KV_C_FLUSH && w->cmd.line_len + w->cmd.data != pl - MC_HDR) {
+    kv_flush(&k, fp, 0, now);
+    return to_stack(fp);
+  }
+  const __u64 acked = kv_apply(&k, fp, w, 1, now);
+  if (acked) {  // its acknowledgement ends the bucket's outstanding state (tc egress)
+    struct kv_pend_key pk = {};
+    struct kv_pend pv = {.hash = acked, .kind = KV_PEND_WRITE};
+    pk.req_id = req_id;
+    pk.fp_slot = fp;
+    if (client_of(ctx, &f, &pk)) bpf_map_update_elem(&kv_pend, &pk, &pv, BPF_ANY);
+  }
+  return to_stack(fp);
+}
+
+#include "kvcache_egress.bpf.h"
+#include "kvcache_stream.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";

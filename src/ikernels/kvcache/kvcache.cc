@@ -82,6 +82,9 @@ Result<void> KvCache::configure(const Params& p) {
   auto g = kv::Table::geometry(capacity_, uint32_t(max_key_), uint32_t(max_value_));
   if (!g) return Error{g.error()};
   geom_ = *g;
+  auto gk = kv::Table::geometry(capacity_, uint32_t(max_key_), uint32_t(max_value_), true);
+  if (!gk) return Error{gk.error()};
+  geom_kernel_ = *gk;
   wall_minus_mono_s_ = wall_minus_mono_s();
   return ok();
 }
@@ -107,19 +110,26 @@ Result<void> KvCache::init(StateRegion& region) {
 
 FastPathSpec KvCache::fast_path() const {
   if (!fast_path_) return {};
-  return {GAON_FP_KVCACHE,
-          "gaon_fp_kvcache",
-          {gaon_kvcache_bpf_obj, gaon_kvcache_bpf_obj_len},
-          geom_.bytes};
+  // One NIC: requests it does not answer go to the writes program (kvcache_local.bpf.h).
+  static constexpr FastPathExtra kExtras[] = {{GAON_FP_KVCACHE_WRITES, "gaon_fp_kvcache_writes"}};
+  return {GAON_FP_KVCACHE, "gaon_fp_kvcache",  {gaon_kvcache_bpf_obj, gaon_kvcache_bpf_obj_len},
+          geom_.bytes,     geom_kernel_.bytes, kExtras};
 }
 
 // In a bump the table moves, with the instance's first flow, into the fast-path memory
 // the ports give it (its XDP program reads it there): empty, and with a generation above
 // any handed out so far, so nothing pending from before is learned into it.
+//
+// On a server with one NIC (fp.kernel_writers) the programs on memcached's interface and
+// sockets fill and invalidate it themselves (docs/one-nic.md); gaond only lays it out,
+// clears it and answers its state operations.
 void KvCache::on_fast_path(FastPathState& fp) {
-  if (!fast_path_ || &fp == fp_ || fp.bytes < geom_.bytes) return;
+  const kv::Geometry& g = fp.kernel_writers ? geom_kernel_ : geom_;
+  if (!fast_path_ || &fp == fp_ || fp.bytes < g.bytes) return;
   fp_ = &fp;
-  table_.lay_out(fp.mem, geom_, table_flags(), table_.generation() + 1);
+  table_.lay_out(
+      fp.mem, g, table_flags(), table_.generation() + 1,
+      {.write_timeout_ns = write_timeout_ns_, .max_ttl_ns = max_ttl_ns_, .now_ns = mono_ns()});
 }
 
 // The seen bits of kv_abi.h keep the misses of keys gaond has tried to learn in the
@@ -836,13 +846,20 @@ Result<nlohmann::json> KvCache::call(std::string_view op, std::span<const std::s
     j["rejected_by_reason"] = rejected;
     j["passed_by_issue"] = passed;
     j["evictions"] = table_.evictions();
-    j["items"] = table_.items();
-    j["bytes_used"] = table_.bytes_used();
+    if (table_.kernel_writers()) {  // the kernel's writers keep no count: one is taken
+      const kv::Table::Census census = table_.census(now);
+      j["items"] = census.items;
+      j["bytes_used"] = census.bytes;
+    } else {
+      j["items"] = table_.items();
+      j["bytes_used"] = table_.bytes_used();
+    }
+    j["writers"] = table_.kernel_writers() ? "kernel" : "gaond";
     j["geometry"] = {{"sets", geom_.nsets},
                      {"ways", KV_WAYS},
                      {"slots", uint64_t(geom_.nsets) * KV_WAYS},
                      {"slot_bytes", geom_.slot_bytes},
-                     {"table_bytes", geom_.bytes},
+                     {"table_bytes", table_.geom().bytes},
                      {"in_fast_path_memory", fp_ != nullptr},
                      {"max_key", max_key_},
                      {"max_value", max_value_},

@@ -241,7 +241,9 @@ class KvCache : public PerPacketIKernel<KvCache> {
   // the table (kv_table.h), and where it lives (fast_path.h)
   void age(Context& ctx);
   bool invalidate_hash(uint64_t h);
-  uint32_t table_flags() const { return udp_checksum_ ? KV_F_UDP_CSUM : 0; }
+  uint32_t table_flags() const {
+    return (udp_checksum_ ? KV_F_UDP_CSUM : 0) | (no_invalidation_ ? KV_F_UNSAFE : 0);
+  }
   VerBucket& bucket(uint64_t h) { return vers_[(h >> 20) & (nver_ - 1)]; }
   uint64_t write_seen(std::string_view key, const kv::Request& r, uint64_t now);  // its hash
   void hint_written(const kv::Request& r);
@@ -269,6 +271,7 @@ class KvCache : public PerPacketIKernel<KvCache> {
   uint64_t hint_age_ns_ = 0, aged_ns_ = 0;
   uint64_t npend_ = 0, nver_ = 0, ntcp_ = 0;
   kv::Geometry geom_;
+  kv::Geometry geom_kernel_;  // the same with the kernel writers' version buckets
   bool udp_checksum_ = false;
   bool no_invalidation_ = false;
   bool fast_path_ = true;

@@ -1,0 +1,246 @@
+// kvcache on a server with one NIC: memcached's own TCP connections, watched in stream
+// order (included by kvcache.bpf.c).
+//
+//   - gaon_kvcache_sockops (sock_ops, on the cgroup): a connection memcached accepts on an
+//     attached TCP flow's address and port joins kv_socks, with its state in kv_conns;
+//   - gaon_kvcache_verdict (sk_skb verdict, no strparser): the kernel hands it each chunk
+//     of the connection's bytes in stream order (after TCP reassembly), before memcached
+//     can read them. It frames memcached's text and meta commands across chunks (a line
+//     started in one chunk is kept in the connection's state until its end comes; a
+//     storage command's data block is passed unread), invalidates their writes, and passes
+//     every byte on unchanged (SK_PASS).
+// What it cannot frame (binary protocol, a line it cannot read, a storage line memcached
+// would not frame as it does): the instance's table is flushed for that chunk and every
+// later one on the connection (it never guesses where a command starts).
+//
+// (The kernel's strparser, the other way to frame a stream for sk_skb, was tried first: on
+// 6.x it left a command's reply pending now and then until the client sent more — about 1
+// in 300 commands sent a byte at a time; docs/one-nic.md.)
+#pragma once
+
+struct kv_conn {
+  __u32 fp_slot;  // the instance
+  __u32 state;    // KV_CONN_*
+  __u64 skip;     // bytes of a data block still to pass unread
+  __u32 have;     // bytes of a line begun in an earlier chunk, kept in `line`
+  __u32 pad;
+  __u8 line[KV_LINE];
+};
+enum {
+  KV_CONN_LINES = 0,     // in command lines
+  KV_CONN_LONG_GET = 1,  // inside a get line longer than KV_LINE (read-only)
+  KV_CONN_UNFRAMED = 2,  // lost: every message flushes
+};
+// (Not an LRU: a watched connection's state must never be evicted. Removed at close.)
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 65536);
+  __uint(map_flags, BPF_F_NO_PREALLOC);  // (memory only for the connections there are)
+  __type(key, __u64);                    // socket cookie
+  __type(value, struct kv_conn);
+} kv_conns SEC(".maps");
+struct {  // a new connection's state, made here before it is copied into kv_conns
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct kv_conn);
+} kv_conn_new SEC(".maps");
+struct {
+  __uint(type, BPF_MAP_TYPE_SOCKHASH);
+  __uint(max_entries, 65536);
+  __type(key, __u64);  // socket cookie
+  __type(value, __u64);
+} kv_socks SEC(".maps");
+
+// A connection that cannot be watched (the maps full): its writes would go unseen, so the
+// instance's table is given up (its magic broken: nothing is served or learned again).
+static __always_inline void kv_give_up(__u32 fp) {
+  struct kv_tab k;
+  if (kv_tab_of(fp, &k)) {
+    __sync_lock_test_and_set(&k.t->magic, KV_ABI_MAGIC ^ 1);
+    gaon_fp_count(fp, GAON_FP_STAT_tcp_unframed);
+  }
+}
+
+SEC("sockops")
+int gaon_kvcache_sockops(struct bpf_sock_ops* so) {
+  __u64 ck;
+  if (so->op == BPF_SOCK_OPS_STATE_CB) {  // its state goes with it
+    if (so->args[1] == BPF_TCP_CLOSE) {
+      ck = bpf_get_socket_cookie(so);
+      bpf_map_delete_elem(&kv_conns, &ck);
+    }
+    return 1;
+  }
+  if (so->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) return 1;
+  struct gaon_flow fk = {};
+  fk.proto = IPPROTO_TCP;
+  __u32 a[4];
+  if (so->family == 2 /* AF_INET */) {
+    fk.family = 4;
+    fk.ip[10] = fk.ip[11] = 0xff;
+    a[0] = so->local_ip4;
+    __builtin_memcpy(&fk.ip[12], &a[0], 4);
+  } else if (so->family == 10 /* AF_INET6 */) {
+    a[0] = so->local_ip6[0];
+    a[1] = so->local_ip6[1];
+    a[2] = so->local_ip6[2];
+    a[3] = so->local_ip6[3];
+    __builtin_memcpy(fk.ip, a, 16);
+    // IPv4 accepted on a dual-stack socket (::ffff:a.b.c.d): the IPv4 flow's
+    fk.family = (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff)) ? 4 : 6;
+  } else {
+    return 1;
+  }
+  fk.port = bpf_htons((__u16)so->local_port);
+  struct gaon_flow_target* ft = gaon_flow_lookup(&fk);
+  if (!ft || ft->fp_slot == 0) return 1;
+  const __u32 fp = ft->fp_slot;
+  ck = bpf_get_socket_cookie(so);
+  __u32 zero = 0;
+  struct kv_conn* c = bpf_map_lookup_elem(&kv_conn_new, &zero);  // (too big for the stack)
+  if (!c) return 1;
+  c->fp_slot = fp;
+  c->state = KV_CONN_LINES;
+  c->skip = 0;
+  c->have = 0;
+  if (bpf_map_update_elem(&kv_conns, &ck, c, BPF_ANY)) {
+    kv_give_up(fp);
+    return 1;
+  }
+  if (bpf_sock_hash_update(so, &kv_socks, &ck, BPF_NOEXIST)) {
+    bpf_map_delete_elem(&kv_conns, &ck);
+    kv_give_up(fp);
+    return 1;
+  }
+  bpf_sock_ops_cb_flags_set(so, BPF_SOCK_OPS_STATE_CB_FLAG);
+  return 1;
+}
+
+// The first '\n' in w->line from `from` to `end`, by bpf_loop: its offset + 1 (0: none).
+struct kv_nl_ctx {
+  const struct kv_wscratch* w;
+  __u32 from, end, at;
+};
+static long kv_nl_step(__u64 i, void* arg) {
+  struct kv_nl_ctx* x = arg;
+  const __u32 p = x->from + (__u32)i;
+  if (p >= x->end) return 1;
+  if (x->w->line[p & (KV_LINE - 1)] != '\n') return 0;
+  x->at = p + 1;
+  return 1;
+}
+
+// One chunk of a watched connection (kv_chunk_step, by bpf_loop: a command per step).
+struct kv_chunk {
+  struct __sk_buff* skb;
+  struct kv_conn* c;
+  struct kv_wscratch* w;
+  __u64 now;
+  __u32 pos, len, fp;
+};
+
+static __always_inline void kv_lost(struct kv_conn* c, __u32 fp, __u64 now) {
+  c->state = KV_CONN_UNFRAMED;
+  struct kv_tab k;
+  if (kv_tab_of(fp, &k)) kv_flush(&k, fp, 0, now);
+  gaon_fp_count(fp, GAON_FP_STAT_tcp_unframed);
+}
+
+static long kv_chunk_step(__u64 unused, void* arg) {
+  struct kv_chunk* x = arg;
+  struct kv_conn* c = x->c;
+  struct kv_wscratch* w = x->w;
+  if (x->pos >= x->len || c->state == KV_CONN_UNFRAMED) return 1;
+  const __u32 rest = x->len - x->pos;
+  if (c->skip) {  // a data block: passed unread
+    const __u32 n = c->skip < rest ? (__u32)c->skip : rest;
+    c->skip -= n;
+    x->pos += n;
+    return 0;
+  }
+  // The line so far (begun in an earlier chunk), then what this chunk has of it.
+  const __u32 have = c->have & (KV_LINE - 1);
+  if (have) __builtin_memcpy(w->line, c->line, KV_LINE);
+  __u32 n = KV_LINE - have;
+  if (n > rest) n = rest;
+  if (n == 0 || n > KV_LINE ||
+      bpf_skb_load_bytes(x->skb, x->pos, w->line + have,
+                         n & (KV_LINE - 1) ? n & (KV_LINE - 1) : KV_LINE)) {
+    kv_lost(c, x->fp, x->now);
+    return 1;
+  }
+  struct kv_nl_ctx nl = {.w = w, .from = have, .end = have + n};
+  bpf_loop(KV_LINE, kv_nl_step, &nl, 0);
+  const __u32 end = nl.at;             // the line's length with its '\n' (0: not in what is read)
+  if (c->state == KV_CONN_LONG_GET) {  // the rest of a long get line, up to its end
+    c->have = 0;
+    if (end) {
+      c->state = KV_CONN_LINES;
+      x->pos += end - have;
+    } else {
+      x->pos += n;
+    }
+    return 0;
+  }
+  if (w->line[0] == 0x80) {  // binary: not framed here
+    kv_lost(c, x->fp, x->now);
+    return 1;
+  }
+  if (end == 0) {
+    if (have + n < KV_LINE) {  // the chunk ends inside the line: kept for the next one
+      __builtin_memcpy(c->line, w->line, KV_LINE);
+      c->have = have + n;
+      x->pos += n;
+      return 0;
+    }
+    // Longer than what is read: a multi-get memcached reads in parts, else lost.
+    const __u64 w0 = kv_word_at(w, 0);
+    if ((w0 & kv_low(4)) == W4('g', 'e', 't', ' ') ||
+        (w0 & kv_low(5)) == W5('g', 'e', 't', 's', ' ')) {
+      c->state = KV_CONN_LONG_GET;
+      c->have = 0;
+      x->pos += n;
+      return 0;
+    }
+    kv_lost(c, x->fp, x->now);
+    return 1;
+  }
+  c->have = 0;
+  x->pos += end - have;
+  kv_read_ascii(w, end);
+  if (w->cmd.unframed) {
+    kv_lost(c, x->fp, x->now);
+    return 1;
+  }
+  struct kv_tab k;
+  if (kv_tab_of(x->fp, &k)) kv_apply(&k, x->fp, w, 0, x->now);
+  gaon_fp_count(x->fp, GAON_FP_STAT_tcp_commands);
+  c->skip = w->cmd.data;
+  return 0;
+}
+
+// Every chunk passes on unchanged; its commands' writes are invalidated first.
+// (attached as BPF_SK_SKB_VERDICT: xdp_program.cc; libbpf 1.1 has no section name for it)
+SEC("sk_skb")
+int gaon_kvcache_verdict(struct __sk_buff* skb) {
+  __u64 ck = bpf_get_socket_cookie(skb);
+  struct kv_conn* c = bpf_map_lookup_elem(&kv_conns, &ck);
+  if (!c) return SK_PASS;  // (every watched connection has its state)
+  __u32 zero = 0;
+  struct kv_chunk x = {.skb = skb, .c = c, .len = skb->len, .fp = c->fp_slot};
+  x.now = bpf_ktime_get_coarse_ns();
+  x.w = bpf_map_lookup_elem(&kv_wscratch, &zero);
+  if (!x.w) {
+    kv_lost(c, x.fp, x.now);
+    return SK_PASS;
+  }
+  if (c->state == KV_CONN_UNFRAMED) {
+    kv_lost(c, x.fp, x.now);
+    return SK_PASS;
+  }
+  // A command per step: a chunk of 64 KiB of the smallest commands ("mn\r\n") fits.
+  bpf_loop(1 << 15, kv_chunk_step, &x, 0);
+  if (x.pos < x.len && c->state != KV_CONN_UNFRAMED) kv_lost(c, x.fp, x.now);
+  return SK_PASS;
+}

@@ -1,0 +1,407 @@
+// kvcache on a server with one NIC, end to end in the netns testbed (scripts/testbed): gaond
+// --local in gaon-server with the programs on sv1 (memcached's own interface), memcached
+// started through gaon-run --local --tcp, clients in gaon-client on cl1 (the plain kernel
+// path, no bump). Real memcached, real veths, the real XDP, tc and socket programs. Root
+// only; CI runs as root.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include <fmt/core.h>
+
+#include "checker.h"
+#include "frames.h"
+#include "gaon/control.h"
+#include "procs.h"
+
+namespace gaon::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr const char* kServerIp = "10.78.0.2";
+
+class OneNicTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0)
+      GTEST_SKIP() << "needs root (network namespaces, XDP, tc, sock_ops); CI runs as root";
+    if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
+    lock_ = open("/tmp/gaon-testbed.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    ASSERT_GE(lock_, 0) << strerror(errno);
+    ASSERT_EQ(flock(lock_, LOCK_EX), 0) << strerror(errno);
+    const auto up =
+        run({"/bin/bash", std::string(GAON_SOURCE_DIR) + "/scripts/testbed", "up"}, 30s);
+    ASSERT_EQ(up.status, 0) << up.out << up.err;
+    sock_ = "/tmp/gaond-local-" + std::to_string(getpid()) + ".sock";
+    start_gaond();
+    if (HasFatalFailure()) return;
+    port_ = free_port();
+    start_memcached();
+  }
+  void TearDown() override {
+    mc_.stop();
+    ctl_.reset();
+    gaond_.stop();
+    if (lock_ >= 0) close(lock_);
+  }
+  void start_gaond() {
+    gaond_ = Child::start({"/usr/bin/ip", "netns", "exec", "gaon-server",
+                           std::string(GAON_BIN_DIR) + "/gaond", "--local", "--iface", "sv1",
+                           "--control", sock_, "--xdp-mode", xdp_mode()});
+    ASSERT_TRUE(gaond_.wait_errors("ready")) << gaond_.errors();
+    auto c = control::Client::connect(sock_);
+    ASSERT_TRUE(c) << c.error();
+    ctl_.emplace(std::move(*c));
+  }
+  void start_memcached() {
+    std::vector<std::string> argv = {"/usr/bin/ip",
+                                     "netns",
+                                     "exec",
+                                     "gaon-server",
+                                     std::string(GAON_BIN_DIR) + "/gaon-run",
+                                     "--local",
+                                     "--control",
+                                     sock_,
+                                     "--ikernel",
+                                     "kvcache",
+                                     "--param",
+                                     "capacity=16M",
+                                     "--param",
+                                     "write_timeout_ms=200",
+                                     "--tcp"};
+    if (unsafe()) argv.insert(argv.end(), {"--param", "unsafe_no_invalidation=true"});
+    argv.push_back("--");
+    for (const auto& a : memcached_argv(port_, kServerIp)) argv.push_back(a);
+    mc_ = Child::start(argv);
+    ASSERT_TRUE(mc_.wait_errors("attached to the program's TCP socket too")) << mc_.errors();
+  }
+  virtual bool unsafe() const { return false; }
+  virtual std::string xdp_mode() const { return "auto"; }
+  nlohmann::json kv_stats() {
+    auto l = ctl_->call("list");
+    EXPECT_TRUE(l && l->size() == 1) << (l ? l->dump() : l.error());
+    if (!l || l->empty()) return {};
+    auto s = ctl_->call("call", {{"instance", (*l)[0]["instance"]}, {"name", "stats"}});
+    EXPECT_TRUE(s) << s.error();
+    return s ? *s : nlohmann::json{};
+  }
+  static uint64_t fp(const nlohmann::json& st, const char* what) {
+    return st.contains("fast_path") ? st["fast_path"].value(what, uint64_t{0}) : 0;
+  }
+  int tcp_client() {
+    const int fd = socket_in("gaon-client", SOCK_STREAM);
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    const sockaddr_in srv = addr(kServerIp, port_);
+    EXPECT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&srv), sizeof(srv)), 0)
+        << strerror(errno);
+    return fd;
+  }
+  McUdp udp_client() { return McUdp(socket_in("gaon-client", SOCK_DGRAM), addr(kServerIp, port_)); }
+  // memcached's own answer: from inside gaon-server, over loopback (no program on the way)
+  McUdp direct() { return McUdp(socket_in("gaon-server", SOCK_DGRAM), addr(kServerIp, port_)); }
+  // Until a GET of `key` is answered in XDP (a miss learns it; the bucket may still be busy
+  // with a recent write for write_timeout_ms): true once one was.
+  bool cached(McUdp& c, const std::string& key, uint16_t& id) {
+    for (int i = 0; i < 40; ++i) {
+      const uint64_t before = fp(kv_stats(), "answered");
+      (void)c.reply_to("get " + key + "\r\n", ++id, 1000ms);
+      if (fp(kv_stats(), "answered") > before) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+  int lock_ = -1;
+  std::string sock_;
+  uint16_t port_ = 0;
+  Child gaond_, mc_;
+  std::optional<control::Client> ctl_;
+};
+
+std::string value_of(const std::string& key, const std::string& v, uint32_t flags = 0) {
+  return "VALUE " + key + " " + std::to_string(flags) + " " + std::to_string(v.size()) + "\r\n" +
+         v + "\r\nEND\r\n";
+}
+
+TEST_F(OneNicTest, HitsAreAnsweredInXdpByteForByteAndWhatPassesReachesMemcached) {
+  McUdp c = udp_client();
+  McUdp d = direct();
+  const int tcp = tcp_client();
+  ASSERT_EQ(tcp_ask(tcp, "set foo 7 0 3\r\nbar\r\n", 0), "STORED\r\n");
+  uint16_t id = 0;
+  ASSERT_TRUE(cached(c, "foo", id)) << kv_stats().dump();
+  for (int i = 0; i < 5; ++i) {  // hits: memcached's own bytes, request id echoed
+    ++id;
+    const auto want = d.reply_to("get foo\r\n", id, 2000ms);
+    ASSERT_TRUE(want);
+    EXPECT_EQ(*want, mc_dgram(value_of("foo", "bar", 7), id));
+    EXPECT_EQ(c.reply_to("get foo\r\n", id, 2000ms), want);
+  }
+  // gets (cas) and what the fast path does not answer (stats, a multi-get) reach memcached
+  const auto st0 = kv_stats();
+  for (const std::string q : {"gets foo\r\n", "get foo nokey\r\n", "version\r\n"}) {
+    ++id;
+    const auto want = d.reply_to(q, id, 2000ms);
+    ASSERT_TRUE(want) << q;
+    EXPECT_EQ(c.reply_to(q, id, 2000ms), want) << q;
+  }
+  const auto st = kv_stats();
+  EXPECT_GT(fp(st, "answered"), 5u) << st.dump();
+  EXPECT_GE(fp(st, "fills"), 1u) << st.dump();
+  EXPECT_GE(fp(st, "passed"), fp(st0, "passed") + 2) << st.dump();
+  EXPECT_EQ(fp(st, "tcp_unframed"), 0u) << st.dump();
+  close(tcp);
+}
+
+// Every write verb, over TCP (in 1-byte segments: each command is framed whole from the
+// stream) and over UDP: with the key's value answered in XDP before, the next GET after
+// the write's reply is memcached's own answer.
+struct Verb {
+  std::string cmd;  // "%" is replaced by the key
+  bool udp_too;     // (cas needs a token: TCP only, where gets is asked first)
+};
+
+TEST_F(OneNicTest, EveryWriteVerbInvalidatesOverTcpInPiecesAndOverUdp) {
+  McUdp c = udp_client();
+  McUdp d = direct();
+  const int tcp = tcp_client();
+  const std::vector<Verb> verbs = {
+      {"set % 0 0 2\r\nv2\r\n", true},
+      {"add % 0 0 2\r\nv2\r\n", true},
+      {"replace % 0 0 2\r\nv2\r\n", true},
+      {"append % 0 0 2\r\nv2\r\n", true},
+      {"prepend % 0 0 2\r\nv2\r\n", true},
+      {"cas % 0 0 2 CAS\r\nv2\r\n", false},
+      {"incr % 5\r\n", true},
+      {"decr % 1\r\n", true},
+      {"delete %\r\n", true},
+      {"touch % -1\r\n", true},
+      {"gat -1 %\r\n", true},
+      {"ms % 2 T0\r\nv2\r\n", true},
+      {"md %\r\n", true},
+      {"ma %\r\n", true},
+      {"mg % v T-1\r\n", true},
+      {"set % 0 0 2 noreply\r\nv2\r\n", true},
+  };
+  uint16_t id = 100;
+  int n = 0;
+  for (const Verb& v : verbs) {
+    for (bool over_udp : {false, true}) {
+      if (over_udp && !v.udp_too) continue;
+      const std::string key = "k" + std::to_string(n++);
+      ASSERT_EQ(tcp_ask(tcp, "set " + key + " 0 0 2\r\n10\r\n", 0), "STORED\r\n");
+      ASSERT_TRUE(cached(c, key, id)) << key << ": " << kv_stats().dump();
+      std::string cmd = v.cmd;
+      cmd.replace(cmd.find('%'), 1, key);
+      if (cmd.find("CAS") != std::string::npos) {
+        const auto g = tcp_ask(tcp, "gets " + key + "\r\n", 0);  // VALUE k 0 2 CAS
+        ASSERT_TRUE(g);
+        const std::string line = g->substr(0, g->find("\r\n"));
+        cmd.replace(cmd.find("CAS"), 3, line.substr(line.rfind(' ') + 1));
+        ASSERT_EQ(tcp_ask(tcp, "", 0), "10\r\n");
+        ASSERT_EQ(tcp_ask(tcp, "", 0), "END\r\n");
+      }
+      if (over_udp) {
+        (void)c.reply_to(cmd, ++id, cmd.find("noreply") != std::string::npos ? 200ms : 2000ms);
+      } else {  // the command in 1-byte segments, then mn: its reply ends with MN
+        auto l = tcp_ask(tcp, cmd + "mn\r\n", 1, 50us);
+        for (int lines = 0; !l || *l != "MN\r\n"; ++lines) {
+          ASSERT_TRUE(l && lines < 4) << cmd;
+          l = tcp_ask(tcp, "", 0);
+        }
+      }
+      ++id;
+      const auto want = d.reply_to("get " + key + "\r\n", id, 2000ms);
+      ASSERT_TRUE(want);
+      EXPECT_EQ(c.reply_to("get " + key + "\r\n", id, 2000ms), want)
+          << (over_udp ? "UDP " : "TCP ") << cmd;
+    }
+  }
+  const auto st = kv_stats();
+  EXPECT_GE(fp(st, "writes"), 2 * verbs.size()) << st.dump();
+  EXPECT_EQ(fp(st, "tcp_unframed"), 0u) << st.dump();
+  close(tcp);
+}
+
+TEST_F(OneNicTest, FlushAllAndItsDelayAndTheWritesExptime) {
+  McUdp c = udp_client();
+  McUdp d = direct();
+  const int tcp = tcp_client();
+  uint16_t id = 1000;
+  auto both = [&](const std::string& key) {
+    ++id;
+    const auto want = d.reply_to("get " + key + "\r\n", id, 2000ms);
+    EXPECT_TRUE(want);
+    return std::make_pair(c.reply_to("get " + key + "\r\n", id, 2000ms), want);
+  };
+  // flush_all: everything goes at once
+  ASSERT_EQ(tcp_ask(tcp, "set a 0 0 1\r\n1\r\n", 0), "STORED\r\n");
+  ASSERT_TRUE(cached(c, "a", id));
+  ASSERT_EQ(tcp_ask(tcp, "flush_all\r\n", 1, 100us), "OK\r\n");
+  auto [got, want] = both("a");
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(*got, mc_dgram("END\r\n", id));
+  // flush_all 2: served until then, never after
+  ASSERT_EQ(tcp_ask(tcp, "set b 0 0 1\r\n2\r\n", 0), "STORED\r\n");
+  ASSERT_TRUE(cached(c, "b", id));
+  ASSERT_EQ(tcp_ask(tcp, "flush_all 2\r\n", 0), "OK\r\n");
+  std::this_thread::sleep_for(3000ms);
+  std::tie(got, want) = both("b");
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(*got, mc_dgram("END\r\n", id));
+  // exptime 2: once memcached has dropped the item, so has the cache
+  ASSERT_EQ(tcp_ask(tcp, "set e 0 2 1\r\n3\r\n", 0), "STORED\r\n");
+  ASSERT_TRUE(cached(c, "e", id));
+  std::this_thread::sleep_for(3000ms);
+  std::tie(got, want) = both("e");
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(*got, mc_dgram("END\r\n", id));
+  const auto st = kv_stats();
+  EXPECT_GE(fp(st, "flushes"), 2u) << st.dump();
+  close(tcp);
+}
+
+TEST_F(OneNicTest, BinaryOnTcpIsNotFramedSoEverythingIsInvalidated) {
+  McUdp c = udp_client();
+  const int tcp = tcp_client();
+  uint16_t id = 2000;
+  ASSERT_EQ(tcp_ask(tcp, "set x 0 0 1\r\n1\r\n", 0), "STORED\r\n");
+  ASSERT_TRUE(cached(c, "x", id));
+  const int bin = tcp_client();
+  // binary SET x = "2": header, extras (flags, exptime), key, value
+  std::string req = {'\x80', '\x01', '\x00', '\x01', '\x08', '\x00', '\x00', '\x00',
+                     '\x00', '\x00', '\x00', '\x0a', '\x00', '\x00', '\x00', '\x00',
+                     '\x00', '\x00', '\x00', '\x00', '\x00', '\x00', '\x00', '\x00'};
+  req += std::string(8, '\0') + "x2";
+  ASSERT_EQ(send(bin, req.data(), req.size(), 0), ssize_t(req.size()));
+  char buf[64];
+  ASSERT_EQ(recv(bin, buf, sizeof(buf), 0), 24);  // its response header
+  ++id;
+  EXPECT_EQ(c.reply_to("get x\r\n", id, 2000ms), mc_dgram(value_of("x", "2"), id));
+  EXPECT_GE(fp(kv_stats(), "tcp_unframed"), 1u);
+  close(bin);
+  close(tcp);
+}
+
+// gaond stopped: nothing is answered from the cache, memcached answers everything, a write
+// made meanwhile is seen; killed: the same, and the host's traffic flows.
+TEST_F(OneNicTest, AStoppedOrKilledGaondServesNothingStale) {
+  McUdp c = udp_client();
+  const int tcp = tcp_client();
+  uint16_t id = 3000;
+  ASSERT_EQ(tcp_ask(tcp, "set k 0 0 2\r\nv1\r\n", 0), "STORED\r\n");
+  ASSERT_TRUE(cached(c, "k", id));
+  gaond_.signal(SIGSTOP);
+  std::this_thread::sleep_for(100ms);
+  ++id;
+  EXPECT_EQ(c.reply_to("set k 0 0 2\r\nv2\r\n", id, 2000ms), mc_dgram("STORED\r\n", id));
+  ++id;
+  EXPECT_EQ(c.reply_to("get k\r\n", id, 2000ms), mc_dgram(value_of("k", "v2"), id));
+  EXPECT_EQ(tcp_ask(tcp, "set k 0 0 2\r\nv3\r\n", 0), "STORED\r\n");
+  ++id;
+  EXPECT_EQ(c.reply_to("get k\r\n", id, 2000ms), mc_dgram(value_of("k", "v3"), id));
+  gaond_.signal(SIGCONT);
+  for (int i = 0; i < 4; ++i) {
+    ++id;
+    EXPECT_EQ(c.reply_to("get k\r\n", id, 2000ms), mc_dgram(value_of("k", "v3"), id));
+  }
+  EXPECT_GE(kv_stats()["gaps"].get<uint64_t>(), 1u);
+  ctl_.reset();
+  gaond_.signal(SIGKILL);
+  gaond_.stop();
+  EXPECT_EQ(tcp_ask(tcp, "set k 0 0 2\r\nv4\r\n", 0), "STORED\r\n");
+  ++id;
+  EXPECT_EQ(c.reply_to("get k\r\n", id, 2000ms), mc_dgram(value_of("k", "v4"), id));
+  ++id;
+  EXPECT_EQ(c.reply_to("set k 0 0 2\r\nv5\r\n", id, 2000ms), mc_dgram("STORED\r\n", id));
+  ++id;
+  EXPECT_EQ(c.reply_to("get k\r\n", id, 2000ms), mc_dgram(value_of("k", "v5"), id));
+  close(tcp);
+}
+
+TEST_F(OneNicTest, ATcpFlowWithConnectionsAlreadyOpenIsRefusedWithTheReason) {
+  const int tcp = tcp_client();
+  ASSERT_EQ(tcp_ask(tcp, "version\r\n", 0).value_or("").substr(0, 8), "VERSION ");
+  auto l = ctl_->call("list");
+  ASSERT_TRUE(l && l->size() == 1);
+  const uint32_t kv = (*l)[0]["instance"];
+  const std::string flow = fmt::format("tcp:{}:{}", kServerIp, port_);
+  ASSERT_TRUE(ctl_->call("detach", {{"instance", kv}, {"flow", flow}}));
+  // Attached again while a connection is open: its writes could not be watched.
+  auto a = ctl_->call("attach", {{"instance", kv}, {"flow", flow}});
+  ASSERT_FALSE(a);
+  EXPECT_NE(a.error().find("already established"), std::string::npos) << a.error();
+  close(tcp);
+  bool attached = false;  // once memcached has closed its end too
+  for (int i = 0; i < 50 && !attached; ++i) {
+    attached = bool(ctl_->call("attach", {{"instance", kv}, {"flow", flow}}));
+    if (!attached) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(attached);
+  // A type without a fast path cannot run here.
+  auto e = ctl_->call("create", {{"type", "echo"}});
+  ASSERT_TRUE(e) << e.error();
+  auto c = ctl_->call("attach", {{"instance", (*e)["instance"]}, {"flow", "udp:10.78.0.2:7"}});
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().find("no fast path"), std::string::npos) << c.error();
+}
+
+// The consistency checker on one NIC with sv1 on two queues: TCP writes in 1-7 byte
+// segments, UDP GETs from several clients on both CPUs: nothing stale, hits served.
+Workload one_nic_workload(uint16_t port) {
+  Workload w;
+  w.server = addr(kServerIp, port);
+  w.clients = 6;
+  w.keys = 32;  // (a TCP write keeps its bucket from being learned for write_timeout_ms)
+  w.duration = 6000ms;
+  w.write_percent = 10;
+  w.writes_over_tcp = true;
+  w.tcp_piece = 3;
+  w.pin_clients = true;
+  w.make_socket = [](int type) { return socket_in("gaon-client", type); };
+  return w;
+}
+
+TEST_F(OneNicTest, TheCheckerFindsNothingStaleWithHitsServedInXdp) {
+  for (size_t piece : {1u, 7u}) {
+    Workload w = one_nic_workload(port_);
+    w.tcp_piece = piece;
+    w.duration = 4000ms;
+    const auto before = kv_stats();
+    const auto ops = run_workload(w);
+    EXPECT_EQ(count_stale(ops), 0u) << "pieces of " << piece;
+    size_t gets = 0, writes = 0;
+    for (const auto& op : ops) (op.kind == Op::get ? gets : writes)++;
+    EXPECT_GT(gets, 1000u);
+    EXPECT_GT(writes, 200u);
+    const auto st = kv_stats();
+    EXPECT_GT(fp(st, "answered") - fp(before, "answered"), 200u) << st.dump();
+    EXPECT_GT(fp(st, "fills") - fp(before, "fills"), 50u) << st.dump();
+    EXPECT_EQ(fp(st, "tcp_unframed"), 0u) << st.dump();
+  }
+}
+
+class OneNicUnsafeTest : public OneNicTest {
+ protected:
+  bool unsafe() const override { return true; }
+};
+
+TEST_F(OneNicUnsafeTest, TheCheckerCatchesACacheThatIgnoresWrites) {
+  Workload w = one_nic_workload(port_);
+  w.duration = 3000ms;
+  EXPECT_GT(count_stale(run_workload(w)), 0u) << kv_stats().dump();
+}
+
+}  // namespace
+}  // namespace gaon::test
