@@ -363,9 +363,9 @@ Workload one_nic_workload(uint16_t port) {
   Workload w;
   w.server = addr(kServerIp, port);
   w.clients = 6;
-  w.keys = 32;  // (a TCP write keeps its bucket from being learned for write_timeout_ms)
+  w.keys = 4;  // few keys: fills and invalidations of the same slots all the time
   w.duration = 6000ms;
-  w.write_percent = 10;
+  w.write_percent = 30;
   w.writes_over_tcp = true;
   w.tcp_piece = 3;
   w.pin_clients = true;

@@ -364,6 +364,7 @@ Result<void> XdpProgram::attach_local(bpf_object* o, const std::string& name) {
         links_.push_back(l);
         break;
       }
+      case BPF_PROG_TYPE_SK_MSG:  // (on the same socket map: the sockets' own sends)
       case BPF_PROG_TYPE_SK_SKB: {
         if (sockhash < 0)
           return make_error("the fast path {}: {} needs a SOCKHASH map", name,

@@ -230,11 +230,7 @@ int gaon_kvcache_egress(struct __sk_buff* skb) {
   if (pv.kind == KV_PEND_WRITE) {  // acknowledged: one write less outstanding
     struct kv_tab k;
     if (!kv_tab_of(fp, &k)) return TC_ACT_OK;
-    struct kv_vbucket* b = kv_bucket(&k, pv.hash);
-    for (int i = 0; i < 4; ++i) {
-      const __u32 cur = *(volatile __u32*)&b->out;
-      if (cur == 0 || __sync_val_compare_and_swap(&b->out, cur, cur - 1) == cur) break;
-    }
+    kv_acked(&k, pv.hash);
     return TC_ACT_OK;
   }
   if (mh[2] | mh[3] | mh[4] | (mh[5] ^ 1)) {  // not datagram 0 of 1: not learned

@@ -181,6 +181,14 @@ static __always_inline void kv_add_key(struct kv_cmd* c, struct kv_wscratch* w, 
   c->nkeys++;
 }
 
+// The first token is "flush_all" (9 bytes: longer than kv_tok_word reads).
+static __always_inline int kv_is_flush_all(const struct kv_wscratch* w) {
+  const __u32 off = w->tok_off[0];
+  return w->tok_len[0] == 9 &&
+         (kv_word_at(w, off) & kv_low(7)) == W7('f', 'l', 'u', 's', 'h', '_', 'a') &&
+         w->line[(off + 7) & (KV_LINE - 1)] == 'l' && w->line[(off + 8) & (KV_LINE - 1)] == 'l';
+}
+
 // A meta command's flag token i (from `first`, below nt): b (a base64 key): everything
 // goes; q: no reply; T (and N but for md): the expiry it sets. By bpf_loop.
 struct kv_meta_ctx {
@@ -319,13 +327,12 @@ static __always_inline void kv_read_ascii(struct kv_wscratch* w, __u32 line_len)
     struct kv_meta_ctx m = {.w = w, .first = first_flag, .nt = nt, .md = name == W2('m', 'd')};
     bpf_loop(KV_TOKENS, kv_meta_flag, &m, 0);
     if (c->kind == KV_C_FLUSH) return;
-    // mg's q suppresses only a miss: its hit replies; the write's ack is not followed
+    // mg reads, unless it sets an expiry (T) or may create the item (N)
+    if (name == W2('m', 'g') && !c->ttl) c->kind = KV_C_OTHER;
     kv_add_key(c, w, 1);
     return;
   }
-  if (name == W7('f', 'l', 'u', 's', 'h', '_', 'a') && w->tok_len[0] == 9 &&
-      w->line[(w->tok_off[0] + 7) & (KV_LINE - 1)] == 'l' &&
-      w->line[(w->tok_off[0] + 8) & (KV_LINE - 1)] == 'l') {
+  if (kv_is_flush_all(w)) {
     c->kind = KV_C_FLUSH;
     if (args >= 2 && kv_tok_num(w, 1, 1, &c->exptime)) c->exptime = 0;
     return;
@@ -534,7 +541,7 @@ static __always_inline void kv_write(struct kv_tab* k, __u32 fp, __u64 h, int ac
 
 // Applies w->cmd (read from `w->line`): invalidates its keys or flushes. The hash of the
 // write whose acknowledgement is to be followed, if any (else 0).
-static __always_inline __u64 kv_apply(struct kv_tab* k, __u32 fp, struct kv_wscratch* w, int udp,
+static __always_inline __u64 kv_apply(struct kv_tab* k, __u32 fp, struct kv_wscratch* w, int follow,
                                       __u64 now) {
   struct kv_cmd* c = &w->cmd;
   if (k->t->flags & KV_F_UNSAFE) return 0;  // (the negative control: nothing invalidated)
@@ -543,7 +550,7 @@ static __always_inline __u64 kv_apply(struct kv_tab* k, __u32 fp, struct kv_wscr
     return 0;
   }
   if (c->kind != KV_C_WRITE) return 0;
-  const int acked = udp && !c->noreply && c->nkeys == 1;
+  const int acked = follow && !c->noreply && c->nkeys == 1;
   __u64 first = 0;
   for (__u32 i = 0; i < KV_MAX_KEYS; ++i) {
     if (i >= c->nkeys) break;
@@ -555,6 +562,47 @@ static __always_inline __u64 kv_apply(struct kv_tab* k, __u32 fp, struct kv_wscr
     if (i == 0) first = h;
   }
   return acked ? first : 0;
+}
+
+// A followed write of key hash h was acknowledged: one outstanding write less (bounded
+// CAS; a count left too high clears with write_timeout).
+static __always_inline void kv_acked(struct kv_tab* k, __u64 h) {
+  struct kv_vbucket* b = kv_bucket(k, h);
+  for (int i = 0; i < 4; ++i) {
+    const __u32 cur = *(volatile __u32*)&b->out;
+    if (cur == 0 || __sync_val_compare_and_swap(&b->out, cur, cur - 1) == cur) break;
+  }
+}
+
+// What memcached answers the command line in w (read by kv_read_ascii) with, on TCP.
+enum {
+  KV_R_NONE = 0,  // nothing (noreply, quit)
+  KV_R_LINE,      // one line ("VA n" and its data for meta)
+  KV_R_END,       // VALUE/STAT lines (with data) up to END, or an error line
+  KV_R_UNKNOWN,   // not known here (meta's q, other commands): replies are not followed
+};
+static __always_inline __u32 kv_reply_kind(const struct kv_wscratch* w) {
+  if (w->ntok == 0) return KV_R_LINE;  // ERROR
+  const __u64 name = kv_tok_word(w, 0);
+  const int meta = (name & ~0xffffull) == 0 && (name & 0xff) == 'm';
+  if (meta) {
+    const __u64 m2 = name >> 8;
+    if (m2 != 's' && m2 != 'g' && m2 != 'd' && m2 != 'a' && m2 != 'n' && m2 != 'e')
+      return KV_R_UNKNOWN;
+    return w->cmd.noreply ? KV_R_UNKNOWN : KV_R_LINE;  // (q: a reply only sometimes)
+  }
+  if (name == W3('g', 'e', 't') || name == W4('g', 'e', 't', 's') || name == W3('g', 'a', 't') ||
+      name == W4('g', 'a', 't', 's') || name == W5('s', 't', 'a', 't', 's'))
+    return KV_R_END;
+  if (name == W4('q', 'u', 'i', 't')) return KV_R_NONE;
+  if (name == W3('s', 'e', 't') || name == W3('a', 'd', 'd') ||
+      name == W7('r', 'e', 'p', 'l', 'a', 'c', 'e') || name == W3('c', 'a', 's') ||
+      name == W6('a', 'p', 'p', 'e', 'n', 'd') || name == W7('p', 'r', 'e', 'p', 'e', 'n', 'd') ||
+      name == W6('d', 'e', 'l', 'e', 't', 'e') || name == W4('i', 'n', 'c', 'r') ||
+      name == W4('d', 'e', 'c', 'r') || name == W5('t', 'o', 'u', 'c', 'h') ||
+      name == W7('v', 'e', 'r', 's', 'i', 'o', 'n') || kv_is_flush_all(w))
+    return w->cmd.noreply ? KV_R_NONE : KV_R_LINE;
+  return KV_R_UNKNOWN;
 }
 
 // May a GET of key hash h that misses now have its reply learned? Its bucket must have no

@@ -18,12 +18,53 @@
 // in 300 commands sent a byte at a time; docs/one-nic.md.)
 #pragma once
 
+// A connection by its addresses and ports, as sock_ops, sk_skb and sk_msg all read them
+// from the socket (sk_msg has no socket cookie). IPv4: the first 4 bytes of each address.
+struct kv_conn_key {
+  __u32 family;
+  __u32 ports;  // local (host order) << 16 | remote (host order)
+  __u32 local[4];
+  __u32 remote[4];
+};
+// (remote_port: network order, in the upper half on some kernels' contexts)
+static __always_inline __u32 kv_ports(__u32 local, __u32 remote) {
+  if (remote > 0xffff) remote >>= 16;
+  return (local & 0xffff) << 16 | bpf_ntohs((__u16)remote);
+}
+#define KV_CONN_KEY(ctx, k)                                       \
+  do {                                                            \
+    (k)->family = (ctx)->family;                                  \
+    (k)->ports = kv_ports((ctx)->local_port, (ctx)->remote_port); \
+    if ((k)->family == 10) {                                      \
+      (k)->local[0] = (ctx)->local_ip6[0];                        \
+      (k)->local[1] = (ctx)->local_ip6[1];                        \
+      (k)->local[2] = (ctx)->local_ip6[2];                        \
+      (k)->local[3] = (ctx)->local_ip6[3];                        \
+      (k)->remote[0] = (ctx)->remote_ip6[0];                      \
+      (k)->remote[1] = (ctx)->remote_ip6[1];                      \
+      (k)->remote[2] = (ctx)->remote_ip6[2];                      \
+      (k)->remote[3] = (ctx)->remote_ip6[3];                      \
+    } else {                                                      \
+      (k)->local[0] = (ctx)->local_ip4;                           \
+      (k)->remote[0] = (ctx)->remote_ip4;                         \
+    }                                                             \
+  } while (0)
+
+#define KV_ACKQ 32  // commands awaiting memcached's reply, per connection
 struct kv_conn {
   __u32 fp_slot;  // the instance
   __u32 state;    // KV_CONN_*
   __u64 skip;     // bytes of a data block still to pass unread
   __u32 have;     // bytes of a line begun in an earlier chunk, kept in `line`
-  __u32 pad;
+  // Replies followed (gaon_kvcache_replies): the commands in order, qout..qin, each with
+  // the kind of reply it gets (KV_R_*) and the hash of its write whose acknowledgement
+  // that reply is (0: none). Once they cannot be followed (acks_lost), writes on the
+  // connection clear by write_timeout instead.
+  __u32 acks_lost;
+  __u32 qin, qout;
+  __u64 rskip;  // reply bytes (a value's data) still to pass unread
+  __u64 qhash[KV_ACKQ];
+  __u8 qkind[KV_ACKQ];
   __u8 line[KV_LINE];
 };
 enum {
@@ -36,9 +77,15 @@ struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, 65536);
   __uint(map_flags, BPF_F_NO_PREALLOC);  // (memory only for the connections there are)
-  __type(key, __u64);                    // socket cookie
+  __type(key, struct kv_conn_key);
   __type(value, struct kv_conn);
 } kv_conns SEC(".maps");
+struct {  // the reply side's scratch (memcached's sendmsg, not the receive path's)
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct kv_wscratch);
+} kv_rscratch SEC(".maps");
 struct {  // a new connection's state, made here before it is copied into kv_conns
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, 1);
@@ -48,7 +95,7 @@ struct {  // a new connection's state, made here before it is copied into kv_con
 struct {
   __uint(type, BPF_MAP_TYPE_SOCKHASH);
   __uint(max_entries, 65536);
-  __type(key, __u64);  // socket cookie
+  __type(key, struct kv_conn_key);
   __type(value, __u64);
 } kv_socks SEC(".maps");
 
@@ -64,10 +111,10 @@ static __always_inline void kv_give_up(__u32 fp) {
 
 SEC("sockops")
 int gaon_kvcache_sockops(struct bpf_sock_ops* so) {
-  __u64 ck;
+  struct kv_conn_key ck = {};
   if (so->op == BPF_SOCK_OPS_STATE_CB) {  // its state goes with it
     if (so->args[1] == BPF_TCP_CLOSE) {
-      ck = bpf_get_socket_cookie(so);
+      KV_CONN_KEY(so, &ck);
       bpf_map_delete_elem(&kv_conns, &ck);
     }
     return 1;
@@ -96,7 +143,7 @@ int gaon_kvcache_sockops(struct bpf_sock_ops* so) {
   struct gaon_flow_target* ft = gaon_flow_lookup(&fk);
   if (!ft || ft->fp_slot == 0) return 1;
   const __u32 fp = ft->fp_slot;
-  ck = bpf_get_socket_cookie(so);
+  KV_CONN_KEY(so, &ck);
   __u32 zero = 0;
   struct kv_conn* c = bpf_map_lookup_elem(&kv_conn_new, &zero);  // (too big for the stack)
   if (!c) return 1;
@@ -104,6 +151,9 @@ int gaon_kvcache_sockops(struct bpf_sock_ops* so) {
   c->state = KV_CONN_LINES;
   c->skip = 0;
   c->have = 0;
+  c->acks_lost = 0;
+  c->qin = c->qout = 0;
+  c->rskip = 0;
   if (bpf_map_update_elem(&kv_conns, &ck, c, BPF_ANY)) {
     kv_give_up(fp);
     return 1;
@@ -201,6 +251,13 @@ static long kv_chunk_step(__u64 unused, void* arg) {
       c->state = KV_CONN_LONG_GET;
       c->have = 0;
       x->pos += n;
+      if (!c->acks_lost && c->qin - c->qout < KV_ACKQ) {  // its reply: VALUEs, then END
+        c->qhash[c->qin & (KV_ACKQ - 1)] = 0;
+        c->qkind[c->qin & (KV_ACKQ - 1)] = KV_R_END;
+        __sync_fetch_and_add(&c->qin, 1);
+      } else {
+        c->acks_lost = 1;
+      }
       return 0;
     }
     kv_lost(c, x->fp, x->now);
@@ -213,8 +270,20 @@ static long kv_chunk_step(__u64 unused, void* arg) {
     kv_lost(c, x->fp, x->now);
     return 1;
   }
+  // Its reply will be followed when it is known what it is and there is room; then a
+  // write's acknowledgement ends its outstanding state (else write_timeout does).
+  const __u32 rk = kv_reply_kind(w);
+  const __u32 qin = c->qin;
+  if (rk == KV_R_UNKNOWN || qin - *(volatile __u32*)&c->qout >= KV_ACKQ) c->acks_lost = 1;
+  const int follow = !c->acks_lost && rk != KV_R_NONE;
   struct kv_tab k;
-  if (kv_tab_of(x->fp, &k)) kv_apply(&k, x->fp, w, 0, x->now);
+  __u64 acked = 0;
+  if (kv_tab_of(x->fp, &k)) acked = kv_apply(&k, x->fp, w, follow, x->now);
+  if (follow) {
+    c->qhash[qin & (KV_ACKQ - 1)] = acked;
+    c->qkind[qin & (KV_ACKQ - 1)] = (__u8)rk;
+    __sync_fetch_and_add(&c->qin, 1);  // (after the entry: the reply side reads it then)
+  }
   gaon_fp_count(x->fp, GAON_FP_STAT_tcp_commands);
   c->skip = w->cmd.data;
   return 0;
@@ -224,7 +293,8 @@ static long kv_chunk_step(__u64 unused, void* arg) {
 // (attached as BPF_SK_SKB_VERDICT: xdp_program.cc; libbpf 1.1 has no section name for it)
 SEC("sk_skb")
 int gaon_kvcache_verdict(struct __sk_buff* skb) {
-  __u64 ck = bpf_get_socket_cookie(skb);
+  struct kv_conn_key ck = {};
+  KV_CONN_KEY(skb, &ck);
   struct kv_conn* c = bpf_map_lookup_elem(&kv_conns, &ck);
   if (!c) return SK_PASS;  // (every watched connection has its state)
   __u32 zero = 0;
@@ -242,5 +312,111 @@ int gaon_kvcache_verdict(struct __sk_buff* skb) {
   // A command per step: a chunk of 64 KiB of the smallest commands ("mn\r\n") fits.
   bpf_loop(1 << 15, kv_chunk_step, &x, 0);
   if (x.pos < x.len && c->state != KV_CONN_UNFRAMED) kv_lost(c, x.fp, x.now);
+  return SK_PASS;
+}
+
+// ---- memcached's replies on a watched connection (sk_msg, on its way out)
+
+struct kv_reply {
+  struct sk_msg_md* msg;
+  struct kv_conn* c;
+  struct kv_wscratch* w;
+  __u32 pos, size, fp;
+};
+
+// One reply line per step (or a value's data, passed unread). A line that ends a command's
+// reply pops it, and acknowledges its write.
+static long kv_reply_step(__u64 unused, void* arg) {
+  struct kv_reply* x = arg;
+  struct kv_conn* c = x->c;
+  struct kv_wscratch* w = x->w;
+  if (x->pos >= x->size || c->acks_lost) return 1;
+  const __u32 rest = x->size - x->pos;
+  if (c->rskip) {
+    const __u32 n = c->rskip < rest ? (__u32)c->rskip : rest;
+    c->rskip -= n;
+    x->pos += n;
+    return 0;
+  }
+  const __u32 qout = c->qout;
+  if (qout == *(volatile __u32*)&c->qin) {  // a reply to nothing followed: lost track
+    c->acks_lost = 1;
+    return 1;
+  }
+  __u32 n = rest < KV_LINE ? rest : KV_LINE;
+  // The line: pulled into the message's linear part, then copied out.
+  if (bpf_msg_pull_data(x->msg, x->pos, x->pos + n, 0)) {
+    c->acks_lost = 1;
+    return 1;
+  }
+  void* data = (void*)(long)x->msg->data;
+  void* end = (void*)(long)x->msg->data_end;
+  if (data + n > end) n = end - data;
+  if (n == 0 || n > KV_LINE ||
+      bpf_probe_read_kernel(w->line, n & (KV_LINE - 1) ? n : KV_LINE, data)) {
+    c->acks_lost = 1;
+    return 1;
+  }
+  struct kv_nl_ctx nl = {.w = w, .from = 0, .end = n};
+  bpf_loop(KV_LINE, kv_nl_step, &nl, 0);
+  if (nl.at == 0) {  // a line split over sends: not followed here
+    c->acks_lost = 1;
+    return 1;
+  }
+  x->pos += nl.at;
+  const __u64 w0 = kv_word_at(w, 0);
+  const __u32 kind = c->qkind[qout & (KV_ACKQ - 1)];
+  int done = 1;
+  if ((w0 & kv_low(6)) == W6('V', 'A', 'L', 'U', 'E', ' ') ||
+      (w0 & kv_low(3)) == W3('V', 'A', ' ')) {
+    // VALUE KEY FLAGS BYTES [CAS] / VA BYTES FLAGS...: its data follows
+    if (!kv_tokenize(w, nl.at)) {
+      c->acks_lost = 1;
+      return 1;
+    }
+    __s64 bytes = 0;
+    const __u32 at = (w0 & kv_low(3)) == W3('V', 'A', ' ') ? 1 : 3;
+    if (kv_tok_num(w, at, 0, &bytes) || bytes > (1 << 30)) {
+      c->acks_lost = 1;
+      return 1;
+    }
+    c->rskip = (__u64)bytes + 2;
+    done = at == 1;  // VA: the whole reply of a meta command; VALUE: more until END
+    if (kind != KV_R_END && at == 3) {
+      c->acks_lost = 1;
+      return 1;
+    }
+  } else if (kind == KV_R_END) {
+    // END ends it, and so does an error; STAT and the like come before END
+    done = (w0 & kv_low(5)) == W5('E', 'N', 'D', '\r', '\n') ||
+           (w0 & kv_low(5)) == W5('E', 'R', 'R', 'O', 'R') ||
+           (w0 & kv_low(7)) == W7('C', 'L', 'I', 'E', 'N', 'T', '_') ||
+           (w0 & kv_low(7)) == W7('S', 'E', 'R', 'V', 'E', 'R', '_');
+  }
+  if (!done) return 0;
+  const __u64 h = c->qhash[qout & (KV_ACKQ - 1)];
+  __sync_fetch_and_add(&c->qout, 1);
+  if (h) {
+    struct kv_tab k;
+    if (kv_tab_of(x->fp, &k)) kv_acked(&k, h);
+  }
+  return 0;
+}
+
+SEC("sk_msg")
+int gaon_kvcache_replies(struct sk_msg_md* msg) {
+  struct kv_conn_key ck = {};
+  KV_CONN_KEY(msg, &ck);
+  struct kv_conn* c = bpf_map_lookup_elem(&kv_conns, &ck);
+  if (!c || c->acks_lost) return SK_PASS;
+  __u32 zero = 0;
+  struct kv_reply x = {.msg = msg, .c = c, .size = msg->size, .fp = c->fp_slot};
+  x.w = bpf_map_lookup_elem(&kv_rscratch, &zero);
+  if (!x.w) {
+    c->acks_lost = 1;
+    return SK_PASS;
+  }
+  bpf_loop(1 << 15, kv_reply_step, &x, 0);
+  if (x.pos < x.size) c->acks_lost = 1;
   return SK_PASS;
 }
