@@ -234,6 +234,32 @@ TEST_F(OneNicTest, EveryWriteVerbInvalidatesOverTcpInPiecesAndOverUdp) {
   close(tcp);
 }
 
+// A write split into two segments at every byte position is still seen whole: the verdict
+// keeps the start of a line until its end comes.
+TEST_F(OneNicTest, AWriteSplitAtEveryBytePositionInvalidates) {
+  McUdp c = udp_client();
+  McUdp d = direct();
+  const int tcp = tcp_client();
+  uint16_t id = 500;
+  for (const std::string form : {"set %s 0 0 5\r\nhello\r\n", "ms %s 5 T0\r\nhello\r\n"}) {
+    const std::string cmd = fmt::format(fmt::runtime(form), "split");
+    for (size_t at = 1; at < cmd.size(); ++at) {
+      ASSERT_EQ(tcp_ask(tcp, "set split 0 0 2\r\nv1\r\n", 0), "STORED\r\n");
+      ASSERT_TRUE(cached(c, "split", id)) << at;
+      ASSERT_EQ(send(tcp, cmd.data(), at, 0), ssize_t(at));
+      std::this_thread::sleep_for(2ms);  // (its own segment)
+      const auto r = tcp_ask(tcp, cmd.substr(at), 0);
+      ASSERT_TRUE(r && (*r == "STORED\r\n" || *r == "HD\r\n")) << at << ": " << r.value_or("");
+      ++id;
+      const auto want = d.reply_to("get split\r\n", id, 2000ms);
+      ASSERT_TRUE(want);
+      EXPECT_EQ(c.reply_to("get split\r\n", id, 2000ms), want) << form << " split at " << at;
+    }
+  }
+  EXPECT_EQ(fp(kv_stats(), "tcp_unframed"), 0u);
+  close(tcp);
+}
+
 TEST_F(OneNicTest, FlushAllAndItsDelayAndTheWritesExptime) {
   McUdp c = udp_client();
   McUdp d = direct();

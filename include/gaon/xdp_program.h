@@ -37,10 +37,11 @@ class XdpProgram {
     uint32_t fp_chunks = GAON_FP_CHUNKS_DEFAULT;  // fast-path memory, in GAON_FP_CHUNK units
     // A server with one NIC (GAON_LOCAL ports): instances lay out their state for writers
     // in the kernel, and each fast path's other programs are attached (fast_path.h): tc at
-    // the egress of `local_ifindexes`, sock_ops on `cgroup`.
+    // the egress of `local_ifindexes`, sock_ops on `cgroup` (a cgroup v2 directory; empty:
+    // not attached, as in the tests) with the socket programs on their socket map.
     bool local = false;
     std::vector<uint32_t> local_ifindexes;
-    std::string cgroup = "/sys/fs/cgroup";
+    std::string cgroup;
   };
   static Result<std::unique_ptr<XdpProgram>> load(const Options& opt);
   ~XdpProgram();
@@ -67,6 +68,9 @@ class XdpProgram {
   FastPathState* fast_path(uint32_t instance);
   void instance_removed(uint32_t instance);
 
+  // A fast path's program by name (its object loaded with a first instance), or -1: the
+  // tests run them with BPF_PROG_TEST_RUN.
+  int fast_path_program_fd(const std::string& name) const;
   nlohmann::json stats() const;                       // the steering program's counters
   nlohmann::json fast_path_stats(uint32_t instance);  // null: the instance has none
   size_t flows() const;

@@ -351,6 +351,7 @@ Result<void> XdpProgram::attach_local(bpf_object* o, const std::string& name) {
         }
         break;
       case BPF_PROG_TYPE_SOCK_OPS: {
+        if (opt_.cgroup.empty()) break;  // (tests: no sockets watched)
         const int cg = open(opt_.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (cg < 0)
           return make_error("the fast path {}: cgroup {}: {}", name, opt_.cgroup,
@@ -492,6 +493,16 @@ void XdpProgram::instance_removed(uint32_t instance) {
     slot_freed_[slot] = now;
   }
   instances_.erase(it);
+}
+
+int XdpProgram::fast_path_program_fd(const std::string& name) const {
+  std::lock_guard lk(mu_);
+  for (bpf_object* o : fp_objs_)
+    if (bpf_program* p = bpf_object__find_program_by_name(o, name.c_str())) {
+      const int fd = bpf_program__fd(p);
+      if (fd >= 0) return fd;
+    }
+  return -1;
 }
 
 nlohmann::json XdpProgram::stats() const {
