@@ -136,12 +136,9 @@ class BumpTest : public ::testing::Test {
       GTEST_SKIP() << "needs root (network namespaces, XDP); CI runs the tests as root";
     // One test at a time owns the testbed (ctest runs tests in parallel processes, and
     // each gaond takes over both interfaces).
-    lock_ = open("/tmp/gaon-testbed.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-    ASSERT_GE(lock_, 0) << strerror(errno);
-    ASSERT_EQ(flock(lock_, LOCK_EX), 0) << strerror(errno);
-    const auto up =
-        run({"/bin/bash", std::string(GAON_SOURCE_DIR) + "/scripts/testbed", "up"}, 30s);
-    ASSERT_EQ(up.status, 0) << up.out << up.err;
+    std::string why;
+    lock_ = take_testbed(&why);
+    ASSERT_GE(lock_, 0) << why;
     sock_ = "/tmp/gaond-bump-" + std::to_string(getpid()) + ".sock";
     if (packet()) {
       // AF_PACKET needs the interfaces out of the bridge and without XDP (gaond refuses

@@ -37,12 +37,9 @@ class OneNicTest : public ::testing::Test {
     if (geteuid() != 0)
       GTEST_SKIP() << "needs root (network namespaces, XDP, tc, sock_ops); CI runs as root";
     if (access("/usr/bin/memcached", X_OK) != 0) GTEST_SKIP() << "memcached is missing";
-    lock_ = open("/tmp/gaon-testbed.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-    ASSERT_GE(lock_, 0) << strerror(errno);
-    ASSERT_EQ(flock(lock_, LOCK_EX), 0) << strerror(errno);
-    const auto up =
-        run({"/bin/bash", std::string(GAON_SOURCE_DIR) + "/scripts/testbed", "up"}, 30s);
-    ASSERT_EQ(up.status, 0) << up.out << up.err;
+    std::string why;
+    lock_ = take_testbed(&why);
+    ASSERT_GE(lock_, 0) << why;
     sock_ = "/tmp/gaond-local-" + std::to_string(getpid()) + ".sock";
     start_gaond();
     if (HasFatalFailure()) return;

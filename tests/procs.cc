@@ -57,6 +57,23 @@ int socket_in(const std::string& ns, int type, int family) {
   return fd;
 }
 
+int take_testbed(std::string* why) {
+  const int fd = open("/tmp/gaon-testbed.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0 || flock(fd, LOCK_EX) != 0) {
+    *why = std::string("/tmp/gaon-testbed.lock: ") + strerror(errno);
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  const auto up = run({"/bin/bash", std::string(GAON_SOURCE_DIR) + "/scripts/testbed", "up"},
+                      std::chrono::seconds(30));
+  if (up.status != 0) {
+    *why = "scripts/testbed up: " + up.out + up.err;
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 sockaddr_in addr(const char* ip, uint16_t port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;

@@ -21,6 +21,10 @@ uint16_t free_port();
 // A socket inside network namespace `ns` (made on a thread that enters it; the socket
 // stays in that namespace). -1 when it cannot be made.
 int socket_in(const std::string& ns, int type, int family = AF_INET);
+// Takes the netns testbed for this test (one at a time: ctest runs tests in parallel
+// processes, and each takes over its interfaces) and brings it up (scripts/testbed up).
+// The lock's descriptor (closing it gives the testbed back), or -1 with the reason.
+int take_testbed(std::string* why);
 // An IPv4 address and port.
 sockaddr_in addr(const char* ip, uint16_t port);
 

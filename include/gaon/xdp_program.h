@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gaon/counters.h"
 #include "gaon/fast_path.h"
 #include "gaon/flow.h"
 #include "gaon/result.h"
@@ -49,6 +50,15 @@ class XdpProgram {
   int prog_fd() const { return prog_fd_; }
   int map_fd(const char* name) const;
   gaon_lease* lease() const { return lease_; }
+  // gaond's side of the lease (xdp_abi.h). start_lease before the program is attached
+  // (0: no lease); renew_lease at every poll of the datapath thread: one that finds it
+  // lapsed (traffic went around gaond) renews only at the next poll, once the engine has
+  // seen the gap (lease_lapses, a port's gaps()) and its instances dropped what they knew,
+  // so no fast path serves state from before the lapse.
+  void start_lease(uint64_t bound_ns);
+  void renew_lease();
+  uint64_t lease_lapses() const { return lapses_.get(); }
+  uint64_t lease_ns() const { return lease_ns_; }
 
   // The map keys, as the programs see them.
   static gaon_flow flow_key(const FlowKey& k);
@@ -105,6 +115,9 @@ class XdpProgram {
       fp_slots_ = -1, fp_stats_ = -1;
   gaon_port ports_at_[GAON_MAX_PORTS] = {};  // gaon_ports as written (probing, xdp_abi.h)
   gaon_lease* lease_ = nullptr;
+  uint64_t lease_ns_ = 0, renewed_ns_ = 0;  // renewed_ns_: at the last poll (0: none yet)
+  bool resume_next_ = false;                // a lapse was found: renew at the next poll
+  Counter lapses_;
   uint8_t* fp_mem_ = nullptr;
   size_t fp_mem_bytes_ = 0;
   uint32_t fp_chunks_ = 0;

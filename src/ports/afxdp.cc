@@ -61,9 +61,6 @@ struct Bump::Impl {
   xsk_umem* umem = nullptr;
   uint32_t ring = 2048;
   uint32_t fill_target = 2048;  // frames kept in each queue's fill ring (all fit the pool)
-  uint64_t lease_ns = 0, renewed_ns = 0;  // renewed_ns: at the last poll (0: none yet)
-  bool resume_next = false;               // a lapse was found: renew at the next poll
-  Counter lapses;  // renewals that found the lease expired: traffic went around
 };
 
 // One receive queue's socket and rings (libxdp keeps pointers to them: they never move).
@@ -140,24 +137,12 @@ void XskPort::kick_tx() {
 }
 
 void Bump::renew_lease() {
-  Impl& im = *impl_;
-  if (im.xdp == nullptr || im.lease_ns == 0) return;
-  const uint64_t now = mono_ns();
-  if (im.resume_next) {
-    im.resume_next = false;  // the engine saw the gap in the last poll: resume
-  } else if (im.renewed_ns != 0 && now - im.renewed_ns > im.lease_ns) {
-    // Lapsed: frames went around gaond. Renew only at the next poll, once the engine has
-    // seen the gap (Port::gaps) and its instances dropped what they knew; until then the
-    // programs keep forwarding in the kernel, so no fast path serves stale state.
-    im.lapses.add();
-    im.resume_next = true;
-    return;
-  }
-  im.renewed_ns = now;
-  std::atomic_ref<__u64>(im.xdp->lease()->renewed_ns).store(now, std::memory_order_release);
+  if (impl_->xdp) impl_->xdp->renew_lease();
 }
 
-uint64_t XskPort::gaps() const { return this == bump_.wire_.get() ? bump_.impl_->lapses.get() : 0; }
+uint64_t XskPort::gaps() const {
+  return this == bump_.wire_.get() ? bump_.impl_->xdp->lease_lapses() : 0;
+}
 
 uint32_t XskPort::rx_burst(std::span<Packet*> out) {
   if (this == bump_.wire_.get()) bump_.renew_lease();  // every poll starts here
@@ -274,11 +259,7 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
   auto x = XdpProgram::load({opt.bpf_object, opt.fp_chunks});
   if (!x) return Error{x.error()};
   im.xdp = std::move(*x);
-  im.lease_ns = opt.lease_ns;
-  gaon_lease* lease = im.xdp->lease();
-  lease->renewed_ns = mono_ns();  // fresh before the program is attached; a lapse
-                                  // before the first poll (start-up) is not counted
-  lease->bound_ns = opt.lease_ns;
+  im.xdp->start_lease(opt.lease_ns);
   for (uint32_t slot = 0; slot < 2; ++slot) {
     const uint32_t ifx = uint32_t(im.ifindex[slot]);
     if (auto r = im.xdp->set_port(ifx, gaon_role(slot), 1 - slot); !r) return Error{r.error()};
@@ -423,8 +404,8 @@ std::string Bump::describe() const {
 nlohmann::json Bump::stats() const {
   return {{"afxdp_mode", impl_->zerocopy ? "zero-copy" : "copy"},
           {"xdp_mode", impl_->generic ? "generic" : "native"},
-          {"lease_ms", impl_->lease_ns / 1e6},
-          {"lease_lapses", impl_->lapses.get()},
+          {"lease_ms", impl_->xdp->lease_ns() / 1e6},
+          {"lease_lapses", impl_->xdp->lease_lapses()},
           {"fill_per_queue", impl_->fill_target},
           {"steered_flows", impl_->xdp->flows()},
           {"fast_path_memory_free_mb", impl_->xdp->fp_chunks_free()},

@@ -30,9 +30,6 @@ struct Host::Impl {
   std::vector<std::string> ifnames;
   std::vector<int> ifindex;
   bool generic = false;
-  uint64_t lease_ns = 0, renewed_ns = 0;
-  bool resume_next = false;
-  Counter lapses;
   uint32_t detach_flags() const { return generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE; }
 };
 
@@ -44,7 +41,7 @@ uint32_t NoFramePort::tx_burst(std::span<Packet*> pkts) {
   for (Packet* p : pkts) pool_.free(p);  // (nothing is received, so nothing is sent)
   return uint32_t(pkts.size());
 }
-uint64_t NoFramePort::gaps() const { return wire_ ? host_.impl_->lapses.get() : 0; }
+uint64_t NoFramePort::gaps() const { return wire_ ? host_.impl_->xdp->lease_lapses() : 0; }
 
 Host::Host() : impl_(std::make_unique<Impl>()) {}
 
@@ -55,21 +52,7 @@ Host::~Host() {
   impl_->xdp.reset();
 }
 
-// As a bump's (afxdp.cc): a lapse is renewed only at the poll after the engine saw it.
-void Host::renew_lease() {
-  Impl& im = *impl_;
-  if (im.lease_ns == 0) return;
-  const uint64_t now = mono_ns();
-  if (im.resume_next) {
-    im.resume_next = false;
-  } else if (im.renewed_ns != 0 && now - im.renewed_ns > im.lease_ns) {
-    im.lapses.add();
-    im.resume_next = true;
-    return;
-  }
-  im.renewed_ns = now;
-  std::atomic_ref<__u64>(im.xdp->lease()->renewed_ns).store(now, std::memory_order_release);
-}
+void Host::renew_lease() { impl_->xdp->renew_lease(); }
 
 std::vector<std::string> Host::default_ifaces() {
   std::set<std::string> names;
@@ -146,10 +129,7 @@ Result<std::unique_ptr<Host>> Host::open(const Options& opt, BufferPool& pool) {
   auto x = XdpProgram::load(xo);
   if (!x) return Error{x.error()};
   im.xdp = std::move(*x);
-  im.lease_ns = opt.lease_ns;
-  gaon_lease* lease = im.xdp->lease();
-  lease->renewed_ns = mono_ns();
-  lease->bound_ns = opt.lease_ns;
+  im.xdp->start_lease(opt.lease_ns);
   for (uint32_t i : ifx)
     if (auto r = im.xdp->set_port(i, GAON_LOCAL, 0); !r) return Error{r.error()};
   // auto: native XDP, but generic on veth (as a bump: cheaper for the traffic the host's
@@ -215,14 +195,14 @@ void Host::instance_removed(uint32_t instance) { impl_->xdp->instance_removed(in
 
 std::string Host::describe() const {
   return fmt::format("one NIC: {} XDP on {}, lease {} ms", impl_->generic ? "generic" : "native",
-                     fmt::join(impl_->ifnames, ", "), impl_->lease_ns / 1'000'000);
+                     fmt::join(impl_->ifnames, ", "), impl_->xdp->lease_ns() / 1'000'000);
 }
 
 nlohmann::json Host::stats() const {
   return {{"interfaces", impl_->ifnames},
           {"xdp_mode", impl_->generic ? "generic" : "native"},
-          {"lease_ms", impl_->lease_ns / 1e6},
-          {"lease_lapses", impl_->lapses.get()},
+          {"lease_ms", impl_->xdp->lease_ns() / 1e6},
+          {"lease_lapses", impl_->xdp->lease_lapses()},
           {"steered_flows", impl_->xdp->flows()},
           {"fast_path_memory_free_mb", impl_->xdp->fp_chunks_free()},
           {"xdp", impl_->xdp->stats()}};

@@ -8,6 +8,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -493,6 +494,27 @@ void XdpProgram::instance_removed(uint32_t instance) {
     slot_freed_[slot] = now;
   }
   instances_.erase(it);
+}
+
+void XdpProgram::start_lease(uint64_t bound_ns) {
+  lease_ns_ = bound_ns;
+  lease_->renewed_ns = mono_ns();  // fresh before the program is attached; a lapse before
+                                   // the first poll (start-up) is not counted
+  lease_->bound_ns = bound_ns;
+}
+
+void XdpProgram::renew_lease() {
+  if (lease_ns_ == 0) return;
+  const uint64_t now = mono_ns();
+  if (resume_next_) {
+    resume_next_ = false;  // the engine saw the gap in the last poll: resume
+  } else if (renewed_ns_ != 0 && now - renewed_ns_ > lease_ns_) {
+    lapses_.add();  // until renewed, the programs keep everything away from the fast paths
+    resume_next_ = true;
+    return;
+  }
+  renewed_ns_ = now;
+  std::atomic_ref<__u64>(lease_->renewed_ns).store(now, std::memory_order_release);
 }
 
 int XdpProgram::fast_path_program_fd(const std::string& name) const {

@@ -666,7 +666,7 @@ int gaon_fp_kvcache_writes(struct xdp_md* ctx) {
   return to_stack(fp);
 }
 
-#include "kvcache_egress.bpf.h"
 #include "kvcache_stream.bpf.h"
+#include "kvcache_egress.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";

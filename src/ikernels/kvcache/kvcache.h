@@ -82,7 +82,7 @@
 //   versions=65536        version buckets
 //   tcp_connections=256   client TCP connections followed at once (about 2.6 KiB each)
 //   udp_checksum=false    compute UDP checksums of replies (false: 0 = none, IPv4 only)
-//   fast_path=true       in a bump (afxdp ports), run the fast path (kvcache.bpf.c, see
+//   fast_path=true        in a bump (afxdp ports), run the fast path (kvcache.bpf.c, see
 //                         docs/fast-path.md): the table moves into the fast-path memory and
 //                         the XDP program answers single-key GET hits (ASCII get/gets,
 //                         binary GET/GETQ/GETK/GETKQ; IPv4 and IPv6) in the driver; GETs for
@@ -107,7 +107,17 @@
 // "stalls"); tcp: segments, commands, writes, untracked, gaps, lost, evicted, flushes, acks,
 // acks_untracked. Derived: hit_rate, rejected_fills and rejected_by_reason, passed_by_issue;
 // the table's evictions, items, bytes_used. The fast path's (summed over CPUs) are under
-// "fast_path": answered (hits in XDP), forwarded, handed_up, torn, fail_open, lease_expired.
+// "fast_path": answered (hits in XDP), forwarded, handed_up, torn, fail_open, lease_expired,
+// and on one NIC passed, writes, flushes, fills, fills_rejected, tcp_commands,
+// tcp_unframed ("writers": "kernel" then; GAON_FP_STATS in gaon/xdp_abi.h).
+//
+// On a server with one NIC (gaond --local; docs/one-nic.md) gaond sees no frame: the
+// fast path answers hits on memcached's own interface, and writers in the kernel take
+// gaond's part — UDP writes invalidated in XDP before memcached reads them, TCP commands
+// framed in stream order by an sk_skb verdict on memcached's accepted connections (joined
+// by sock_ops) with the replies followed by sk_msg, values learned from memcached's UDP
+// replies at tc egress — under the rules above, kept in the table's version buckets
+// (kv_abi.h). gaond's own counters then stay at 0 but for gaps; the table is the same.
 #pragma once
 
 #include <array>

@@ -5,7 +5,9 @@
 //   - to a GET that missed: the value is learned into the table, memcached's reply text as
 //     it is (kv_abi.h), if the bucket's version is still the one the GET saw, the table's
 //     generation too, and the key's expiry is known (kvcache_local.bpf.h).
-// The reply itself always goes on unchanged.
+// memcached's TCP replies on watched connections are followed too (kv_tcp_replies,
+// kvcache_stream.bpf.h): a write's reply ends its outstanding state. The reply itself always
+// goes on unchanged.
 #pragma once
 
 #include <linux/pkt_cls.h>
@@ -191,6 +193,13 @@ int gaon_kvcache_egress(struct __sk_buff* skb) {
   if (eth_proto == bpf_htons(ETH_P_IP)) {
     struct iphdr ip;
     if (bpf_skb_load_bytes(skb, 14, &ip, sizeof(ip))) return TC_ACT_OK;
+    if (ip.protocol == IPPROTO_TCP && !(ip.frag_off & bpf_htons(0x3fff))) {
+      struct kv_conn_key ck = {.family = 2};  // (AF_INET)
+      ck.local[0] = ip.saddr;
+      ck.remote[0] = ip.daddr;
+      kv_tcp_replies(skb, &ck, 14 + ip.ihl * 4);
+      return TC_ACT_OK;
+    }
     if (ip.ihl != 5 || ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x3fff)))
       return TC_ACT_OK;
     fk.family = 4;
@@ -201,6 +210,13 @@ int gaon_kvcache_egress(struct __sk_buff* skb) {
   } else if (eth_proto == bpf_htons(ETH_P_IPV6)) {
     struct ipv6hdr ip6;
     if (bpf_skb_load_bytes(skb, 14, &ip6, sizeof(ip6))) return TC_ACT_OK;
+    if (ip6.nexthdr == IPPROTO_TCP) {
+      struct kv_conn_key ck = {.family = 10};  // (AF_INET6)
+      __builtin_memcpy(ck.local, &ip6.saddr, 16);
+      __builtin_memcpy(ck.remote, &ip6.daddr, 16);
+      kv_tcp_replies(skb, &ck, 14 + 40);
+      return TC_ACT_OK;
+    }
     if (ip6.nexthdr != IPPROTO_UDP) return TC_ACT_OK;
     fk.family = 6;
     __builtin_memcpy(fk.ip, &ip6.saddr, 16);

@@ -19,6 +19,7 @@
 #include "gaon/parse.h"
 #include "gaon/xdp_program.h"
 #include "kv_table.h"
+#include "to_program.h"
 
 namespace gaon {
 namespace {
@@ -26,16 +27,7 @@ namespace {
 using test::Bytes;
 
 // A bump's part, without the interfaces: the engine's flow changes go to the program.
-struct ToProgram : FlowObserver {
-  XdpProgram* x = nullptr;
-  Result<void> flow_added(const FlowKey& k, uint32_t i, const FastPathSpec& fp) override {
-    return x->add_flow(k, i, fp);
-  }
-  void flow_removed(const FlowKey& k) override { x->remove_flow(k); }
-  FastPathState* fast_path(uint32_t i) override { return x->fast_path(i); }
-  nlohmann::json fast_path_stats(uint32_t i) override { return x->fast_path_stats(i); }
-  void instance_removed(uint32_t i) override { x->instance_removed(i); }
-};
+using test::ToProgram;
 
 std::string bin_reply(uint8_t op, const std::string& key, uint32_t flags, const std::string& v,
                       uint64_t cas, uint32_t opaque = 0x11223344) {
@@ -56,11 +48,7 @@ std::string bin_reply(uint8_t op, const std::string& key, uint32_t flags, const 
   return h + f + k + v;
 }
 
-std::string hex(const Bytes& b) {
-  std::string s;
-  for (uint8_t c : b) s += "0123456789abcdef"[c >> 4], s += "0123456789abcdef"[c & 15];
-  return s;
-}
+using test::hex;
 
 struct Xdp {
   std::string what;  // the fast path's counter that moved ("" if none), or the steerer's

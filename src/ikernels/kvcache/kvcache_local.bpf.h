@@ -579,6 +579,7 @@ enum {
   KV_R_NONE = 0,  // nothing (noreply, quit)
   KV_R_LINE,      // one line ("VA n" and its data for meta)
   KV_R_END,       // VALUE/STAT lines (with data) up to END, or an error line
+  KV_R_END_CAS,   // the same, VALUE lines ending with a cas (gets, gats)
   KV_R_UNKNOWN,   // not known here (meta's q, other commands): replies are not followed
 };
 static __always_inline __u32 kv_reply_kind(const struct kv_wscratch* w) {
@@ -591,8 +592,8 @@ static __always_inline __u32 kv_reply_kind(const struct kv_wscratch* w) {
       return KV_R_UNKNOWN;
     return w->cmd.noreply ? KV_R_UNKNOWN : KV_R_LINE;  // (q: a reply only sometimes)
   }
-  if (name == W3('g', 'e', 't') || name == W4('g', 'e', 't', 's') || name == W3('g', 'a', 't') ||
-      name == W4('g', 'a', 't', 's') || name == W5('s', 't', 'a', 't', 's'))
+  if (name == W4('g', 'e', 't', 's') || name == W4('g', 'a', 't', 's')) return KV_R_END_CAS;
+  if (name == W3('g', 'e', 't') || name == W3('g', 'a', 't') || name == W5('s', 't', 'a', 't', 's'))
     return KV_R_END;
   if (name == W4('q', 'u', 'i', 't')) return KV_R_NONE;
   if (name == W3('s', 'e', 't') || name == W3('a', 'd', 'd') ||

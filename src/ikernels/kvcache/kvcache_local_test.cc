@@ -23,6 +23,7 @@
 #include "gaon/engine.h"
 #include "gaon/mem_port.h"
 #include "gaon/xdp_program.h"
+#include "to_program.h"
 
 namespace gaon {
 namespace {
@@ -30,16 +31,7 @@ namespace {
 using test::Bytes;
 using namespace std::chrono_literals;
 
-struct ToProgram : FlowObserver {
-  XdpProgram* x = nullptr;
-  Result<void> flow_added(const FlowKey& k, uint32_t i, const FastPathSpec& fp) override {
-    return x->add_flow(k, i, fp);
-  }
-  void flow_removed(const FlowKey& k) override { x->remove_flow(k); }
-  FastPathState* fast_path(uint32_t i) override { return x->fast_path(i); }
-  nlohmann::json fast_path_stats(uint32_t i) override { return x->fast_path_stats(i); }
-  void instance_removed(uint32_t i) override { x->instance_removed(i); }
-};
+using test::ToProgram;
 
 Bytes frame(const std::string& payload, bool to_server, uint16_t client = 40000) {
   test::FrameSpec f;
@@ -51,11 +43,7 @@ Bytes frame(const std::string& payload, bool to_server, uint16_t client = 40000)
   return test::build_frame(f);
 }
 
-std::string hex(const Bytes& b) {
-  std::string s;
-  for (uint8_t c : b) s += "0123456789abcdef"[c >> 4], s += "0123456789abcdef"[c & 15];
-  return s;
-}
+using test::hex;
 
 // The fast path's reply is memcached's `answer` (built from the client's frame, whose
 // Ethernet addresses the fast path swaps) from the Ethernet type on, and goes back to the
