@@ -115,7 +115,7 @@
 // fast path answers hits on memcached's own interface, and writers in the kernel take
 // gaond's part — UDP writes invalidated in XDP before memcached reads them, TCP commands
 // framed in stream order by an sk_skb verdict on memcached's accepted connections (joined
-// by sock_ops) with the replies followed by sk_msg, values learned from memcached's UDP
+// by sock_ops) with the replies followed at tc egress, values learned from memcached's UDP
 // replies at tc egress — under the rules above, kept in the table's version buckets
 // (kv_abi.h). gaond's own counters then stay at 0 but for gaps; the table is the same.
 #pragma once
