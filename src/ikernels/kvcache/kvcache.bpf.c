@@ -289,7 +289,7 @@ static __always_inline int to_stack(__u32 fp) {
 // one; were it missing, everything goes (nothing stale can then be served).
 static __always_inline int to_writes(struct xdp_md* ctx, struct kv_table_hdr* t, __u32 fp) {
   bpf_tail_call(ctx, &gaon_fp_progs, GAON_FP_KVCACHE_WRITES);
-  if (t) __sync_fetch_and_add(&t->generation, 1);
+  if (t) kv_flush(t, fp, 0, 0);
   return to_stack(fp);
 }
 
@@ -419,6 +419,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   const __u64 gen = t->generation;
   // Writers in the kernel (one NIC): a slot is live while its version is its bucket's.
   struct kv_vbucket* vb = 0;
+  // (kv_tab_at's lookup inline: with its other checks the verifier's work grows by half)
   if (t->flags & KV_F_KERNEL) {
     const __u32 vc = t->vb_chunk;
     if (vc == 0 || vc >= nchunks) return UP();
@@ -469,7 +470,7 @@ int gaon_fp_kvcache(struct xdp_md* ctx) {
   if (!hit && local) {  // to memcached; an ASCII GET's reply may be learned (tc egress)
     struct kv_tab k;
     __u32 ver = 0;
-    if (kind != BINARY && kv_tab_of(fp, &k) && kv_idle(&k, h, now, &ver)) {
+    if (kind != BINARY && kv_tab_at(t, first, nchunks, &k) && kv_idle(&k, h, now, &ver)) {
       struct kv_pend_key pk = {};
       struct kv_pend pv = {.hash = h, .generation = gen, .ver = ver, .kind = KV_PEND_GET};
       pk.req_id = *(__u16*)q;
@@ -610,7 +611,7 @@ int gaon_fp_kvcache_writes(struct xdp_md* ctx) {
     // TCP goes to memcached's socket, where the stream verdict reads it. Anything else of
     // an attached flow that is not a datagram read here (a first fragment, an IP header
     // with options): memcached might read it, so everything goes.
-    if (!is_tcp(ctx)) kv_flush(&k, fp, 0, now);
+    if (!is_tcp(ctx)) kv_flush(k.t, fp, 0, now);
     return to_stack(fp);
   }
   const __u32 pl = f.ulen - sizeof(struct udphdr);
@@ -625,12 +626,12 @@ int gaon_fp_kvcache_writes(struct xdp_md* ctx) {
   if (n > KV_LINE) n = KV_LINE;
   if (fh[2] | fh[3] | fh[4] | (fh[5] ^ 1) ||  // not datagram 0 of 1: not read here
       bpf_xdp_load_bytes(ctx, poff + MC_HDR, w->line, LEN(n, KV_LINE))) {
-    kv_flush(&k, fp, 0, now);
+    kv_flush(k.t, fp, 0, now);
     return to_stack(fp);
   }
   if (w->line[0] == 0x80) {
     if (n < 24) {
-      kv_flush(&k, fp, 0, now);
+      kv_flush(k.t, fp, 0, now);
       return to_stack(fp);
     }
     kv_read_binary(w, n);
@@ -644,7 +645,7 @@ int gaon_fp_kvcache_writes(struct xdp_md* ctx) {
       }
     }
     if (nl >= KV_LINE) {  // no whole line in what is read: everything
-      kv_flush(&k, fp, 0, now);
+      kv_flush(k.t, fp, 0, now);
       return to_stack(fp);
     }
     kv_read_ascii(w, nl + 1);
@@ -652,7 +653,7 @@ int gaon_fp_kvcache_writes(struct xdp_md* ctx) {
   // memcached reads every command in a datagram: one that holds more than this one
   // command (and its data) is not read whole here, so everything goes.
   if (w->cmd.kind != KV_C_FLUSH && w->cmd.line_len + w->cmd.data != pl - MC_HDR) {
-    kv_flush(&k, fp, 0, now);
+    kv_flush(k.t, fp, 0, now);
     return to_stack(fp);
   }
   const __u64 acked = kv_apply(&k, fp, w, 1, now);
@@ -667,6 +668,7 @@ int gaon_fp_kvcache_writes(struct xdp_md* ctx) {
 }
 
 #include "kvcache_stream.bpf.h"
+// (after the stream programs: it follows their connections' replies)
 #include "kvcache_egress.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";

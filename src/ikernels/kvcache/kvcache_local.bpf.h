@@ -452,19 +452,25 @@ struct kv_tab {
   struct kv_vbucket* vb;  // KV_VB_PER_CHUNK of them
   __u32 first, nchunks;
 };
+// The same from a table header already found (t, in chunk `first` of `nchunks`), as the
+// fast path has it.
+static __always_inline int kv_tab_at(struct kv_table_hdr* t, __u32 first, __u32 nchunks,
+                                     struct kv_tab* k) {
+  k->t = t;
+  k->first = first;
+  k->nchunks = nchunks;
+  if (!t || t->magic != KV_ABI_MAGIC || !(t->flags & KV_F_KERNEL)) return 0;
+  const __u32 vc = t->vb_chunk;
+  if (vc == 0 || vc >= nchunks || t->nvb != KV_VB_PER_CHUNK) return 0;
+  __u32 ck = first + vc;
+  k->vb = bpf_map_lookup_elem(&gaon_fp_mem, &ck);
+  return k->vb != 0;
+}
 static __always_inline int kv_tab_of(__u32 fp, struct kv_tab* k) {
   struct gaon_fp_slot* fs = bpf_map_lookup_elem(&gaon_fp_slots, &fp);
   if (!fs || fs->chunks == 0) return 0;
-  k->first = fs->first_chunk;
-  k->nchunks = fs->chunks;
-  __u32 c0 = k->first;
-  k->t = bpf_map_lookup_elem(&gaon_fp_mem, &c0);
-  if (!k->t || k->t->magic != KV_ABI_MAGIC || !(k->t->flags & KV_F_KERNEL)) return 0;
-  const __u32 vc = k->t->vb_chunk;
-  if (vc == 0 || vc >= k->nchunks || k->t->nvb != KV_VB_PER_CHUNK) return 0;
-  __u32 ck = k->first + vc;
-  k->vb = bpf_map_lookup_elem(&gaon_fp_mem, &ck);
-  return k->vb != 0;
+  __u32 c0 = fs->first_chunk;
+  return kv_tab_at(bpf_map_lookup_elem(&gaon_fp_mem, &c0), fs->first_chunk, fs->chunks, k);
 }
 static __always_inline struct kv_vbucket* kv_bucket(struct kv_tab* k, __u64 h) {
   return &k->vb[kv_vb_of(h, KV_VB_PER_CHUNK) & (KV_VB_PER_CHUNK - 1)];
@@ -472,14 +478,14 @@ static __always_inline struct kv_vbucket* kv_bucket(struct kv_tab* k, __u64 h) {
 
 // Everything goes (a new generation); a delay (seconds) leaves entries until then, and
 // bounds the expiry of what is learned before it.
-static __always_inline void kv_flush(struct kv_tab* k, __u32 fp, __s64 delay, __u64 now) {
+static __always_inline void kv_flush(struct kv_table_hdr* t, __u32 fp, __s64 delay, __u64 now) {
   if (delay > 0 && delay <= 2592000) {
     const __u64 at = now + (__u64)delay * 1000000000ull;
-    const __u64 cur = k->t->flush_at_ns;
-    if (cur <= now || at < cur) __sync_lock_test_and_set(&k->t->flush_at_ns, at);
+    const __u64 cur = t->flush_at_ns;
+    if (cur <= now || at < cur) __sync_lock_test_and_set(&t->flush_at_ns, at);
   }
   // (a delay memcached reads as an absolute time, or none: now, which is never later)
-  __sync_fetch_and_add(&k->t->generation, 1);
+  __sync_fetch_and_add(&t->generation, 1);
   gaon_fp_count(fp, GAON_FP_STAT_flushes);
 }
 
@@ -533,7 +539,7 @@ static __always_inline void kv_write(struct kv_tab* k, __u32 fp, __u64 h, int ac
         else if (__sync_val_compare_and_swap(&b->lost_ns, cur, oexp) == cur)
           done = 1;
       }
-      if (!done) kv_flush(k, fp, 0, now);  // contended: everything, which is always right
+      if (!done) kv_flush(k->t, fp, 0, now);  // contended: everything, which is always right
     }
   }
   __sync_fetch_and_add(&b->ver, 1);
@@ -546,7 +552,7 @@ static __always_inline __u64 kv_apply(struct kv_tab* k, __u32 fp, struct kv_wscr
   struct kv_cmd* c = &w->cmd;
   if (k->t->flags & KV_F_UNSAFE) return 0;  // (the negative control: nothing invalidated)
   if (c->kind == KV_C_FLUSH) {
-    kv_flush(k, fp, c->exptime, now);
+    kv_flush(k->t, fp, c->exptime, now);
     return 0;
   }
   if (c->kind != KV_C_WRITE) return 0;

@@ -236,7 +236,7 @@ struct kv_chunk {
 static __always_inline void kv_lost(struct kv_conn* c, __u32 fp, __u64 now) {
   c->state = KV_CONN_UNFRAMED;
   struct kv_tab k;
-  if (kv_tab_of(fp, &k)) kv_flush(&k, fp, 0, now);
+  if (kv_tab_of(fp, &k)) kv_flush(k.t, fp, 0, now);
   gaon_fp_count(fp, GAON_FP_STAT_tcp_unframed);
 }
 
