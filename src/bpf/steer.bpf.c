@@ -13,6 +13,9 @@
 // its bound sends attached flows around gaond (fail-safe: what gaond does not see, such as
 // a write, must not leave a fast path serving a stale value).
 //
+// On a server with one NIC (GAON_LOCAL) TCP passes at once: its connections are watched at
+// memcached's own sockets, after reassembly (kvcache_stream.bpf.h), not here.
+//
 // Every map, layout and counter is defined in gaon/xdp_abi.h.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -35,7 +38,8 @@ static __always_inline struct gaon_flow_target* attached(void* data, void* end, 
   if (eth->h_proto == bpf_htons(ETH_P_IP)) {
     struct iphdr* ip = (void*)(eth + 1);
     if ((void*)(ip + 1) > end || ip->ihl < 5) return 0;
-    if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_TCP) return 0;
+    if (ip->protocol != IPPROTO_UDP && (ip->protocol != IPPROTO_TCP || role == GAON_LOCAL))
+      return 0;
     // Fragments pass (no ports to match); but one NIC (GAON_LOCAL): a first fragment has
     // its ports, and goes to the flow's programs (they cannot read it: a write might be in
     // it, so everything of the instance goes).
@@ -59,7 +63,7 @@ static __always_inline struct gaon_flow_target* attached(void* data, void* end, 
       next = fh[0];
       ports = (void*)(fh + 8);
     }
-    if (next != IPPROTO_UDP && next != IPPROTO_TCP) return 0;
+    if (next != IPPROTO_UDP && (next != IPPROTO_TCP || role == GAON_LOCAL)) return 0;
     if ((void*)(ports + 2) > end) return 0;
     k.family = 6;
     k.proto = next;

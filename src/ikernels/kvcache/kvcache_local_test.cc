@@ -160,6 +160,35 @@ TEST_F(KvLocalTest, AMissIsLearnedAtEgressAndServedByteForByte) {
   EXPECT_GE(fp("fills_rejected"), 1u);
 }
 
+// On one NIC an attached TCP flow's frames pass in XDP at once (its connections are
+// watched at memcached's sockets, after reassembly), its UDP flow's go to the fast path.
+TEST_F(KvLocalTest, TcpPassesInXdpWithoutTheFastPath) {
+  ASSERT_TRUE(engine_->add_flow(*FlowKey::parse("tcp:10.0.0.2:11211"), id_));
+  ASSERT_TRUE(engine_->add_flow(*FlowKey::parse("tcp:[fd00::2]:11211"), id_));
+  const uint64_t fast0 = x_->stats().value("fast_path", uint64_t{0});
+  test::FrameSpec f;
+  f.src_ip = "10.0.0.1";
+  f.dst_ip = "10.0.0.2";
+  f.proto = 6;
+  f.sport = 40000;
+  f.dport = 11211;
+  f.payload = test::text("set foo 0 0 2\r\nv1\r\n");
+  for (int v : {4, 6}) {
+    f.ip_version = v;
+    if (v == 6) {
+      f.src_ip = "fd00::1";
+      f.dst_ip = "fd00::2";
+    }
+    auto [verdict, out] = xdp(test::build_frame(f));
+    EXPECT_EQ(verdict, XDP_PASS) << "IPv" << v;
+    EXPECT_EQ(out, test::build_frame(f)) << "IPv" << v << ": passed unchanged";
+  }
+  EXPECT_EQ(x_->stats().value("fast_path", uint64_t{0}), fast0);
+  uint16_t id = 1;  // (UDP still goes to it)
+  EXPECT_EQ(ask("get foo\r\n", kV1, id), XDP_PASS);
+  EXPECT_EQ(x_->stats().value("fast_path", uint64_t{0}), fast0 + 1);
+}
+
 struct WriteCase {
   std::string what, req, reply;
 };
