@@ -27,9 +27,10 @@ struct FastPathExtra {
 
 // What a type runs in XDP (IKernel::fast_path); prog 0: nothing. On a server with one NIC
 // (gaond --local) the object's other programs are attached too: its tc programs at the
-// egress of the interfaces the XDP program runs on, its sock_ops program on the cgroup
-// (every TCP connection; it picks those of attached flows) and its sk_skb verdict on its
-// SOCKHASH map. In a bump only its XDP programs are loaded.
+// egress of the interfaces the XDP program runs on, its sock_ops program (every TCP
+// connection; it picks those of attached flows) and cgroup_skb ingress program (the
+// segments of the connections picked) on the cgroup. In a bump only its XDP programs are
+// loaded.
 struct FastPathSpec {
   uint32_t prog = 0;                      // enum gaon_fp_prog (gaon/xdp_abi.h)
   std::string_view program;               // the XDP program's name in the object

@@ -6,7 +6,7 @@
 //     frames of attached flows are addressed to this host; everything the programs do not
 //     answer passes to the host stack, XDP_PASS). An instance's type must have a fast path
 //     (kvcache: GET hits answered in XDP, writes invalidated in the kernel, values learned
-//     at tc egress, TCP connections watched by an sk_skb verdict; docs/one-nic.md).
+//     at tc egress, TCP connections read in stream order at cgroup_skb ingress; docs/one-nic.md).
 //   gaond keeps each instance's state, serves the control socket and renews the lease
 //     (the wire port's rx, polled by the engine as in a bump): when gaond stalls or is
 //     gone, the fast paths answer nothing and every frame passes to the stack (fail-safe

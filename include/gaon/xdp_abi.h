@@ -127,20 +127,22 @@ struct gaon_fp_ctx {
 enum gaon_steer_stat { GAON_STEER_STATS(GAON_X_ENUM) GAON_STEER_NSTATS };
 
 // Each fast path's, per instance (gaon_fp_stats, per CPU, at fp_slot * GAON_FP_NSTATS + stat).
-#define GAON_FP_STATS(X)                                                                    \
-  X(answered, "requests answered on the wire by the fast path (XDP_TX)")                    \
-  X(forwarded, "frames forwarded in the kernel to the other interface by the fast path")    \
-  X(handed_up, "frames handed to gaond by the fast path (what it does not handle)")         \
-  X(torn, "reads that found an entry being written, or changed while read (handed up)")     \
-  X(fail_open, "frames the fast path would hand up but gaond had no socket (forwarded)")    \
-  X(lease_expired, "frames forwarded around the fast path and gaond: gaond's lease lapsed") \
-  X(passed, "one NIC: frames the fast path passed to the host stack")                       \
-  X(writes, "one NIC: writes seen in the kernel (their keys invalidated)")                  \
-  X(flushes, "one NIC: flushes, and what could not be read, invalidating everything")       \
-  X(fills, "one NIC: values learned in the kernel from the application's replies")          \
-  X(fills_rejected, "one NIC: replies not learned (a write since their request, busy...)")  \
-  X(tcp_commands, "one NIC: commands framed on the application's TCP connections")          \
-  X(tcp_unframed, "one NIC: TCP messages that could not be framed (everything invalidated)")
+#define GAON_FP_STATS(X)                                                                     \
+  X(answered, "requests answered on the wire by the fast path (XDP_TX)")                     \
+  X(forwarded, "frames forwarded in the kernel to the other interface by the fast path")     \
+  X(handed_up, "frames handed to gaond by the fast path (what it does not handle)")          \
+  X(torn, "reads that found an entry being written, or changed while read (handed up)")      \
+  X(fail_open, "frames the fast path would hand up but gaond had no socket (forwarded)")     \
+  X(lease_expired, "frames forwarded around the fast path and gaond: gaond's lease lapsed")  \
+  X(passed, "one NIC: frames the fast path passed to the host stack")                        \
+  X(writes, "one NIC: writes seen in the kernel (their keys invalidated)")                   \
+  X(flushes, "one NIC: flushes, and what could not be read, invalidating everything")        \
+  X(fills, "one NIC: values learned in the kernel from the application's replies")           \
+  X(fills_rejected, "one NIC: replies not learned (a write since their request, busy...)")   \
+  X(tcp_commands, "one NIC: commands framed on the application's TCP connections")           \
+  X(tcp_unframed, "one NIC: TCP segments that could not be framed (everything invalidated)") \
+  X(tcp_out_of_order,                                                                        \
+    "one NIC: TCP segments dropped as they came before a missing one (the sender resends)")
 
 #define GAON_X_FP_ENUM(name, doc) GAON_FP_STAT_##name,
 enum gaon_fp_stat { GAON_FP_STATS(GAON_X_FP_ENUM) GAON_FP_NSTATS };

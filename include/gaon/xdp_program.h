@@ -38,8 +38,8 @@ class XdpProgram {
     uint32_t fp_chunks = GAON_FP_CHUNKS_DEFAULT;  // fast-path memory, in GAON_FP_CHUNK units
     // A server with one NIC (GAON_LOCAL ports): instances lay out their state for writers
     // in the kernel, and each fast path's other programs are attached (fast_path.h): tc at
-    // the egress of `local_ifindexes`, sock_ops on `cgroup` (a cgroup v2 directory; empty:
-    // not attached, as in the tests) with the socket programs on their socket map.
+    // the egress of `local_ifindexes`, sock_ops and cgroup_skb on `cgroup` (a cgroup v2
+    // directory; empty: not attached, as in the tests).
     bool local = false;
     std::vector<uint32_t> local_ifindexes;
     std::string cgroup;
@@ -102,7 +102,7 @@ class XdpProgram {
   bpf_object* obj_ = nullptr;
   std::vector<bpf_object*> fp_objs_;
   Options opt_;
-  std::vector<bpf_link*> links_;  // one NIC: sock_ops on the cgroup
+  std::vector<bpf_link*> links_;  // one NIC: sock_ops and cgroup_skb on the cgroup
   struct TcHook {
     uint32_t ifindex;
     int prog_fd;

@@ -119,10 +119,13 @@ static __always_inline void gaon_count(__u32 what) {
   if (c) *c += 1;
 }
 
-static __always_inline void gaon_fp_count(__u32 fp_slot, __u32 what) {
+static __always_inline void gaon_fp_add(__u32 fp_slot, __u32 what, __u64 n) {
   __u32 k = fp_slot * GAON_FP_NSTATS + what;
   __u64* c = bpf_map_lookup_elem(&gaon_fp_stats, &k);
-  if (c) *c += 1;
+  if (c) *c += n;
+}
+static __always_inline void gaon_fp_count(__u32 fp_slot, __u32 what) {
+  gaon_fp_add(fp_slot, what, 1);
 }
 
 // Is gaond's lease fresh at `now` (bpf_ktime_get_coarse_ns, read before this), or is there

@@ -272,11 +272,6 @@ Result<void> XdpProgram::load_fast_path(const FastPathSpec& fp) {
   bpf_object__for_each_program(p, o) {
     if (!opt_.local && bpf_program__type(p) != BPF_PROG_TYPE_XDP)
       bpf_program__set_autoload(p, false);
-    // SEC("sk_skb"): a verdict on the stream without a parser (libbpf 1.1 names no section)
-    if (bpf_program__type(p) == BPF_PROG_TYPE_SK_SKB &&
-        bpf_program__expected_attach_type(p) != BPF_SK_SKB_STREAM_PARSER &&
-        bpf_program__expected_attach_type(p) != BPF_SK_SKB_STREAM_VERDICT)
-      bpf_program__set_expected_attach_type(p, BPF_SK_SKB_VERDICT);
   }
   bpf_program* prog = bpf_object__find_program_by_name(o, name.c_str());
   // The verifier's last words, for the error (its whole log is long): a log per program
@@ -325,13 +320,8 @@ Result<void> XdpProgram::load_fast_path(const FastPathSpec& fp) {
 }
 
 // One NIC: the object's tc programs at the egress of every local interface, its sock_ops
-// program on the cgroup, its sk_skb programs on its SOCKHASH map.
+// and cgroup_skb programs on the cgroup.
 Result<void> XdpProgram::attach_local(bpf_object* o, const std::string& name) {
-  int sockhash = -1;
-  bpf_map* m = nullptr;
-  bpf_object__for_each_map(m, o) {
-    if (bpf_map__type(m) == BPF_MAP_TYPE_SOCKHASH) sockhash = bpf_map__fd(m);
-  }
   bpf_program* p = nullptr;
   bpf_object__for_each_program(p, o) {
     const int fd = bpf_program__fd(p);
@@ -351,7 +341,8 @@ Result<void> XdpProgram::attach_local(bpf_object* o, const std::string& name) {
           tc_.push_back({ifx, fd});
         }
         break;
-      case BPF_PROG_TYPE_SOCK_OPS: {
+      case BPF_PROG_TYPE_SOCK_OPS:
+      case BPF_PROG_TYPE_CGROUP_SKB: {
         if (opt_.cgroup.empty()) break;  // (tests: no sockets watched)
         const int cg = open(opt_.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (cg < 0)
@@ -364,16 +355,6 @@ Result<void> XdpProgram::attach_local(bpf_object* o, const std::string& name) {
           return make_error("the fast path {}: attaching {} to cgroup {}: {}", name,
                             bpf_program__name(p), opt_.cgroup, std::strerror(err));
         links_.push_back(l);
-        break;
-      }
-      case BPF_PROG_TYPE_SK_MSG:  // (on the same socket map: the sockets' own sends)
-      case BPF_PROG_TYPE_SK_SKB: {
-        if (sockhash < 0)
-          return make_error("the fast path {}: {} needs a SOCKHASH map", name,
-                            bpf_program__name(p));
-        if (bpf_prog_attach(fd, sockhash, bpf_program__expected_attach_type(p), 0) != 0)
-          return make_error("the fast path {}: attaching {} to its socket map: {}", name,
-                            bpf_program__name(p), std::strerror(errno));
         break;
       }
       default:

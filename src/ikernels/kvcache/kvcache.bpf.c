@@ -608,7 +608,7 @@ int gaon_fp_kvcache_writes(struct xdp_md* ctx) {
   if (!kv_tab_of(fp, &k)) return to_stack(fp);
   struct frame f = {};
   if (!parse_udp(ctx, &f)) {
-    // TCP goes to memcached's socket, where the stream verdict reads it. Anything else of
+    // TCP goes to memcached's socket, where the stream reader reads it. Anything else of
     // an attached flow that is not a datagram read here (a first fragment, an IP header
     // with options): memcached might read it, so everything goes.
     if (!is_tcp(ctx)) kv_flush(k.t, fp, 0, now);

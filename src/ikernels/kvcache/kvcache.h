@@ -109,12 +109,13 @@
 // the table's evictions, items, bytes_used. The fast path's (summed over CPUs) are under
 // "fast_path": answered (hits in XDP), forwarded, handed_up, torn, fail_open, lease_expired,
 // and on one NIC passed, writes, flushes, fills, fills_rejected, tcp_commands,
-// tcp_unframed ("writers": "kernel" then; GAON_FP_STATS in gaon/xdp_abi.h).
+// tcp_unframed, tcp_out_of_order ("writers": "kernel" then; GAON_FP_STATS in
+// gaon/xdp_abi.h).
 //
 // On a server with one NIC (gaond --local; docs/one-nic.md) gaond sees no frame: the
 // fast path answers hits on memcached's own interface, and writers in the kernel take
 // gaond's part — UDP writes invalidated in XDP before memcached reads them, TCP commands
-// framed in stream order by an sk_skb verdict on memcached's accepted connections (joined
+// framed in stream order at cgroup_skb ingress on memcached's accepted connections (picked
 // by sock_ops) with the replies followed at tc egress, values learned from memcached's UDP
 // replies at tc egress — under the rules above, kept in the table's version buckets
 // (kv_abi.h). gaond's own counters then stay at 0 but for gaps; the table is the same.

@@ -194,10 +194,7 @@ int gaon_kvcache_egress(struct __sk_buff* skb) {
     struct iphdr ip;
     if (bpf_skb_load_bytes(skb, 14, &ip, sizeof(ip))) return TC_ACT_OK;
     if (ip.protocol == IPPROTO_TCP && !(ip.frag_off & bpf_htons(0x3fff))) {
-      struct kv_conn_key ck = {.family = 2};  // (AF_INET)
-      ck.local[0] = ip.saddr;
-      ck.remote[0] = ip.daddr;
-      kv_tcp_replies(skb, &ck, 14 + ip.ihl * 4);
+      kv_tcp_replies(skb, 14 + ip.ihl * 4);
       return TC_ACT_OK;
     }
     if (ip.ihl != 5 || ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x3fff)))
@@ -211,10 +208,7 @@ int gaon_kvcache_egress(struct __sk_buff* skb) {
     struct ipv6hdr ip6;
     if (bpf_skb_load_bytes(skb, 14, &ip6, sizeof(ip6))) return TC_ACT_OK;
     if (ip6.nexthdr == IPPROTO_TCP) {
-      struct kv_conn_key ck = {.family = 10};  // (AF_INET6)
-      __builtin_memcpy(ck.local, &ip6.saddr, 16);
-      __builtin_memcpy(ck.remote, &ip6.daddr, 16);
-      kv_tcp_replies(skb, &ck, 14 + 40);
+      kv_tcp_replies(skb, 14 + 40);
       return TC_ACT_OK;
     }
     if (ip6.nexthdr != IPPROTO_UDP) return TC_ACT_OK;

@@ -9,7 +9,7 @@
 //     reply may be learned (kvcache_egress.bpf.h) unless a write came in between.
 //
 // Consistency (docs/one-nic.md): a write is invalidated before memcached can read it (XDP
-// for UDP, the stream verdict for TCP, both before the bytes reach its socket); a reply is
+// for UDP, the stream reader for TCP, both before the bytes reach its socket); a reply is
 // learned only under the bucket version its GET saw, when at that GET every write seen of
 // the bucket had been acknowledged (UDP) or was older than write_timeout (TCP, noreply).
 // What it cannot read whole, it answers with a flush: it never guesses.
@@ -239,24 +239,26 @@ static long kv_meta_flag(__u64 i, void* arg) {
 
 // Reads the ASCII (or meta) command line in w->line, line_len bytes long including its
 // "\n", into w->cmd.
-static __always_inline void kv_read_ascii(struct kv_wscratch* w, __u32 line_len) {
+// (A function of its own, verified once, not at every caller.)
+__attribute__((noinline)) int kv_read_ascii(struct kv_wscratch* w, __u32 line_len) {
+  if (!w) return 0;
   struct kv_cmd* c = &w->cmd;
   __builtin_memset(c, 0, sizeof(*c));
   c->line_len = line_len;
   if (line_len > KV_LINE) {
     c->kind = KV_C_FLUSH;
     c->unframed = 1;
-    return;
+    return 0;
   }
   if (!kv_tokenize(w, line_len)) {  // more tokens than memcached reads at once
     const __u64 n0 = kv_tok_word(w, 0);
-    if (n0 == W3('g', 'e', 't') || n0 == W4('g', 'e', 't', 's')) return;  // a long multi-get
+    if (n0 == W3('g', 'e', 't') || n0 == W4('g', 'e', 't', 's')) return 0;  // a long multi-get
     c->kind = KV_C_FLUSH;
     c->unframed = 1;
-    return;
+    return 0;
   }
   if (w->ntok == 0) {  // an empty line: an error reply, nothing written
-    return;
+    return 0;
   }
   const __u32 nt = w->ntok;
   const __u64 name = kv_tok_word(w, 0);
@@ -273,7 +275,7 @@ static __always_inline void kv_read_ascii(struct kv_wscratch* w, __u32 line_len)
         kv_tok_num(w, 3, 1, &c->exptime)) {
       c->kind = KV_C_FLUSH;  // memcached would not frame it as we do: lose nothing
       c->unframed = 1;       // (on a TCP stream, where its data ends is not known)
-      return;
+      return 0;
     }
     c->kind = KV_C_WRITE;
     c->data = (__u32)v + 2;
@@ -281,43 +283,43 @@ static __always_inline void kv_read_ascii(struct kv_wscratch* w, __u32 line_len)
     c->ttl =
         name != W6('a', 'p', 'p', 'e', 'n', 'd') && name != W7('p', 'r', 'e', 'p', 'e', 'n', 'd');
     kv_add_key(c, w, 1);
-    return;
+    return 0;
   }
   if (name == W6('d', 'e', 'l', 'e', 't', 'e') || name == W4('i', 'n', 'c', 'r') ||
       name == W4('d', 'e', 'c', 'r')) {
-    if (args < 2) return;  // an error reply, nothing written
+    if (args < 2) return 0;  // an error reply, nothing written
     c->kind = KV_C_WRITE;
     kv_add_key(c, w, 1);
-    return;
+    return 0;
   }
   if (name == W5('t', 'o', 'u', 'c', 'h')) {  // touch KEY EXPTIME [noreply]
-    if (args != 3 || kv_tok_num(w, 2, 1, &c->exptime)) return;
+    if (args != 3 || kv_tok_num(w, 2, 1, &c->exptime)) return 0;
     c->kind = KV_C_WRITE;
     c->ttl = 1;
     kv_add_key(c, w, 1);
-    return;
+    return 0;
   }
   if (name == W3('g', 'a', 't') || name == W4('g', 'a', 't', 's')) {  // gat EXPTIME KEY...
-    if (args < 3 || kv_tok_num(w, 1, 1, &c->exptime)) return;
+    if (args < 3 || kv_tok_num(w, 1, 1, &c->exptime)) return 0;
     c->kind = KV_C_WRITE;
     c->ttl = 1;
     for (__u32 i = 2; i < KV_TOKENS; ++i) {
       if (i >= args) break;
       kv_add_key(c, w, i);
     }
-    return;
+    return 0;
   }
   if (name == W2('m', 's') || name == W2('m', 'd') || name == W2('m', 'a') ||
       name == W2('m', 'g')) {
     // Meta: KEY [DATALEN for ms] FLAGS... A base64 key ('b') is not the key the table
     // keeps: everything goes. T sets the expiry (ms without it: none); ma's N too.
-    if (nt < 2) return;
+    if (nt < 2) return 0;
     __u32 first_flag = 2;
     if (name == W2('m', 's')) {
       if (nt < 3 || kv_tok_num(w, 2, 0, &v) || v > (1 << 30)) {
         c->kind = KV_C_FLUSH;
         c->unframed = 1;
-        return;
+        return 0;
       }
       c->data = (__u32)v + 2;
       first_flag = 3;
@@ -326,24 +328,25 @@ static __always_inline void kv_read_ascii(struct kv_wscratch* w, __u32 line_len)
     c->kind = KV_C_WRITE;
     struct kv_meta_ctx m = {.w = w, .first = first_flag, .nt = nt, .md = name == W2('m', 'd')};
     bpf_loop(KV_TOKENS, kv_meta_flag, &m, 0);
-    if (c->kind == KV_C_FLUSH) return;
+    if (c->kind == KV_C_FLUSH) return 0;
     // mg reads, unless it sets an expiry (T) or may create the item (N)
     if (name == W2('m', 'g') && !c->ttl) c->kind = KV_C_OTHER;
     kv_add_key(c, w, 1);
-    return;
+    return 0;
   }
   if (kv_is_flush_all(w)) {
     c->kind = KV_C_FLUSH;
     if (args >= 2 && kv_tok_num(w, 1, 1, &c->exptime)) c->exptime = 0;
-    return;
+    return 0;
   }
   if (name == W3('g', 'e', 't') || name == W4('g', 'e', 't', 's') ||
       name == W5('s', 't', 'a', 't', 's') || name == W7('v', 'e', 'r', 's', 'i', 'o', 'n') ||
       name == W2('m', 'n') || name == W2('m', 'e') || name == W4('q', 'u', 'i', 't') ||
       (name == ~0ull && w->tok_len[0] == 9 &&  // verbosity
        kv_word_at(w, w->tok_off[0]) == W7('v', 'e', 'r', 'b', 'o', 's', 'i') + ((__u64)'t' << 56)))
-    return;              // reads, or changes no item
+    return 0;            // reads, or changes no item
   c->kind = KV_C_FLUSH;  // anything else (unknown, shutdown, slabs, ...): everything
+  return 0;
 }
 
 // A binary request's header (24 bytes, at w->line) and its extras and key after it.

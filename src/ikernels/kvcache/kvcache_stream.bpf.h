@@ -1,63 +1,40 @@
-// kvcache on a server with one NIC: memcached's own TCP connections, watched in stream
-// order (included by kvcache.bpf.c).
+// kvcache on a server with one NIC: memcached's own TCP connections, read in stream order
+// (included by kvcache.bpf.c).
 //
 //   - gaon_kvcache_sockops (sock_ops, on the cgroup): a connection memcached accepts on an
-//     attached TCP flow's address and port joins kv_socks, with its state in kv_conns;
-//   - gaon_kvcache_verdict (sk_skb verdict, no strparser): the kernel hands it each chunk
-//     of the connection's bytes in stream order (after TCP reassembly), before memcached
-//     can read them. It frames memcached's text and meta commands across chunks (a line
-//     started in one chunk is kept in the connection's state until its end comes; a
-//     storage command's data block is passed unread), invalidates their writes, and passes
-//     every byte on unchanged (SK_PASS).
+//     attached TCP flow's address and port gets its state in kv_conns (the socket's own
+//     storage, freed with it), with the sequence number of the first byte to read;
+//   - gaon_kvcache_ingress (cgroup_skb/ingress, on the cgroup): each TCP segment for a
+//     watched connection, as the stack takes it for the socket (after its checksum and
+//     socket lookup, before it is queued: before memcached can read it). The connection's
+//     bytes are read in sequence order: a segment that starts where the reading stands is
+//     read; one resent (already read) passes; one that comes before a missing one is dropped
+//     (the sender sends it again, after the missing one; counted: tcp_out_of_order), so no
+//     byte reaches memcached unread. It frames memcached's text and meta commands across
+//     segments (a line started in one is kept in the connection's state until its end
+//     comes; a storage command's data block is passed unread), invalidates their writes,
+//     and passes every byte on unchanged.
 // What it cannot frame (binary protocol, a line it cannot read, a storage line memcached
-// would not frame as it does): the instance's table is flushed for that chunk and every
-// later one on the connection (it never guesses where a command starts).
+// would not frame as it does, bytes the stack took that it did not read): the instance's
+// table is flushed for that segment and every later one on the connection (it never guesses
+// where a command starts).
 //
-// (The kernel's strparser, the other way to frame a stream for sk_skb, was tried first: on
-// 6.x it left a command's reply pending now and then until the client sent more — about 1
-// in 300 commands sent a byte at a time; docs/one-nic.md.)
+// (Measured first: a socket map with an sk_skb verdict sees the same bytes after
+// reassembly, but the socket map's receive path alone — programs that only pass — made
+// all-TCP traffic 13-18 % dearer per request on 6.18, against 2 % without it; and the
+// kernel's strparser left a reply pending now and then. docs/one-nic.md.)
 #pragma once
-
-// A connection by its addresses and ports, as sock_ops, sk_skb and sk_msg all read them
-// from the socket (sk_msg has no socket cookie). IPv4: the first 4 bytes of each address.
-struct kv_conn_key {
-  __u32 family;
-  __u32 ports;  // local (host order) << 16 | remote (host order)
-  __u32 local[4];
-  __u32 remote[4];
-};
-// (remote_port: network order, in the upper half on some kernels' contexts)
-static __always_inline __u32 kv_ports(__u32 local, __u32 remote) {
-  if (remote > 0xffff) remote >>= 16;
-  return (local & 0xffff) << 16 | bpf_ntohs((__u16)remote);
-}
-#define KV_CONN_KEY(ctx, k)                                       \
-  do {                                                            \
-    (k)->family = (ctx)->family;                                  \
-    (k)->ports = kv_ports((ctx)->local_port, (ctx)->remote_port); \
-    if ((k)->family == 10) {                                      \
-      (k)->local[0] = (ctx)->local_ip6[0];                        \
-      (k)->local[1] = (ctx)->local_ip6[1];                        \
-      (k)->local[2] = (ctx)->local_ip6[2];                        \
-      (k)->local[3] = (ctx)->local_ip6[3];                        \
-      (k)->remote[0] = (ctx)->remote_ip6[0];                      \
-      (k)->remote[1] = (ctx)->remote_ip6[1];                      \
-      (k)->remote[2] = (ctx)->remote_ip6[2];                      \
-      (k)->remote[3] = (ctx)->remote_ip6[3];                      \
-    } else {                                                      \
-      (k)->local[0] = (ctx)->local_ip4;                           \
-      (k)->remote[0] = (ctx)->remote_ip4;                         \
-    }                                                             \
-  } while (0)
 
 #include <linux/tcp.h>
 
 #define KV_ACKQ 32  // commands awaiting memcached's reply, per connection
 struct kv_conn {
-  __u32 fp_slot;  // the instance
+  // (What every segment reads, in and out, first: one cache line, then the reply kinds.)
+  __u32 fp_slot;  // the instance (0 until sockops has made the rest)
   __u32 state;    // KV_CONN_*
-  __u64 skip;     // bytes of a data block still to pass unread
-  __u32 have;     // bytes of a line begun in an earlier chunk, kept in ws.line
+  __u32 have;     // bytes of a line begun in an earlier segment, kept in ws.line
+  __u32 rcv;      // the sequence number of the next byte to read
+  __u32 busy;     // a CPU is reading a segment (another's waits for a resend: dropped)
   // Replies followed (kv_tcp_replies, at tc egress): the commands in order, qout..qin, each
   // with the kind of reply it gets (KV_R_*) and the hash of its write whose
   // acknowledgement that reply is (0: none). Once they cannot be followed (acks_lost),
@@ -68,12 +45,13 @@ struct kv_conn {
   __u32 rseq_ok;
   __u32 rhave;  // bytes of a reply line begun in an earlier segment, kept in rws.line
   __u32 pad;
+  __u64 skip;   // bytes of a data block still to pass unread
   __u64 rskip;  // reply bytes (a value's data) still to pass unread
-  __u64 qhash[KV_ACKQ];
   __u8 qkind[KV_ACKQ];
-  // Working space, the connection's own: its verdicts run one at a time (as do its
-  // transmits), but a per-CPU buffer could be shared with a program that interrupts one
-  // running in process context (socket backlog processing runs with softirqs on).
+  __u64 qhash[KV_ACKQ];
+  // Working space, the connection's own: its segments are read one at a time (busy), as
+  // its transmits are followed (under the socket's lock), but a per-CPU buffer could be
+  // shared with a program that interrupts one running in process context.
   struct kv_wscratch ws;   // the command side
   struct kv_wscratch rws;  // the reply side
 };
@@ -82,26 +60,23 @@ enum {
   KV_CONN_LONG_GET = 1,  // inside a get line longer than KV_LINE (read-only)
   KV_CONN_UNFRAMED = 2,  // lost: every message flushes
 };
-// (Not an LRU: a watched connection's state must never be evicted. Removed at close.)
+// The socket's own storage: found from the socket the segment belongs to (no lookup by
+// key), created for a watched connection and freed with it.
 struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 65536);
-  __uint(map_flags, BPF_F_NO_PREALLOC);  // (memory only for the connections there are)
-  __type(key, struct kv_conn_key);
+  __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
   __type(value, struct kv_conn);
 } kv_conns SEC(".maps");
-struct {  // a new connection's state, made here before it is copied into kv_conns
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, 1);
-  __type(key, __u32);
-  __type(value, struct kv_conn);
-} kv_conn_new SEC(".maps");
-struct {
-  __uint(type, BPF_MAP_TYPE_SOCKHASH);
-  __uint(max_entries, 65536);
-  __type(key, struct kv_conn_key);
-  __type(value, __u64);
-} kv_socks SEC(".maps");
+
+// A segment's watched connection (its state), if it is one.
+static __always_inline struct kv_conn* kv_conn_of(struct __sk_buff* skb) {
+  struct bpf_sock* sk = skb->sk;
+  if (!sk) return 0;
+  sk = bpf_sk_fullsock(sk);
+  if (!sk) return 0;
+  return bpf_sk_storage_get(&kv_conns, sk, 0, 0);
+}
 
 // A connection that cannot be watched (the maps full): its writes would go unseen, so the
 // instance's table is given up (its magic broken: nothing is served or learned again).
@@ -115,14 +90,6 @@ static __always_inline void kv_give_up(__u32 fp) {
 
 SEC("sockops")
 int gaon_kvcache_sockops(struct bpf_sock_ops* so) {
-  struct kv_conn_key ck = {};
-  if (so->op == BPF_SOCK_OPS_STATE_CB) {  // its state goes with it
-    if (so->args[1] == BPF_TCP_CLOSE) {
-      KV_CONN_KEY(so, &ck);
-      bpf_map_delete_elem(&kv_conns, &ck);
-    }
-    return 1;
-  }
   if (so->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) return 1;
   struct gaon_flow fk = {};
   fk.proto = IPPROTO_TCP;
@@ -147,20 +114,12 @@ int gaon_kvcache_sockops(struct bpf_sock_ops* so) {
   struct gaon_flow_target* ft = gaon_flow_lookup(&fk);
   if (!ft || ft->fp_slot == 0) return 1;
   const __u32 fp = ft->fp_slot;
-  KV_CONN_KEY(so, &ck);
-  __u32 zero = 0;
-  // The state is too big for the stack: a per-CPU template goes in, then its fields are
-  // set in the map (the connection is not in the socket map yet: nothing reads them).
-  struct kv_conn* t = bpf_map_lookup_elem(&kv_conn_new, &zero);
-  struct kv_conn* c = 0;
-  if (t && bpf_map_update_elem(&kv_conns, &ck, t, BPF_ANY) == 0)
-    c = bpf_map_lookup_elem(&kv_conns, &ck);
+  struct bpf_sock* sk = so->sk;
+  struct kv_conn* c = sk ? bpf_sk_storage_get(&kv_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE) : 0;
   if (!c) {
-    bpf_map_delete_elem(&kv_conns, &ck);
     kv_give_up(fp);
     return 1;
   }
-  c->fp_slot = fp;
   c->state = KV_CONN_LINES;
   c->skip = 0;
   c->have = 0;
@@ -168,21 +127,42 @@ int gaon_kvcache_sockops(struct bpf_sock_ops* so) {
   c->qin = c->qout = 0;
   c->rseq = c->rseq_ok = c->rhave = 0;
   c->rskip = 0;
-  if (bpf_sock_hash_update(so, &kv_socks, &ck, BPF_NOEXIST)) {
-    bpf_map_delete_elem(&kv_conns, &ck);
-    kv_give_up(fp);
-    return 1;
+  c->busy = 0;
+  c->rcv = so->rcv_nxt;
+  // Bytes in the segment that completes the handshake were filtered on the listening
+  // socket, unread: the connection starts lost (they reach memcached after this).
+  {
+    void* d = (void*)(long)so->skb_data;
+    void* e = (void*)(long)so->skb_data_end;
+    struct tcphdr* th = d;
+    if ((void*)(th + 1) > e || so->skb_len > th->doff * 4) c->state = KV_CONN_UNFRAMED;
   }
-  bpf_sock_ops_cb_flags_set(so, BPF_SOCK_OPS_STATE_CB_FLAG);
+  // Ready: the instance last. (The socket is in the stack's tables already; a segment read
+  // for it on another CPU before this finds fp_slot 0 and is dropped, to come again.)
+  __sync_lock_test_and_set(&c->fp_slot, fp);
   return 1;
 }
 
+// Windows of lines (kv_chunk, kv_reply), per CPU: 0 for the segments read, 1 for those
+// followed. (Kept hot in the cache, unlike a connection's own working space; a program
+// that uses one runs to its end before another on the same CPU can: the reader in softirq,
+// the follower with softirqs held off.)
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 2);
+  __type(key, __u32);
+  __type(value, struct kv_wscratch);
+} kv_win SEC(".maps");
+
 // Bytes read per step of the stream programs: what one line usually fits in.
 #define KV_PIECE 64
+// Bytes read at once for a window of lines (kv_window): several pipelined commands.
+#define KV_WIN 256
 
 // The first '\n' in w->line from `from` to `end` (at most KV_PIECE bytes), a word at a
 // time: its offset + 1 (0: none).
-static __always_inline __u32 kv_find_nl(const struct kv_wscratch* w, __u32 from, __u32 end) {
+__attribute__((noinline)) __u32 kv_find_nl(const struct kv_wscratch* w, __u32 from, __u32 end) {
+  if (!w) return 0;
   for (__u32 i = 0; i < KV_PIECE / 8; ++i) {
     const __u32 p = from + i * 8;
     if (p >= end) break;
@@ -224,13 +204,18 @@ static __always_inline int kv_num_before(const struct kv_wscratch* w, __u32 end,
   return (int)(end - x.n);
 }
 
-// One chunk of a watched connection (kv_chunk_step, by bpf_loop: a command per step).
+// The bytes of a segment of a watched connection (kv_chunk_step, by bpf_loop: a command per step).
+// w->line[0..wlen) holds the segment's bytes from `win` while wlen != 0 (a window that the
+// get lines in it are read from, without a load each).
 struct kv_chunk {
   struct __sk_buff* skb;
   struct kv_conn* c;
   struct kv_wscratch* w;
+  struct kv_wscratch* pw;  // the window (kv_win)
   __u64 now;
   __u32 pos, len, fp;
+  __u32 win, wlen;
+  __u32 cmds;  // commands framed (counted once, at the end)
 };
 
 static __always_inline void kv_lost(struct kv_conn* c, __u32 fp, __u64 now) {
@@ -252,7 +237,44 @@ static long kv_chunk_step(__u64 unused, void* arg) {
     x->pos += n;
     return 0;
   }
-  // The line so far (begun in an earlier chunk, in w->line), then what this chunk has.
+  // A get line that begins here and ends in the window: a read, whose reply is VALUEs and
+  // END; nothing else to learn from it. (Most of a read-mostly stream: no load, no tokens.)
+  if (c->state == KV_CONN_LINES && c->have == 0) {
+    if (x->wlen == 0 || x->pos - x->win >= x->wlen) {  // a new window from here
+      const __u32 m = rest < KV_WIN ? rest : KV_WIN;   // (rest > 0)
+      if (bpf_skb_load_bytes(x->skb, x->pos, x->pw->line, ((m - 1) & (KV_WIN - 1)) + 1) == 0) {
+        x->win = x->pos;
+        x->wlen = m;
+      } else {
+        x->wlen = 0;
+      }
+    }
+    if (x->wlen) {
+      const __u32 b = (x->pos - x->win) & (KV_WIN - 1);
+      const __u64 w0 = kv_word_at(x->pw, b);
+      __u32 rk = 0;
+      if ((w0 & kv_low(4)) == W4('g', 'e', 't', ' '))
+        rk = KV_R_END;
+      else if ((w0 & kv_low(5)) == W5('g', 'e', 't', 's', ' '))
+        rk = KV_R_END_CAS;
+      const __u32 end = rk ? kv_find_nl(x->pw, b, x->wlen) : 0;
+      if (end) {
+        const __u32 qin = c->qin;
+        if (c->acks_lost || qin - *(volatile __u32*)&c->qout >= KV_ACKQ) {
+          c->acks_lost = 1;
+        } else {
+          c->qhash[qin & (KV_ACKQ - 1)] = 0;
+          c->qkind[qin & (KV_ACKQ - 1)] = (__u8)rk;
+          __sync_fetch_and_add(&c->qin, 1);
+        }
+        x->pos += end - b;
+        x->cmds++;
+        return 0;
+      }
+    }
+  }
+  x->wlen = 0;
+  // The line so far (begun in an earlier segment, in w->line), then what this segment has.
   const __u32 have = c->have & (KV_LINE - 1);
   __u32 n = KV_LINE - have;
   if (n > rest) n = rest;
@@ -278,7 +300,7 @@ static long kv_chunk_step(__u64 unused, void* arg) {
     return 1;
   }
   if (end == 0) {
-    if (have + n < KV_LINE) {  // the chunk ends inside the line: kept for the next one
+    if (have + n < KV_LINE) {  // the segment ends inside the line: kept for the next one
       c->have = have + n;
       x->pos += n;
       return 0;
@@ -323,43 +345,94 @@ static long kv_chunk_step(__u64 unused, void* arg) {
     c->qkind[qin & (KV_ACKQ - 1)] = (__u8)rk;
     __sync_fetch_and_add(&c->qin, 1);  // (after the entry: the reply side reads it then)
   }
-  gaon_fp_count(x->fp, GAON_FP_STAT_tcp_commands);
+  x->cmds++;
   c->skip = w->cmd.data;
   return 0;
 }
 
-// Every chunk passes on unchanged; its commands' writes are invalidated first.
-// (attached as BPF_SK_SKB_VERDICT: xdp_program.cc; libbpf 1.1 has no section name for it)
-SEC("sk_skb")
-int gaon_kvcache_verdict(struct __sk_buff* skb) {
-  struct kv_conn_key ck = {};
-  KV_CONN_KEY(skb, &ck);
-  struct kv_conn* c = bpf_map_lookup_elem(&kv_conns, &ck);
-  if (!c) return SK_PASS;  // (every watched connection has its state)
-  struct kv_chunk x = {.skb = skb, .c = c, .w = &c->ws, .len = skb->len, .fp = c->fp_slot};
-  x.now = bpf_ktime_get_coarse_ns();
-  if (c->state == KV_CONN_UNFRAMED) {
-    kv_lost(c, x.fp, x.now);
-    return SK_PASS;
+// Every segment of a watched connection that it reads or has read passes on unchanged (1),
+// its commands' writes invalidated first; one ahead of the reading is dropped (0).
+SEC("cgroup_skb/ingress")
+int gaon_kvcache_ingress(struct __sk_buff* skb) {
+  struct kv_conn* c = kv_conn_of(skb);
+  if (!c) return 1;                                  // (every watched connection has its state)
+  if (*(volatile __u32*)&c->fp_slot == 0) return 0;  // not ready (sockops): sent again
+  __u32 l4;                                          // (skb->data: the IP header)
+  if (skb->protocol == bpf_htons(ETH_P_IP)) {
+    struct iphdr ip;
+    if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_TCP) return 1;
+    l4 = ip.ihl * 4;
+  } else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+    struct ipv6hdr ip6;
+    if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6))) return 1;
+    if (ip6.nexthdr != IPPROTO_TCP) {  // extension headers: where its bytes are is not known
+      kv_lost(c, c->fp_slot, bpf_ktime_get_coarse_ns());
+      return 1;
+    }
+    l4 = 40;
+  } else {
+    return 1;
   }
-  // A command per step: a chunk of 64 KiB of the smallest commands ("mn\r\n") fits.
+  struct tcphdr th;
+  if (bpf_skb_load_bytes(skb, l4, &th, sizeof(th))) return 1;
+  const __u32 off = l4 + th.doff * 4;
+  if (off >= skb->len) return 1;  // no bytes of the stream
+  __u32 zero = 0;
+  struct kv_wscratch* pw = bpf_map_lookup_elem(&kv_win, &zero);
+  struct kv_chunk x = {
+      .skb = skb, .c = c, .w = &c->ws, .pw = pw, .len = skb->len, .fp = c->fp_slot};
+  x.now = bpf_ktime_get_coarse_ns();
+  if (c->state == KV_CONN_UNFRAMED || !pw) {
+    kv_lost(c, x.fp, x.now);
+    return 1;
+  }
+  if (__sync_val_compare_and_swap(&c->busy, 0, 1) != 0) {  // another CPU reads one of its
+    gaon_fp_count(x.fp, GAON_FP_STAT_tcp_out_of_order);    // segments: this one later
+    return 0;
+  }
+  const __u32 seq = bpf_ntohl(th.seq), len = skb->len - off;
+  const __s32 d = (__s32)(seq - c->rcv);
+  if (d > 0) {  // bytes before it are missing
+    struct bpf_sock* sk = skb->sk;
+    if (sk) sk = bpf_sk_fullsock(sk);
+    struct bpf_tcp_sock* tp = sk ? bpf_tcp_sock(sk) : 0;
+    if (tp && (__s32)(tp->rcv_nxt - c->rcv) > 0) {
+      kv_lost(c, x.fp, x.now);  // the stack took bytes not read here: lost
+      __sync_lock_test_and_set(&c->busy, 0);
+      return 1;
+    }
+    gaon_fp_count(x.fp, GAON_FP_STAT_tcp_out_of_order);
+    __sync_lock_test_and_set(&c->busy, 0);
+    return 0;  // sent again after the missing ones
+  }
+  if ((__u32)-d >= len) {  // resent: read already
+    __sync_lock_test_and_set(&c->busy, 0);
+    return 1;
+  }
+  c->rcv = seq + len;
+  x.pos = off + (__u32)-d;
+  // A command per step: a segment of 64 KiB of the smallest commands ("mn\r\n") fits.
   bpf_loop(1 << 15, kv_chunk_step, &x, 0);
   if (x.pos < x.len && c->state != KV_CONN_UNFRAMED) kv_lost(c, x.fp, x.now);
-  return SK_PASS;
+  if (x.cmds) gaon_fp_add(x.fp, GAON_FP_STAT_tcp_commands, x.cmds);
+  __sync_lock_test_and_set(&c->busy, 0);
+  return 1;
 }
 
 // ---- memcached's replies on a watched connection, at tc egress (kvcache_egress.bpf.h)
 //
 // The segments a socket sends leave in sequence order but for retransmissions, which are
 // skipped by sequence number; a gap (a segment not seen) loses track. (An sk_msg program
-// on the socket map would see the replies too, but made every send on the connection go
+// on a socket map would see the replies too, but made every send on the connection go
 // through the socket map's copying path: +50-70 % CPU per request on all-TCP traffic.)
 
 struct kv_reply {
   struct __sk_buff* skb;
   struct kv_conn* c;
   struct kv_wscratch* w;
+  struct kv_wscratch* pw;  // the window (kv_win)
   __u32 pos, end, fp;
+  __u32 win, wlen;  // pw->line[0..wlen) holds the segment's bytes from `win` (as kv_chunk)
 };
 
 // One reply line per step (or a value's data, passed unread). A line that ends a command's
@@ -381,27 +454,58 @@ static long kv_reply_step(__u64 unused, void* arg) {
     c->acks_lost = 1;
     return 1;
   }
-  const __u32 have = c->rhave & (KV_LINE - 1);  // a line begun in an earlier piece
-  __u32 n = KV_LINE - have;
-  if (n > rest) n = rest;
-  if (n > KV_PIECE) n = KV_PIECE;
-  if (n == 0 || bpf_skb_load_bytes(x->skb, x->pos, w->line + have, n & (KV_PIECE * 2 - 1))) {
-    c->acks_lost = 1;
-    return 1;
-  }
-  const __u32 at = kv_find_nl(w, have, have + n);
-  if (at == 0) {
-    if (have + n < KV_LINE) {  // the piece ends inside the line: kept for the next
-      c->rhave = have + n;
-      x->pos += n;
-      return 0;
+  // The line: in the window (lw = pw; b: where it begins), else read from its start (lw =
+  // w, b 0) after what an earlier segment had of it.
+  __u32 b = 0, at = 0, inwin = 0;
+  struct kv_wscratch* lw = w;
+  if (c->rhave == 0) {
+    if (x->wlen == 0 || x->pos - x->win >= x->wlen) {
+      const __u32 m = rest < KV_WIN ? rest : KV_WIN;  // (rest > 0)
+      if (bpf_skb_load_bytes(x->skb, x->pos, x->pw->line, ((m - 1) & (KV_WIN - 1)) + 1) == 0) {
+        x->win = x->pos;
+        x->wlen = m;
+      } else {
+        x->wlen = 0;
+      }
     }
-    c->acks_lost = 1;  // a reply line longer than KV_LINE (a stats line?): not followed
-    return 1;
+    if (x->wlen) {
+      b = (x->pos - x->win) & (KV_WIN - 1);
+      at = kv_find_nl(x->pw, b, x->wlen);
+      if (at) {
+        x->pos += at - b;
+        lw = x->pw;
+        inwin = 1;
+      }
+    }
   }
-  c->rhave = 0;
-  x->pos += at - have;
-  const __u64 w0 = kv_word_at(w, 0);
+  if (at == 0) {
+    x->wlen = 0;
+    b = 0;
+    const __u32 have = c->rhave & (KV_LINE - 1);  // a line begun in an earlier piece
+    __u32 n = KV_LINE - have;
+    if (n > rest) n = rest;
+    if (n > KV_PIECE) n = KV_PIECE;
+    if (n == 0 || bpf_skb_load_bytes(x->skb, x->pos, w->line + have, n & (KV_PIECE * 2 - 1))) {
+      c->acks_lost = 1;
+      return 1;
+    }
+    at = kv_find_nl(w, have, have + n);
+    if (at == 0) {
+      if (have + n < KV_LINE) {  // the piece ends inside the line: kept for the next
+        c->rhave = have + n;
+        x->pos += n;
+        return 0;
+      }
+      c->acks_lost = 1;  // a reply line longer than KV_LINE (a stats line?): not followed
+      return 1;
+    }
+    c->rhave = 0;
+    x->pos += at - have;
+  }
+  // (from here, the line is lw->line[b..at), at most KV_LINE bytes; `at` is past its '\n')
+  b &= KV_WIN - 1;
+  at &= KV_LINE * 2 - 1;
+  const __u64 w0 = kv_word_at(lw, b);
   const __u32 kind = c->qkind[qout & (KV_ACKQ - 1)];
   int done = 1;
   const int value = (w0 & kv_low(6)) == W6('V', 'A', 'L', 'U', 'E', ' ');
@@ -414,29 +518,42 @@ static long kv_reply_step(__u64 unused, void* arg) {
         return 1;
       }
       int e = (int)at - 2;  // before "\r\n"
-      if (e < 8 || w->line[(e + 1) & (KV_LINE - 1)] != '\n' || w->line[e & (KV_LINE - 1)] != '\r') {
+      if (e < (int)b + 8 || lw->line[(e + 1) & (KV_LINE - 1)] != '\n' ||
+          lw->line[e & (KV_LINE - 1)] != '\r') {
         c->acks_lost = 1;
         return 1;
       }
       if (kind == KV_R_END_CAS) {  // the cas first
         __u64 cas = 0;
-        e = kv_num_before(w, (__u32)e, &cas) - 1;
-        if (e < 7 || w->line[e & (KV_LINE - 1)] != ' ') {
+        e = kv_num_before(lw, (__u32)e, &cas) - 1;
+        if (e < (int)b + 7 || lw->line[e & (KV_LINE - 1)] != ' ') {
           c->acks_lost = 1;
           return 1;
         }
       }
-      if (kv_num_before(w, (__u32)e, &bytes) < 7) {
+      if (kv_num_before(lw, (__u32)e, &bytes) < (int)b + 7) {
         c->acks_lost = 1;
         return 1;
       }
     } else {
-      __s64 b = 0;
-      if (!kv_tokenize(w, at) || kv_tok_num(w, 1, 0, &b) || b < 0) {
+      // VA: tokenized, which needs the line at w->line[0]
+      __s64 v = 0;
+      if (inwin) {  // (into the connection's own space)
+        x->wlen = 0;
+        const __u32 len = ((at - b - 1) & (KV_LINE - 1)) + 1;
+        if (bpf_skb_load_bytes(x->skb, x->pos - (at - b), w->line, len)) {
+          c->acks_lost = 1;
+          return 1;
+        }
+        at -= b;
+        b = 0;
+      }
+      lw = w;
+      if (!kv_tokenize(w, at) || kv_tok_num(w, 1, 0, &v) || v < 0) {
         c->acks_lost = 1;
         return 1;
       }
-      bytes = (__u64)b;
+      bytes = (__u64)v;
     }
     if (bytes > (1 << 30)) {
       c->acks_lost = 1;
@@ -461,27 +578,16 @@ static long kv_reply_step(__u64 unused, void* arg) {
   return 0;
 }
 
-// A TCP segment memcached sends (its IP header at 14, TCP header at l4): if it belongs to
-// a watched connection, its payload is followed as replies. `ck` has the family and the
-// addresses (the local side first: memcached's); the ports are filled in here.
-static __always_inline void kv_tcp_replies(struct __sk_buff* skb, struct kv_conn_key* ck,
-                                           __u32 l4) {
+// A TCP segment memcached sends (its TCP header at l4): if it belongs to a watched
+// connection (by its socket), its payload is followed as replies.
+static __always_inline void kv_tcp_replies(struct __sk_buff* skb, __u32 l4) {
   struct tcphdr th;
   if (bpf_skb_load_bytes(skb, l4, &th, sizeof(th))) return;
   const __u32 off = l4 + th.doff * 4;
   if (off >= skb->len) return;  // no payload
-  ck->ports = (__u32)bpf_ntohs(th.source) << 16 | bpf_ntohs(th.dest);
-  struct kv_conn* c = bpf_map_lookup_elem(&kv_conns, ck);
-  if (!c && ck->family == 2) {  // IPv4 on a dual-stack socket: ::ffff:a.b.c.d
-    ck->family = 10;
-    ck->local[3] = ck->local[0];
-    ck->remote[3] = ck->remote[0];
-    ck->local[0] = ck->local[1] = ck->remote[0] = ck->remote[1] = 0;
-    ck->local[2] = ck->remote[2] = bpf_htonl(0xffff);
-    c = bpf_map_lookup_elem(&kv_conns, ck);
-  }
-  if (!c || c->acks_lost) return;
   const __u32 seq = bpf_ntohl(th.seq), len = skb->len - off;
+  struct kv_conn* c = kv_conn_of(skb);
+  if (!c || c->acks_lost || c->fp_slot == 0) return;
   __u32 skip = 0;
   if (c->rseq_ok) {
     const __s32 d = (__s32)(seq - c->rseq);
@@ -494,8 +600,19 @@ static __always_inline void kv_tcp_replies(struct __sk_buff* skb, struct kv_conn
   }
   c->rseq_ok = 1;
   c->rseq = seq + len;
-  struct kv_reply x = {
-      .skb = skb, .c = c, .w = &c->rws, .pos = off + skip, .end = skb->len, .fp = c->fp_slot};
+  __u32 one = 1;
+  struct kv_wscratch* pw = bpf_map_lookup_elem(&kv_win, &one);
+  if (!pw) {
+    c->acks_lost = 1;
+    return;
+  }
+  struct kv_reply x = {.skb = skb,
+                       .c = c,
+                       .w = &c->rws,
+                       .pw = pw,
+                       .pos = off + skip,
+                       .end = skb->len,
+                       .fp = c->fp_slot};
   bpf_loop(1 << 15, kv_reply_step, &x, 0);
   if (x.pos < x.end) c->acks_lost = 1;
 }
