@@ -78,7 +78,7 @@ class OneNicTest : public ::testing::Test {
                                      "--param",
                                      "capacity=16M",
                                      "--param",
-                                     "write_timeout_ms=200",
+                                     "write_timeout_ms=" + write_timeout_ms(),
                                      "--tcp"};
     if (unsafe()) argv.insert(argv.end(), {"--param", "unsafe_no_invalidation=true"});
     argv.push_back("--");
@@ -87,6 +87,7 @@ class OneNicTest : public ::testing::Test {
     ASSERT_TRUE(mc_.wait_errors("attached to the program's TCP socket too")) << mc_.errors();
   }
   virtual bool unsafe() const { return false; }
+  virtual std::string write_timeout_ms() const { return "200"; }
   virtual std::string xdp_mode() const { return "auto"; }
   nlohmann::json kv_stats() {
     auto l = ctl_->call("list");
@@ -462,6 +463,41 @@ TEST_F(OneNicTest, SegmentsThatComeOutOfOrderAreReadInOrder) {
   EXPECT_GT(fp(st, "tcp_out_of_order"), 10u) << st.dump();
   EXPECT_GT(fp(st, "answered"), 100u) << st.dump();
   EXPECT_EQ(fp(st, "tcp_unframed"), 0u) << st.dump();
+}
+
+// With write_timeout_ms longer than the checks, only a write's acknowledgement, followed at
+// tc egress through the replies before it on its connection (values, misses, a gets, a
+// multi-get), lets a GET of its key be learned again; a noreply write is never
+// acknowledged and keeps its bucket busy until the timeout.
+class OneNicAckTest : public OneNicTest {
+ protected:
+  std::string write_timeout_ms() const override { return "3000"; }
+};
+
+TEST_F(OneNicAckTest, ATcpWritesReplyEndsItsOutstandingStateBehindOtherReplies) {
+  std::this_thread::sleep_for(3100ms);  // (a new table's buckets start busy: writes unseen)
+  McUdp c = udp_client();
+  const int tcp = tcp_client();
+  const std::string batch =
+      "set a 0 0 2\r\nva\r\nget a\r\nget nokey\r\ngets a\r\nget a a\r\n"
+      "set k 0 0 2\r\nv1\r\n";
+  ASSERT_EQ(send(tcp, batch.data(), batch.size(), 0), ssize_t(batch.size()));
+  std::string got;
+  char buf[4096];
+  while (got.size() < 8 || got.compare(got.size() - 8, 8, "STORED\r\n") != 0 ||
+         got.find("STORED") == got.rfind("STORED")) {
+    const ssize_t n = recv(tcp, buf, sizeof(buf), 0);
+    ASSERT_GT(n, 0) << got;
+    got.append(buf, size_t(n));
+  }
+  uint16_t id = 1;
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(cached(c, "k", id)) << kv_stats().dump();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms) << "learned by the ack, not the timeout";
+  // The negative: no acknowledgement, the bucket stays busy.
+  ASSERT_EQ(tcp_ask(tcp, "set n 0 0 2 noreply\r\nv2\r\nmn\r\n", 0), "MN\r\n");
+  EXPECT_FALSE(cached(c, "n", id)) << "a noreply write is not acknowledged";
+  close(tcp);
 }
 
 class OneNicUnsafeTest : public OneNicTest {

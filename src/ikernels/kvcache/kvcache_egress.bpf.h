@@ -189,12 +189,26 @@ int gaon_kvcache_egress(struct __sk_buff* skb) {
   struct kv_pend_key pk = {};
   __u32 l4;
   __u16 eth_proto;
+  {  // TCP over IPv4 without options, its headers in the linear data (as the stack sends it)
+    void* data = (void*)(long)skb->data;
+    void* end = (void*)(long)skb->data_end;
+    struct ethhdr* eth = data;
+    struct iphdr* ip = (void*)(eth + 1);
+    struct tcphdr* th = (void*)(ip + 1);
+    if ((void*)(th + 1) <= end && eth->h_proto == bpf_htons(ETH_P_IP) &&
+        ip->protocol == IPPROTO_TCP && ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x3fff))) {
+      kv_tcp_replies(skb, 14 + 20, th->seq, th->doff);
+      return TC_ACT_OK;
+    }
+  }
   if (bpf_skb_load_bytes(skb, 12, &eth_proto, 2)) return TC_ACT_OK;
   if (eth_proto == bpf_htons(ETH_P_IP)) {
     struct iphdr ip;
     if (bpf_skb_load_bytes(skb, 14, &ip, sizeof(ip))) return TC_ACT_OK;
     if (ip.protocol == IPPROTO_TCP && !(ip.frag_off & bpf_htons(0x3fff))) {
-      kv_tcp_replies(skb, 14 + ip.ihl * 4);
+      struct tcphdr th;
+      if (bpf_skb_load_bytes(skb, 14 + ip.ihl * 4, &th, sizeof(th)) == 0)
+        kv_tcp_replies(skb, 14 + ip.ihl * 4, th.seq, th.doff);
       return TC_ACT_OK;
     }
     if (ip.ihl != 5 || ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x3fff)))
@@ -208,7 +222,9 @@ int gaon_kvcache_egress(struct __sk_buff* skb) {
     struct ipv6hdr ip6;
     if (bpf_skb_load_bytes(skb, 14, &ip6, sizeof(ip6))) return TC_ACT_OK;
     if (ip6.nexthdr == IPPROTO_TCP) {
-      kv_tcp_replies(skb, 14 + 40);
+      struct tcphdr th;
+      if (bpf_skb_load_bytes(skb, 14 + 40, &th, sizeof(th)) == 0)
+        kv_tcp_replies(skb, 14 + 40, th.seq, th.doff);
       return TC_ACT_OK;
     }
     if (ip6.nexthdr != IPPROTO_UDP) return TC_ACT_OK;

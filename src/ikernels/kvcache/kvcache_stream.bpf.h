@@ -560,7 +560,16 @@ static long kv_reply_step(__u64 unused, void* arg) {
       return 1;
     }
     c->rskip = bytes + 2;
-    done = !value;  // VA: the whole reply of a meta command; VALUE: more until END
+    done = !value;         // VA: the whole reply of a meta command; VALUE: more until END
+    if (value && inwin) {  // one value and its END in the window: the reply ends here
+      const __u32 nx = x->pos - x->win + (__u32)bytes + 2;
+      if (nx + 5 <= x->wlen &&
+          (kv_word_at(x->pw, nx) & kv_low(5)) == W5('E', 'N', 'D', '\r', '\n')) {
+        x->pos += (__u32)bytes + 2 + 5;
+        c->rskip = 0;
+        done = 1;
+      }
+    }
   } else if (kind == KV_R_END || kind == KV_R_END_CAS) {
     // END ends it, and so does an error; STAT and the like come before END
     done = (w0 & kv_low(5)) == W5('E', 'N', 'D', '\r', '\n') ||
@@ -578,14 +587,13 @@ static long kv_reply_step(__u64 unused, void* arg) {
   return 0;
 }
 
-// A TCP segment memcached sends (its TCP header at l4): if it belongs to a watched
-// connection (by its socket), its payload is followed as replies.
-static __always_inline void kv_tcp_replies(struct __sk_buff* skb, __u32 l4) {
-  struct tcphdr th;
-  if (bpf_skb_load_bytes(skb, l4, &th, sizeof(th))) return;
-  const __u32 off = l4 + th.doff * 4;
+// A TCP segment memcached sends (its TCP header at l4, its sequence number and data offset
+// read from it): if it belongs to a watched connection, its payload is followed as replies.
+static __always_inline void kv_tcp_replies(struct __sk_buff* skb, __u32 l4, __u32 seq_be,
+                                           __u32 doff) {
+  const __u32 off = l4 + doff * 4;
   if (off >= skb->len) return;  // no payload
-  const __u32 seq = bpf_ntohl(th.seq), len = skb->len - off;
+  const __u32 seq = bpf_ntohl(seq_be), len = skb->len - off;
   struct kv_conn* c = kv_conn_of(skb);
   if (!c || c->acks_lost || c->fp_slot == 0) return;
   __u32 skip = 0;
