@@ -857,13 +857,6 @@ class BumpMemcachedV6Test : public BumpTest {
              "nodad"});
     }
   }
-  static sockaddr_in6 addr6(const char* ip, uint16_t port) {
-    sockaddr_in6 a{};
-    a.sin6_family = AF_INET6;
-    a.sin6_port = htons(port);
-    inet_pton(AF_INET6, ip, &a.sin6_addr);
-    return a;
-  }
   nlohmann::json kv_stats() {
     auto s = ctl_->call("call", {{"instance", instance_}, {"name", "stats"}});
     EXPECT_TRUE(s) << s.error();

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <tuple>
 
 #include <fmt/core.h>
 #include <fmt/ranges.h>
@@ -47,6 +48,7 @@ class OneNicTest : public ::testing::Test {
     start_gaond();
     if (HasFatalFailure()) return;
     port_ = free_port();
+    before_memcached();
     start_memcached();
   }
   void TearDown() override {
@@ -82,12 +84,14 @@ class OneNicTest : public ::testing::Test {
                                      "--tcp"};
     if (unsafe()) argv.insert(argv.end(), {"--param", "unsafe_no_invalidation=true"});
     argv.push_back("--");
-    for (const auto& a : memcached_argv(port_, kServerIp)) argv.push_back(a);
+    for (const auto& a : memcached_argv(port_, listen_on())) argv.push_back(a);
     mc_ = Child::start(argv);
     ASSERT_TRUE(mc_.wait_errors("attached to the program's TCP socket too")) << mc_.errors();
   }
   virtual bool unsafe() const { return false; }
   virtual std::string write_timeout_ms() const { return "200"; }
+  virtual std::string listen_on() const { return kServerIp; }
+  virtual void before_memcached() {}  // (the testbed is this test's from here)
   virtual std::string xdp_mode() const { return "auto"; }
   nlohmann::json kv_stats() {
     auto l = ctl_->call("list");
@@ -497,6 +501,69 @@ TEST_F(OneNicAckTest, ATcpWritesReplyEndsItsOutstandingStateBehindOtherReplies) 
   // The negative: no acknowledgement, the bucket stays busy.
   ASSERT_EQ(tcp_ask(tcp, "set n 0 0 2 noreply\r\nv2\r\nmn\r\n", 0), "MN\r\n");
   EXPECT_FALSE(cached(c, "n", id)) << "a noreply write is not acknowledged";
+  close(tcp);
+}
+
+// IPv6 on the one-NIC pair (on for this test only: fd78::1 on cl1, fd78::2 on sv1, and the
+// server's loopback for memcached's own answer), memcached listening there.
+constexpr const char* kServer6 = "fd78::2";
+class OneNic6Test : public OneNicTest {
+ protected:
+  void before_memcached() override { v6(true); }
+  void TearDown() override {
+    if (geteuid() == 0 && lock_ >= 0) v6(false);
+    OneNicTest::TearDown();
+  }
+  std::string listen_on() const override { return "[" + std::string(kServer6) + "]"; }
+  static void v6(bool on) {
+    for (auto [ns, dev, ip] : {std::tuple{"gaon-client", "cl1", "fd78::1"},
+                               std::tuple{"gaon-server", "sv1", kServer6}}) {
+      for (const char* d : {dev, "lo"})
+        run({"/usr/bin/ip", "netns", "exec", ns, "/usr/sbin/sysctl", "-qw",
+             fmt::format("net.ipv6.conf.{}.disable_ipv6={}", d, on ? 0 : 1)});
+      if (on)
+        run({"/usr/bin/ip", "-n", ns, "-6", "addr", "replace", std::string(ip) + "/64", "dev", dev,
+             "nodad"});
+    }
+  }
+};
+
+// Over IPv6: hits answered in XDP with memcached's bytes (the UDP checksum IPv6 requires
+// included), values learned at tc egress, a TCP write in 1-byte segments read at cgroup_skb
+// ingress and invalidated.
+TEST_F(OneNic6Test, HitsOverIpv6AreAnsweredInXdpAndATcpWriteInvalidates) {
+  const sockaddr_in6 srv = addr6(kServer6, port_);
+  const int tcp = socket_in("gaon-client", SOCK_STREAM, AF_INET6);
+  bool connected = false;
+  for (int i = 0; i < 100 && !connected; ++i) {  // neighbours resolving
+    connected = connect(tcp, reinterpret_cast<const sockaddr*>(&srv), sizeof(srv)) == 0;
+    if (!connected) std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(connected) << std::strerror(errno) << mc_.errors();
+  const int one = 1;
+  setsockopt(tcp, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  McUdp client(socket_in("gaon-client", SOCK_DGRAM, AF_INET6), srv);
+  McUdp local(socket_in("gaon-server", SOCK_DGRAM, AF_INET6), srv);  // memcached, direct
+  ASSERT_EQ(tcp_ask(tcp, "set foo 7 0 3\r\nold\r\n", 0), "STORED\r\n");
+  uint16_t id = 1;
+  ASSERT_TRUE(cached(client, "foo", id)) << kv_stats().dump();
+  const uint64_t answered = fp(kv_stats(), "answered");
+  for (const char* get : {"get foo\r\n", "get foo\r\n"}) {
+    ++id;
+    const auto direct = local.reply_to(get, id, 2000ms);
+    ASSERT_TRUE(direct);
+    EXPECT_EQ(client.reply_to(get, id, 2000ms), direct) << get;
+  }
+  EXPECT_EQ(fp(kv_stats(), "answered"), answered + 2) << kv_stats().dump();
+  auto l = tcp_ask(tcp, "set foo 7 0 3\r\nnew\r\nmn\r\n", 1, 50us);
+  EXPECT_EQ(l, "STORED\r\n");
+  EXPECT_EQ(tcp_ask(tcp, "", 0), "MN\r\n");
+  ++id;
+  EXPECT_EQ(client.reply_to("get foo\r\n", id, 2000ms),
+            mc_dgram("VALUE foo 7 3\r\nnew\r\nEND\r\n", id));
+  const auto st = kv_stats();
+  EXPECT_GE(fp(st, "tcp_commands"), 3u) << st.dump();
+  EXPECT_EQ(fp(st, "tcp_unframed"), 0u) << st.dump();
   close(tcp);
 }
 

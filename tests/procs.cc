@@ -82,6 +82,14 @@ sockaddr_in addr(const char* ip, uint16_t port) {
   return a;
 }
 
+sockaddr_in6 addr6(const char* ip, uint16_t port) {
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_port = htons(port);
+  inet_pton(AF_INET6, ip, &a.sin6_addr);
+  return a;
+}
+
 uint16_t free_port() {
   // Ports come from below the ephemeral range, so no client socket of a concurrently
   // running test is handed one between our check and the server's bind, and each port

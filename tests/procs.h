@@ -27,6 +27,7 @@ int socket_in(const std::string& ns, int type, int family = AF_INET);
 int take_testbed(std::string* why);
 // An IPv4 address and port.
 sockaddr_in addr(const char* ip, uint16_t port);
+sockaddr_in6 addr6(const char* ip, uint16_t port);  // the same for IPv6
 
 // 127.0.0.1:port.
 sockaddr_in loopback(uint16_t port);
