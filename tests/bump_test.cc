@@ -868,16 +868,9 @@ class BumpMemcachedV6Test : public BumpTest {
 };
 
 TEST_F(BumpMemcachedV6Test, HitsOverIpv6AreAnsweredInXdpAndATcpWriteIsSeen) {
-  const int tcp = socket_in("gaon-client", SOCK_STREAM, AF_INET6);
   const sockaddr_in6 srv = addr6(kServer6, port_);
-  bool connected = false;
-  for (int i = 0; i < 100 && !connected; ++i) {  // memcached starting, neighbours resolving
-    connected = connect(tcp, reinterpret_cast<const sockaddr*>(&srv), sizeof(srv)) == 0;
-    if (!connected) std::this_thread::sleep_for(50ms);
-  }
-  ASSERT_TRUE(connected) << std::strerror(errno) << mc_.errors();
-  const int one = 1;
-  setsockopt(tcp, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  const int tcp = tcp_connect_in("gaon-client", srv);
+  ASSERT_GE(tcp, 0) << std::strerror(errno) << mc_.errors();
   McUdp client(socket_in("gaon-client", SOCK_DGRAM, AF_INET6), srv);
   McUdp local(socket_in("gaon-server", SOCK_DGRAM, AF_INET6), srv);  // memcached, direct
   ASSERT_EQ(tcp_ask(tcp, "set foo 7 0 3\r\nold\r\n", 0), "STORED\r\n");

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -88,6 +89,21 @@ sockaddr_in6 addr6(const char* ip, uint16_t port) {
   a.sin6_port = htons(port);
   inet_pton(AF_INET6, ip, &a.sin6_addr);
   return a;
+}
+
+int tcp_connect_in(const std::string& ns, const sockaddr_in6& to) {
+  const int fd = socket_in(ns, SOCK_STREAM, AF_INET6);
+  if (fd < 0) return -1;
+  for (int i = 0; i < 100; ++i) {
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) == 0) {
+      const int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      return fd;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  close(fd);
+  return -1;
 }
 
 uint16_t free_port() {

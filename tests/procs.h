@@ -21,6 +21,9 @@ uint16_t free_port();
 // A socket inside network namespace `ns` (made on a thread that enters it; the socket
 // stays in that namespace). -1 when it cannot be made.
 int socket_in(const std::string& ns, int type, int family = AF_INET);
+// A TCP connection (TCP_NODELAY) made from inside network namespace `ns` to `to`, tried for
+// up to 5 s (a server starting, neighbours resolving): its fd, or -1.
+int tcp_connect_in(const std::string& ns, const sockaddr_in6& to);
 // Takes the netns testbed for this test (one at a time: ctest runs tests in parallel
 // processes, and each takes over its interfaces) and brings it up (scripts/testbed up).
 // The lock's descriptor (closing it gives the testbed back), or -1 with the reason.

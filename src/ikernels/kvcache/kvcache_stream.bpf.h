@@ -159,6 +159,20 @@ struct {
 // Bytes read at once for a window of lines (kv_window): several pipelined commands.
 #define KV_WIN 256
 
+// The window of lines at `pos` (rest > 0 bytes left in the frame): pw->line[0..*wlen) holds
+// the frame's bytes from *win; loaded anew unless pos is inside it already (*wlen 0: none).
+static __always_inline void kv_window(struct __sk_buff* skb, struct kv_wscratch* pw, __u32 pos,
+                                      __u32 rest, __u32* win, __u32* wlen) {
+  if (*wlen != 0 && pos - *win < *wlen) return;
+  const __u32 m = rest < KV_WIN ? rest : KV_WIN;
+  if (bpf_skb_load_bytes(skb, pos, pw->line, ((m - 1) & (KV_WIN - 1)) + 1) == 0) {
+    *win = pos;
+    *wlen = m;
+  } else {
+    *wlen = 0;
+  }
+}
+
 // The first '\n' in w->line from `from` to `end` (at most KV_PIECE bytes), a word at a
 // time: its offset + 1 (0: none).
 __attribute__((noinline)) __u32 kv_find_nl(const struct kv_wscratch* w, __u32 from, __u32 end) {
@@ -240,15 +254,7 @@ static long kv_chunk_step(__u64 unused, void* arg) {
   // A get line that begins here and ends in the window: a read, whose reply is VALUEs and
   // END; nothing else to learn from it. (Most of a read-mostly stream: no load, no tokens.)
   if (c->state == KV_CONN_LINES && c->have == 0) {
-    if (x->wlen == 0 || x->pos - x->win >= x->wlen) {  // a new window from here
-      const __u32 m = rest < KV_WIN ? rest : KV_WIN;   // (rest > 0)
-      if (bpf_skb_load_bytes(x->skb, x->pos, x->pw->line, ((m - 1) & (KV_WIN - 1)) + 1) == 0) {
-        x->win = x->pos;
-        x->wlen = m;
-      } else {
-        x->wlen = 0;
-      }
-    }
+    kv_window(x->skb, x->pw, x->pos, rest, &x->win, &x->wlen);
     if (x->wlen) {
       const __u32 b = (x->pos - x->win) & (KV_WIN - 1);
       const __u64 w0 = kv_word_at(x->pw, b);
@@ -459,15 +465,7 @@ static long kv_reply_step(__u64 unused, void* arg) {
   __u32 b = 0, at = 0, inwin = 0;
   struct kv_wscratch* lw = w;
   if (c->rhave == 0) {
-    if (x->wlen == 0 || x->pos - x->win >= x->wlen) {
-      const __u32 m = rest < KV_WIN ? rest : KV_WIN;  // (rest > 0)
-      if (bpf_skb_load_bytes(x->skb, x->pos, x->pw->line, ((m - 1) & (KV_WIN - 1)) + 1) == 0) {
-        x->win = x->pos;
-        x->wlen = m;
-      } else {
-        x->wlen = 0;
-      }
-    }
+    kv_window(x->skb, x->pw, x->pos, rest, &x->win, &x->wlen);
     if (x->wlen) {
       b = (x->pos - x->win) & (KV_WIN - 1);
       at = kv_find_nl(x->pw, b, x->wlen);
