@@ -361,9 +361,8 @@ static long kv_chunk_step(__u64 unused, void* arg) {
 SEC("cgroup_skb/ingress")
 int gaon_kvcache_ingress(struct __sk_buff* skb) {
   struct kv_conn* c = kv_conn_of(skb);
-  if (!c) return 1;                                  // (every watched connection has its state)
-  if (*(volatile __u32*)&c->fp_slot == 0) return 0;  // not ready (sockops): sent again
-  __u32 l4;                                          // (skb->data: the IP header)
+  if (!c) return 1;  // (every watched connection has its state)
+  __u32 l4;          // (skb->data: the IP header)
   if (skb->protocol == bpf_htons(ETH_P_IP)) {
     struct iphdr ip;
     if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_TCP) return 1;
@@ -382,7 +381,8 @@ int gaon_kvcache_ingress(struct __sk_buff* skb) {
   struct tcphdr th;
   if (bpf_skb_load_bytes(skb, l4, &th, sizeof(th))) return 1;
   const __u32 off = l4 + th.doff * 4;
-  if (off >= skb->len) return 1;  // no bytes of the stream
+  if (off >= skb->len) return 1;                     // no bytes of the stream
+  if (*(volatile __u32*)&c->fp_slot == 0) return 0;  // not ready (sockops): sent again
   __u32 zero = 0;
   struct kv_wscratch* pw = bpf_map_lookup_elem(&kv_win, &zero);
   struct kv_chunk x = {
