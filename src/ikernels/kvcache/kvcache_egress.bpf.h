@@ -189,18 +189,6 @@ int gaon_kvcache_egress(struct __sk_buff* skb) {
   struct kv_pend_key pk = {};
   __u32 l4;
   __u16 eth_proto;
-  {  // TCP over IPv4 without options, its headers in the linear data (as the stack sends it)
-    void* data = (void*)(long)skb->data;
-    void* end = (void*)(long)skb->data_end;
-    struct ethhdr* eth = data;
-    struct iphdr* ip = (void*)(eth + 1);
-    struct tcphdr* th = (void*)(ip + 1);
-    if ((void*)(th + 1) <= end && eth->h_proto == bpf_htons(ETH_P_IP) &&
-        ip->protocol == IPPROTO_TCP && ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x3fff))) {
-      kv_tcp_replies(skb, 14 + 20, th->seq, th->doff);
-      return TC_ACT_OK;
-    }
-  }
   if (bpf_skb_load_bytes(skb, 12, &eth_proto, 2)) return TC_ACT_OK;
   if (eth_proto == bpf_htons(ETH_P_IP)) {
     struct iphdr ip;
