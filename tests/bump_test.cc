@@ -847,15 +847,7 @@ class BumpMemcachedV6Test : public BumpTest {
   }
   // IPv6 on (addresses, no duplicate detection) or off again at the outer ends.
   static void v6(bool on) {
-    for (auto [ns, dev, ip] :
-         {std::tuple{"gaon-client", "cl0", kClient6}, std::tuple{"gaon-server", "sv0", kServer6}}) {
-      for (const char* d : {dev, "lo"})  // lo: memcached's own answer, asked from its host
-        run({"/usr/bin/ip", "netns", "exec", ns, "/usr/sbin/sysctl", "-qw",
-             fmt::format("net.ipv6.conf.{}.disable_ipv6={}", d, on ? 0 : 1)});
-      if (on)
-        run({"/usr/bin/ip", "-n", ns, "-6", "addr", "replace", std::string(ip) + "/64", "dev", dev,
-             "nodad"});
-    }
+    ipv6_at({{"gaon-client", "cl0", kClient6}, {"gaon-server", "sv0", kServer6}}, on);
   }
   nlohmann::json kv_stats() {
     auto s = ctl_->call("call", {{"instance", instance_}, {"name", "stats"}});

@@ -516,15 +516,7 @@ class OneNic6Test : public OneNicTest {
   }
   std::string listen_on() const override { return "[" + std::string(kServer6) + "]"; }
   static void v6(bool on) {
-    for (auto [ns, dev, ip] : {std::tuple{"gaon-client", "cl1", "fd78::1"},
-                               std::tuple{"gaon-server", "sv1", kServer6}}) {
-      for (const char* d : {dev, "lo"})
-        run({"/usr/bin/ip", "netns", "exec", ns, "/usr/sbin/sysctl", "-qw",
-             fmt::format("net.ipv6.conf.{}.disable_ipv6={}", d, on ? 0 : 1)});
-      if (on)
-        run({"/usr/bin/ip", "-n", ns, "-6", "addr", "replace", std::string(ip) + "/64", "dev", dev,
-             "nodad"});
-    }
+    ipv6_at({{"gaon-client", "cl1", "fd78::1"}, {"gaon-server", "sv1", kServer6}}, on);
   }
 };
 

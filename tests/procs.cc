@@ -407,6 +407,17 @@ std::vector<std::string> AsOtherUsers::argv(uid_t uid, const std::string& progra
   return argv;
 }
 
+void ipv6_at(std::initializer_list<Ipv6End> ends, bool on) {
+  for (const Ipv6End& e : ends) {
+    for (const char* d : {e.dev, "lo"})
+      run({"/usr/bin/ip", "netns", "exec", e.ns, "/usr/sbin/sysctl", "-qw",
+           "net.ipv6.conf." + std::string(d) + ".disable_ipv6=" + (on ? "0" : "1")});
+    if (on)
+      run({"/usr/bin/ip", "-n", e.ns, "-6", "addr", "replace", std::string(e.ip) + "/64", "dev",
+           e.dev, "nodad"});
+  }
+}
+
 std::vector<std::string> memcached_argv(uint16_t port, const std::string& ip) {
   std::vector<std::string> argv = {"/usr/bin/memcached",
                                    "-U",

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -113,6 +114,15 @@ struct Ran {
 };
 Ran run(const std::vector<std::string>& argv,
         std::chrono::milliseconds wait = std::chrono::milliseconds(5000));
+
+// IPv6 on (its address on the interface, no duplicate detection, and on the namespace's
+// loopback, for a server's own answer asked from its host) or off again, at each end.
+struct Ipv6End {
+  const char* ns;
+  const char* dev;
+  const char* ip;
+};
+void ipv6_at(std::initializer_list<Ipv6End> ends, bool on);
 
 // memcached from Debian's package, on 127.0.0.1:port (UDP and TCP), one thread, 64 MB
 // (as user nobody when root): its command line, and a started one (waited for until it
