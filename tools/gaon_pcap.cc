@@ -27,6 +27,7 @@ int fail(const std::string& msg) {
 
 int main(int argc, char** argv) {
   CLI::App app{"gaon-pcap: run an ikernel over a pcap capture, offline"};
+  app.set_version_flag("--version", "gaon-pcap " GAON_VERSION);
   std::string type, in_path, out_path, host_out_path, egress_in_path;
   std::vector<std::string> params, flows;
   bool json = false, list = false, no_l4_verify = false;

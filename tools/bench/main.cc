@@ -143,6 +143,7 @@ gaon::Result<void> load_udp(const sockaddr_in& to, Proto proto, uint64_t keys, s
 
 int main(int argc, char** argv) {
   CLI::App app{"gaon-bench: memcached load generator over UDP, TCP or both"};
+  app.set_version_flag("--version", "gaon-bench " GAON_VERSION);
   std::string server = "127.0.0.1:11211", load_server, load = "tcp", proto_name = "ascii",
               dist = "uniform", transport = "udp";
   uint64_t keys = 10000, seed = 1;

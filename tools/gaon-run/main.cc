@@ -33,6 +33,7 @@ std::string self_dir() {
 
 int main(int argc, char** argv) {
   CLI::App app{"gaon-run: run a program with a gaon ikernel attached to its socket"};
+  app.set_version_flag("--version", "gaon-run " GAON_VERSION);
   std::string type, match, control, quota = "64M";
   std::vector<std::string> params, command;
   app.add_option("-k,--ikernel", type, "ikernel type (gaonctl types)")->required();

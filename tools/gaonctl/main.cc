@@ -38,6 +38,7 @@ std::string counters_line(const nlohmann::json& c) {
 
 int main(int argc, char** argv) {
   CLI::App app{"gaonctl: manage gaond's ikernel instances"};
+  app.set_version_flag("--version", "gaonctl " GAON_VERSION);
   app.require_subcommand(1);
   std::string path = gaon::control::kDefaultPath;
   bool json = false;

@@ -110,6 +110,7 @@ int main(int argc, char** argv) {
       "gaond: the gaon datapath, as a sidecar (UDP sockets in front of an application) or a "
       "bump in the wire (AF_XDP between two interfaces), or on a server with one NIC "
       "(--local)"};
+  app.set_version_flag("--version", "gaond " GAON_VERSION);
   std::vector<std::string> wire_specs, host_specs, flow_specs;
   std::string xdp_mode = "auto";
   uint32_t lease_ms = 50;
