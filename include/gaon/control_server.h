@@ -66,6 +66,8 @@ class Server {
   // again from its command line).
   void adopt(uint32_t id, uint32_t uid, const std::string& type, uint64_t bytes,
              std::vector<FlowKey> flows);
+  // Forgets an adopted instance (gaond is about to remove it from the engine).
+  void forget(uint32_t id);
 
  private:
   struct Impl;

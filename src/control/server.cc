@@ -217,6 +217,11 @@ void Server::adopt(uint32_t id, uint32_t uid, const std::string& type, uint64_t 
   impl_->owned[id] = Owned{.uid = uid, .type = type, .bytes = bytes, .flows = std::move(flows)};
 }
 
+void Server::forget(uint32_t id) {
+  std::lock_guard lk(impl_->owned_mu);
+  impl_->owned.erase(id);
+}
+
 // ---------------------------------------------------------------- the state file
 
 void Server::Impl::log(const std::string& line) {

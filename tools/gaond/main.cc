@@ -20,10 +20,20 @@
 // keeps their state and the lease (include/gaon/local.h, docs/one-nic.md). With a control socket
 // (--control; on by default as root) applications create instances and attach them to their own
 // sockets (libgaon, gaon-run, gaonctl; see docs/control.md), and --ikernel becomes optional.
-// SIGUSR1 prints stats; SIGINT/SIGTERM stop it cleanly (stats are printed at exit).
+//
+// Everything the command line says can come from a config file (--config FILE, TOML;
+// config.h), which also names instances to create at start; --check-config FILE checks
+// one. As a systemd service (packaging/gaond.service): READY=1 once the datapath runs,
+// WATCHDOG=1 while it keeps running, STOPPING=1. SIGHUP re-reads the config file and
+// applies its [[instance]] tables and log-level; SIGUSR1 prints stats; SIGINT/SIGTERM stop
+// it cleanly (stats are printed at exit).
+//
+// The code reads in that order: options (options.h) → config (config.h) → plan (checked
+// settings, nothing opened) → datapath (ports and services of the mode) → instances → run.
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,29 +41,158 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <fmt/core.h>
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "config.h"
 #include "gaon/afpacket.h"
 #include "gaon/afxdp.h"
 #include "gaon/control_server.h"
 #include "gaon/engine.h"
 #include "gaon/local.h"
+#if __has_include("gaon/metrics.h")
+#include "gaon/metrics.h"
+#define GAOND_METRICS 1
+#endif
 #include "gaon/params.h"
 #include "gaon/shaped_port.h"
 #include "gaon/sidecar.h"
+#include "log.h"
+#include "options.h"
 
+namespace gaond {
 namespace {
 
+using gaon::Error;
+using gaon::Result;
+
 int fail(const std::string& msg) {
-  fmt::print(stderr, "gaond: error: {}\n", msg);
+  log(Level::error, "{}", msg);
   return 2;
 }
+
+// ---------------------------------------------------------------- the plan
+
+// What the settings say, checked, before anything is opened.
+struct Plan {
+  enum class Mode { sidecar, xdp_bump, packet_bump, local } mode = Mode::sidecar;
+  std::vector<gaon::control::Service> services;         // sidecar
+  std::optional<gaon::afxdp::Spec> xdp_wire, xdp_host;  // bump over AF_XDP
+  std::string packet_wire, packet_host;                 // bump over AF_PACKET
+  uint64_t max_state = 0;
+  bool bump() const { return mode != Mode::sidecar; }
+};
+
+// An instance's settings, checked as far as they can be without making it.
+Result<void> check_instance(const InstanceSpec& s, const Plan& plan) {
+  const std::string what = s.name.empty() ? "--ikernel" : "instance '" + s.name + "'";
+  const auto* type = gaon::Registry::global().find(s.type);
+  if (!type) return gaon::make_error("{}: unknown ikernel type '{}' (see --list)", what, s.type);
+  if (auto p = gaon::Params::parse(type->params, s.params); !p)
+    return gaon::make_error("{}: {}", what, p.error());
+  if (auto q = gaon::parse_param_value(gaon::ParamType::size, s.quota); !q)
+    return gaon::make_error("{}: state-quota {}", what, q.error());
+  if (s.weight < 1 || s.weight > 1000)
+    return gaon::make_error("{}: weight {} is not in 1..1000", what, s.weight);
+  for (const auto& f : s.flows)
+    if (auto k = gaon::FlowKey::parse(f); !k)
+      return gaon::make_error("{}: --flow {}", what, k.error());
+  if ((plan.bump() || !s.name.empty()) && s.flows.empty())
+    return gaon::make_error("{} {}needs --flow udp:IP:PORT (what to attach)", what,
+                            !s.name.empty()                  ? ""
+                            : plan.mode == Plan::Mode::local ? "with --local "
+                                                             : "in a bump in the wire ");
+  return {};
+}
+
+Result<Plan> make_plan(Options& o, const std::vector<InstanceSpec>& instances) {
+  Plan plan;
+  if (o.local && (!o.wire.empty() || !o.host.empty()))
+    return Error{"--local runs on this host's interfaces: it takes no --wire or --host"};
+  if (!o.local && !o.ifaces.empty()) return Error{"--iface is for --local"};
+  if (o.local && geteuid() != 0)
+    return Error{"--local loads XDP, tc and socket programs: run as root"};
+  if (o.local && !o.ikernel.type.empty() && o.ikernel.flows.empty())
+    return Error{"--ikernel with --local needs --flow udp:IP:PORT (what to attach)"};
+  if (!o.local) {
+    if (o.wire.empty()) return Error{"--wire udp:IP:PORT is required"};
+    if (o.host.empty()) return Error{"--host udp:IP:PORT is required"};
+    if (o.wire.size() != o.host.size())
+      return gaon::make_error("give one --host per --wire ({} --wire, {} --host)", o.wire.size(),
+                              o.host.size());
+  }
+  if (o.ikernel.type.empty() && instances.empty() && o.control == "none")
+    return Error{"--ikernel is required without a control socket (see --list, --control)"};
+  if (!o.state_dir_given && geteuid() == 0 && o.control == gaon::control::kDefaultPath)
+    o.state_dir = gaon::control::kDefaultStateDir;
+  if (o.state_dir == "none") o.state_dir.clear();
+  if (!o.state_dir.empty() && o.control == "none")
+    return Error{"--state-dir records what the control socket creates: it needs --control"};
+  auto max_state = gaon::parse_param_value(gaon::ParamType::size, o.max_state);
+  if (!max_state) return Error{"--max-state-per-owner " + max_state.error()};
+  plan.max_state = std::get<uint64_t>(*max_state);
+  if (o.nat_idle_s <= 0) return Error{"--nat-idle-timeout must be positive"};
+  if (o.cpu >= 0 && o.cpu >= int(std::thread::hardware_concurrency()))
+    return gaon::make_error("--cpu {}: this machine has {} CPUs", o.cpu,
+                            std::thread::hardware_concurrency());
+
+  const auto kind = [](const std::string& spec) { return spec.substr(0, spec.find(':')); };
+  if (o.local) {
+    plan.mode = Plan::Mode::local;
+  } else if (kind(o.wire[0]) == "afxdp" || kind(o.host[0]) == "afxdp" ||
+             kind(o.wire[0]) == "afpacket" || kind(o.host[0]) == "afpacket") {
+    if (o.wire.size() != 1) return Error{"a bump in the wire takes one --wire/--host pair"};
+    if (kind(o.wire[0]) != kind(o.host[0]))
+      return Error{"--wire and --host must be the same kind (afxdp: or afpacket:)"};
+    if (kind(o.wire[0]) == "afxdp") {
+      plan.mode = Plan::Mode::xdp_bump;
+      auto w = gaon::afxdp::parse_spec(o.wire[0]);
+      if (!w) return Error{"--wire " + w.error()};
+      auto h = gaon::afxdp::parse_spec(o.host[0]);
+      if (!h) return Error{"--host " + h.error()};
+      plan.xdp_wire = *w;
+      plan.xdp_host = *h;
+    } else {
+      plan.mode = Plan::Mode::packet_bump;
+      auto w = gaon::afpacket::parse_spec(o.wire[0]);
+      if (!w) return Error{"--wire " + w.error()};
+      auto h = gaon::afpacket::parse_spec(o.host[0]);
+      if (!h) return Error{"--host " + h.error()};
+      if (*w == *h) return Error{"--wire and --host are the same interface"};
+      plan.packet_wire = *w;
+      plan.packet_host = *h;
+    }
+    if (o.wire_rate_bps) return Error{"--wire-rate-bps is for sidecar services (udp:IP:PORT)"};
+  } else {
+    for (size_t i = 0; i < o.wire.size(); ++i) {
+      auto w = gaon::sidecar::parse_udp_address(o.wire[i]);
+      if (!w) return Error{"--wire " + w.error()};
+      auto h = gaon::sidecar::parse_udp_address(o.host[i]);
+      if (!h) return Error{"--host " + h.error()};
+      for (const auto& s : plan.services)
+        if (std::memcmp(&s.wire, &*w, sizeof(*w)) == 0)
+          return gaon::make_error("--wire {} is given twice", o.wire[i]);
+      plan.services.push_back({.wire = *w, .host = *h});
+    }
+    // In sidecar mode, --ikernel is attached to every service unless --flow says otherwise.
+    if (!o.ikernel.type.empty() && o.ikernel.flows.empty()) o.ikernel.flows = o.wire;
+  }
+  if (!o.ikernel.type.empty())
+    if (auto r = check_instance(o.ikernel, plan); !r) return Error{r.error()};
+  for (const auto& s : instances)
+    if (auto r = check_instance(s, plan); !r)
+      return gaon::make_error("line {}: {}", s.line, r.error());
+  return plan;
+}
+
+// ---------------------------------------------------------------- the datapath
 
 // A port's books against the engine's (Port::stats): every frame it delivered reached the
 // engine, and every frame it took from the engine was sent or dropped under a reason.
@@ -71,438 +210,544 @@ nlohmann::json port_books(const nlohmann::json& ps, uint64_t engine_rx, uint64_t
           {"balanced", rx == engine_rx && engine_tx == tx + dropped}};
 }
 
-// The ports' stats and `more` (the bump's XDP program, idle waits), added to `j`, with the
-// conservation check of the engine and both ports (all read between two polls).
-void port_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& host,
-                const std::function<void(nlohmann::json&)>& more, nlohmann::json& j) {
-  engine.execute([&] {
-    j["wire"]["port_stats"] = wire.stats();
-    j["host"]["port_stats"] = host.stats();
-    const auto& c = engine.counters();
-    nlohmann::json& cons = j["conservation"];
-    cons["wire_port"] = port_books(j["wire"]["port_stats"], c.wire_rx.get(), c.wire_tx.get());
-    cons["host_port"] = port_books(j["host"]["port_stats"], c.host_rx.get(), c.host_tx.get());
-    cons["all_balanced"] = cons.value("balanced", false) && cons["wire_port"]["balanced"] == true &&
-                           cons["host_port"]["balanced"] == true;
-    if (more) more(j);
-  });
-}
-
-// Engine stats plus, for each instance, its type's own `stats` operation and the ports.
-nlohmann::json full_stats(gaon::Engine& engine, gaon::Port& wire, gaon::Port& host,
-                          const std::function<void(nlohmann::json&)>& more) {
-  nlohmann::json j = engine.stats();
-  for (auto& inst : j["instances"]) {
-    const uint32_t id = inst["id"];
-    const auto* type = gaon::Registry::global().find(inst["type"].get<std::string>());
-    for (const auto& op : type->ops)
-      if (op.name == "stats")
-        if (auto r = engine.call(id, "stats", {})) inst["state"] = *r;
-  }
-  port_stats(engine, wire, host, more, j);
-  return j;
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{
-      "gaond: the gaon datapath, as a sidecar (UDP sockets in front of an application) or a "
-      "bump in the wire (AF_XDP between two interfaces), or on a server with one NIC "
-      "(--local)"};
-  app.set_version_flag("--version", "gaond " GAON_VERSION);
-  std::vector<std::string> wire_specs, host_specs, flow_specs;
-  std::string xdp_mode = "auto";
-  uint32_t lease_ms = 50;
-  uint32_t xdp_memory_mb = GAON_FP_CHUNKS_DEFAULT;
-  std::string type;
-  std::vector<std::string> params;
-  std::string quota_text = "256M";
-  uint32_t weight = 1;
-  uint64_t rate_bps = 0, wire_rate_bps = 0;
-  double nat_idle_s = 60;
-  int cpu = -1;
-  bool busy_poll = false, json_stats = false, list = false;
-  std::string control_path = geteuid() == 0 ? gaon::control::kDefaultPath : "none";
-  uint32_t max_instances = 16;
-  std::string max_state_text = "1G";
-  std::string state_dir;
-  app.add_flag("--list", list, "list the ikernel types and exit");
-  bool local = false;
-  std::vector<std::string> ifaces;
-  app.add_flag("--local", local,
-               "a server with one NIC: no ports; the ikernels' fast paths run on this host's "
-               "own interfaces and sockets, gaond keeps their state and serves the control "
-               "socket (docs/one-nic.md)");
-  app.add_option("--iface", ifaces,
-                 "--local: an interface to run on (repeatable; default: every interface that "
-                 "is up, not loopback, and has an address)");
-  app.add_option("--wire", wire_specs,
-                 "where clients are: udp:IP:PORT, the service address they send to (sidecar; "
-                 "repeat with --host for several services), or afxdp:IFACE (every receive queue) "
-                 "/ afpacket:IFACE, the interface facing them (a bump in the wire)");
-  app.add_option("--host", host_specs,
-                 "where the application is: udp:IP:PORT it listens on (one per --wire), or "
-                 "afxdp:IFACE / afpacket:IFACE, the interface facing it");
-  app.add_option("-k,--ikernel", type,
-                 "ikernel type to attach to every service address (optional with --control)");
-  app.add_option("-p,--param", params, "ikernel parameter key=value (repeatable)");
-  app.add_option("--state-quota", quota_text, "bytes of state the instance may use")
-      ->capture_default_str();
-  app.add_option("--weight", weight, "the instance's share of the wire (DRR weight, 1..1000)")
-      ->capture_default_str();
-  app.add_option("--rate-bps", rate_bps, "rate limit of the instance's replies, bits/s (0: none)");
-  app.add_option("--flow", flow_specs,
-                 "udp:IP:PORT the --ikernel instance is attached to (repeatable; default in "
-                 "sidecar mode: every --wire address)");
-  app.add_option("--xdp-mode", xdp_mode,
-                 "afxdp: attach the steering program in native or generic XDP (auto: native, "
-                 "but generic between veths, where it is cheaper, or without native support)")
-      ->capture_default_str();
-  app.add_option("--lease-ms", lease_ms,
-                 "afxdp: when gaond has not polled for this long (stopped, hung), the steering "
-                 "program forwards attached flows in the kernel until it polls again; kvcache "
-                 "then starts afresh (0: only a gaond that is gone is bypassed)")
-      ->check(CLI::Range(0u, 60000u))
-      ->capture_default_str();
-  app.add_option("--xdp-memory-mb", xdp_memory_mb,
-                 "afxdp: memory for the fast paths' state in the kernel (kvcache's tables, "
-                 "shared by its instances in MiB chunks; an instance that does not fit runs in "
-                 "gaond only, and says why in its stats)")
-      ->check(CLI::Range(1u, 65536u))
-      ->capture_default_str();
-  app.add_option("--wire-rate-bps", wire_rate_bps,
-                 "emulate a wire of this many bits/s shared by all services (0: as fast as "
-                 "the sockets go); the arbiter's weights then decide who gets it");
-  app.add_option("--nat-idle-timeout", nat_idle_s,
-                 "seconds before an idle client's NAT entry "
-                 "is closed")
-      ->capture_default_str();
-  app.add_option("--cpu", cpu, "pin the datapath thread to this CPU");
-  app.add_flag("--busy-poll", busy_poll, "never block when idle (lowest latency, a whole core)");
-  app.add_flag("--json-stats", json_stats, "print stats as JSON (stdout) on SIGUSR1 and at exit");
-  app.add_option("--control", control_path,
-                 "control socket for gaonctl and libgaon ('none': no control plane; default "
-                 "/run/gaon/gaond.sock as root, none otherwise)")
-      ->capture_default_str();
-  app.add_option("--max-instances-per-owner", max_instances,
-                 "instances one non-root user may create through the control socket")
-      ->capture_default_str();
-  app.add_option("--max-state-per-owner", max_state_text,
-                 "state bytes one non-root user's instances may take in total")
-      ->capture_default_str();
-  auto* state_dir_opt = app.add_option(
-      "--state-dir", state_dir,
-      "where the persistent instances (gaonctl create) and their flows are recorded, to be "
-      "restored when gaond starts again ('' or 'none': nowhere; default /var/lib/gaon as root "
-      "with the default control socket, nowhere otherwise)");
-  CLI11_PARSE(app, argc, argv);
-
-  const auto& reg = gaon::Registry::global();
-  if (list) {
-    for (const auto* t : reg.list()) fmt::print("{:<14} {}\n", t->name, t->description);
-    return 0;
-  }
-  if (local && (!wire_specs.empty() || !host_specs.empty()))
-    return fail("--local runs on this host's interfaces: it takes no --wire or --host");
-  if (!local && !ifaces.empty()) return fail("--iface is for --local");
-  if (local && geteuid() != 0)
-    return fail("--local loads XDP, tc and socket programs: run as root");
-  if (local && !type.empty() && flow_specs.empty())
-    return fail("--ikernel with --local needs --flow udp:IP:PORT (what to attach)");
-  if (local) wire_specs = host_specs = {"local"};  // (the engine's two ports carry no frames)
-  if (wire_specs.empty()) return fail("--wire udp:IP:PORT is required");
-  if (host_specs.empty()) return fail("--host udp:IP:PORT is required");
-  if (wire_specs.size() != host_specs.size())
-    return fail(fmt::format("give one --host per --wire ({} --wire, {} --host)", wire_specs.size(),
-                            host_specs.size()));
-  if (type.empty() && control_path == "none")
-    return fail("--ikernel is required without a control socket (see --list, --control)");
-  if (state_dir_opt->count() == 0 && geteuid() == 0 && control_path == gaon::control::kDefaultPath)
-    state_dir = gaon::control::kDefaultStateDir;
-  if (state_dir == "none") state_dir.clear();
-  if (!state_dir.empty() && control_path == "none")
-    return fail("--state-dir records what the control socket creates: it needs --control");
-  auto max_state = gaon::parse_param_value(gaon::ParamType::size, max_state_text);
-  if (!max_state) return fail("--max-state-per-owner " + max_state.error());
-  // afxdp:IFACE pairs make a bump in the wire; udp:IP:PORT pairs, sidecar services.
-  const bool xdp_bump = wire_specs[0].starts_with("afxdp:") || host_specs[0].starts_with("afxdp:");
-  const bool packet_bump =
-      wire_specs[0].starts_with("afpacket:") || host_specs[0].starts_with("afpacket:");
-  const bool bump = xdp_bump || packet_bump || local;
-  std::optional<gaon::afxdp::Spec> bump_wire, bump_host;
-  std::string packet_wire, packet_host;
-  std::vector<gaon::FlowKey> ikernel_flows;
-  for (const auto& f : flow_specs) {
-    auto k = gaon::FlowKey::parse(f);
-    if (!k) return fail("--flow " + k.error());
-    ikernel_flows.push_back(*k);
-  }
-  if (bump && !local) {
-    if (wire_specs.size() != 1) return fail("a bump in the wire takes one --wire/--host pair");
-    auto kind = [](const std::string& spec) { return spec.substr(0, spec.find(':')); };
-    if (kind(wire_specs[0]) != kind(host_specs[0]))
-      return fail("--wire and --host must be the same kind (afxdp: or afpacket:)");
-    if (xdp_bump) {
-      auto w = gaon::afxdp::parse_spec(wire_specs[0]);
-      if (!w) return fail("--wire " + w.error());
-      auto h = gaon::afxdp::parse_spec(host_specs[0]);
-      if (!h) return fail("--host " + h.error());
-      bump_wire = *w;
-      bump_host = *h;
-    } else {
-      auto w = gaon::afpacket::parse_spec(wire_specs[0]);
-      if (!w) return fail("--wire " + w.error());
-      auto h = gaon::afpacket::parse_spec(host_specs[0]);
-      if (!h) return fail("--host " + h.error());
-      if (*w == *h) return fail("--wire and --host are the same interface");
-      packet_wire = *w;
-      packet_host = *h;
-    }
-    if (!type.empty() && ikernel_flows.empty())
-      return fail("--ikernel in a bump in the wire needs --flow udp:IP:PORT (what to attach)");
-    if (wire_rate_bps) return fail("--wire-rate-bps is for sidecar services (udp:IP:PORT)");
-  }
-  std::vector<gaon::control::Service> services;
-  for (size_t i = 0; i < wire_specs.size() && !bump; ++i) {
-    auto w = gaon::sidecar::parse_udp_address(wire_specs[i]);
-    if (!w) return fail("--wire " + w.error());
-    auto h = gaon::sidecar::parse_udp_address(host_specs[i]);
-    if (!h) return fail("--host " + h.error());
-    for (const auto& s : services)
-      if (std::memcmp(&s.wire, &*w, sizeof(*w)) == 0)
-        return fail(fmt::format("--wire {} is given twice", wire_specs[i]));
-    services.push_back({.wire = *w, .host = *h});
-  }
-  auto quota = gaon::parse_param_value(gaon::ParamType::size, quota_text);
-  if (!quota) return fail("--state-quota " + quota.error());
-  if (nat_idle_s <= 0) return fail("--nat-idle-timeout must be positive");
-  if (cpu >= 0 && cpu >= int(std::thread::hardware_concurrency()))
-    return fail(fmt::format("--cpu {}: this machine has {} CPUs", cpu,
-                            std::thread::hardware_concurrency()));
-
-  auto eng = gaon::Engine::create({.pool_frames = local ? 1024u : bump ? 16384u : 8192u});
-  if (!eng) return fail(eng.error());
-  gaon::Engine& engine = **eng;
-  gaon::Port* wire_port = nullptr;
-  gaon::Port* host_port = nullptr;
+// The engine, the ports of the mode and how to wait for and wake them.
+struct Datapath {
+  std::unique_ptr<gaon::Engine> engine;
+  gaon::Port* wire = nullptr;
+  gaon::Port* host = nullptr;
   std::function<void(int)> idle_wait;
   std::function<void()> wake;
-  std::function<void(nlohmann::json&)> more_stats;
+  std::function<void(nlohmann::json&)> more_stats;  // the mode's own (XDP program, waits)
   // Sidecar: one ServicePort + AppPort per service, grouped into the engine's two ports,
   // and where they keep datagrams larger than a frame (outlives them).
   std::unique_ptr<gaon::sidecar::OversizeStore> oversize;
   std::vector<std::unique_ptr<gaon::sidecar::ServicePort>> wires;
   std::vector<std::unique_ptr<gaon::sidecar::AppPort>> hosts;
-  gaon::sidecar::PortGroup wire_group("wire", gaon::sidecar::PortGroup::Route::by_source,
-                                      engine.pool());
-  gaon::sidecar::PortGroup host_group("host", gaon::sidecar::PortGroup::Route::by_destination,
-                                      engine.pool());
+  std::optional<gaon::sidecar::PortGroup> wire_group, host_group;
   std::unique_ptr<gaon::sidecar::Waiter> waiter;
   std::optional<gaon::ShapedPort> shaped_wire;
-  // Bump: AF_XDP sockets on both interfaces and the XDP steering program.
-  std::unique_ptr<gaon::afxdp::Bump> xdp;
-  // Bump with AF_PACKET: two packet sockets, everything through the engine.
-  std::unique_ptr<gaon::afpacket::AfPacketPort> pkt_wire, pkt_host;
-  // One NIC: the programs on this host's interfaces, no frames through gaond.
-  std::unique_ptr<gaon::local::Host> one_nic;
+  std::unique_ptr<gaon::afxdp::Bump> xdp;                            // bump: AF_XDP + steering
+  std::unique_ptr<gaon::afpacket::AfPacketPort> pkt_wire, pkt_host;  // bump: AF_PACKET
+  std::unique_ptr<gaon::local::Host> one_nic;                        // one NIC: no frames
   gaon::FdWaiter fd_waiter;
-  if (local) {
-    auto h = gaon::local::Host::open({.ifaces = ifaces,
-                                      .xdp_mode = xdp_mode,
-                                      .lease_ns = uint64_t(lease_ms) * 1'000'000,
-                                      .fp_chunks = xdp_memory_mb},
-                                     engine.pool());
-    if (!h) return fail(h.error());
-    one_nic = std::move(*h);
-    engine.set_flow_observer(one_nic.get());
-    wire_port = &one_nic->wire();
-    host_port = &one_nic->host();
-    idle_wait = [&](int ms) { one_nic->wait(ms); };
-    wake = [&] { one_nic->wake(); };
-    more_stats = [&](nlohmann::json& j) { j["local"] = one_nic->stats(); };
-    fmt::print(stderr, "gaond: {}\n", one_nic->describe());
-  } else if (packet_bump) {
-    auto w = gaon::afpacket::AfPacketPort::open(packet_wire, engine.pool());
-    if (!w) return fail(w.error());
-    auto h = gaon::afpacket::AfPacketPort::open(packet_host, engine.pool());
-    if (!h) return fail(h.error());
-    pkt_wire = std::move(*w);
-    pkt_host = std::move(*h);
-    fd_waiter.watch(pkt_wire->fd());
-    fd_waiter.watch(pkt_host->fd());
-    wire_port = pkt_wire.get();
-    host_port = pkt_host.get();
-    idle_wait = [&](int ms) { fd_waiter.wait(ms); };
-    wake = [&] { fd_waiter.wake(); };
-    more_stats = [&](nlohmann::json& j) { j["idle_waits"] = fd_waiter.waits(); };
-    fmt::print(stderr,
-               "gaond: bump in the wire (AF_PACKET: every frame through gaond, no fail-open): "
-               "{} (clients) | {} (application)\n",
-               wire_specs[0], host_specs[0]);
-  } else if (xdp_bump) {
-    auto b = gaon::afxdp::Bump::open(*bump_wire, *bump_host, engine.pool(),
-                                     {.xdp_mode = xdp_mode,
-                                      .lease_ns = uint64_t(lease_ms) * 1'000'000,
-                                      .fp_chunks = xdp_memory_mb});
-    if (!b) return fail(b.error());
-    xdp = std::move(*b);
-    engine.set_flow_observer(xdp.get());
-    wire_port = &xdp->wire();
-    host_port = &xdp->host();
-    idle_wait = [&](int ms) { xdp->wait(ms); };
-    wake = [&] { xdp->wake(); };
-    more_stats = [&](nlohmann::json& j) { j["bump"] = xdp->stats(); };
-    fmt::print(stderr, "gaond: bump in the wire: {} (clients) | {} (application)\n", wire_specs[0],
-               host_specs[0]);
-    fmt::print(stderr, "gaond: {}\n", xdp->describe());
-  } else {
-    auto big = gaon::sidecar::OversizeStore::create();
-    if (!big) return fail(big.error());
-    oversize = std::move(*big);
-    for (size_t i = 0; i < services.size(); ++i) {
-      auto w = gaon::sidecar::ServicePort::open(services[i].wire, engine.pool(), oversize.get());
-      if (!w) return fail(w.error());
-      auto h = gaon::sidecar::AppPort::open(services[i].host, services[i].wire, engine.pool(),
-                                            {.max_clients = 4096,
-                                             .idle_timeout_ns = uint64_t(nat_idle_s * 1e9),
-                                             .oversize = oversize.get()});
-      if (!h) return fail(h.error());
-      wire_group.add(**w, services[i].wire);
-      host_group.add(**h, services[i].wire);
-      wires.push_back(std::move(*w));
-      hosts.push_back(std::move(*h));
-      fmt::print(stderr, "gaond: wire {} (clients), host {} (application)\n", wire_specs[i],
-                 host_specs[i]);
-    }
-    std::vector<gaon::sidecar::ServicePort*> wire_ptrs;
-    std::vector<gaon::sidecar::AppPort*> host_ptrs;
-    for (auto& w : wires) wire_ptrs.push_back(w.get());
-    for (auto& h : hosts) host_ptrs.push_back(h.get());
-    auto wt = gaon::sidecar::Waiter::open(wire_ptrs, host_ptrs);
-    if (!wt) return fail(wt.error());
-    waiter = std::move(*wt);
-    if (wire_rate_bps) {
-      shaped_wire.emplace(wire_group, wire_rate_bps);
-      fmt::print(stderr, "gaond: the wire is shaped to {} bit/s\n", wire_rate_bps);
-    }
-    wire_port = shaped_wire ? static_cast<gaon::Port*>(&*shaped_wire) : &wire_group;
-    host_port = &host_group;
-    idle_wait = [&](int ms) { waiter->wait(ms); };
-    wake = [&] { waiter->wake(); };
-    more_stats = [&](nlohmann::json& j) { j["idle_waits"] = waiter->waits(); };
-    if (ikernel_flows.empty())
-      for (const auto& w : wire_specs) ikernel_flows.push_back(*gaon::FlowKey::parse(w));
+
+  // The ports' stats and `more_stats`, added to `j`, with the conservation check of the
+  // engine and both ports (all read between two polls).
+  void port_stats(nlohmann::json& j) {
+    engine->execute([&] {
+      j["wire"]["port_stats"] = wire->stats();
+      j["host"]["port_stats"] = host->stats();
+      const auto& c = engine->counters();
+      nlohmann::json& cons = j["conservation"];
+      cons["wire_port"] = port_books(j["wire"]["port_stats"], c.wire_rx.get(), c.wire_tx.get());
+      cons["host_port"] = port_books(j["host"]["port_stats"], c.host_rx.get(), c.host_tx.get());
+      cons["all_balanced"] = cons.value("balanced", false) &&
+                             cons["wire_port"]["balanced"] == true &&
+                             cons["host_port"]["balanced"] == true;
+      if (more_stats) more_stats(j);
+    });
   }
-  engine.set_ports(wire_port, host_port);
-  std::vector<gaon::FlowKey> initial_flows;
-  uint32_t initial_id = 0;
-  if (!type.empty()) {
-    auto inst = gaon::Instance::create({.type = type,
-                                        .params = params,
+
+  // Engine stats plus, for each instance, its type's own `stats` operation and the ports.
+  nlohmann::json full_stats() {
+    nlohmann::json j = engine->stats();
+    for (auto& inst : j["instances"]) {
+      const uint32_t id = inst["id"];
+      const auto* type = gaon::Registry::global().find(inst["type"].get<std::string>());
+      for (const auto& op : type->ops)
+        if (op.name == "stats")
+          if (auto r = engine->call(id, "stats", {})) inst["state"] = *r;
+    }
+    port_stats(j);
+    return j;
+  }
+};
+
+Result<void> open_local(const Options& o, Datapath& dp) {
+  auto h = gaon::local::Host::open({.ifaces = o.ifaces,
+                                    .xdp_mode = o.xdp_mode,
+                                    .lease_ns = uint64_t(o.lease_ms) * 1'000'000,
+                                    .fp_chunks = o.xdp_memory_mb},
+                                   dp.engine->pool());
+  if (!h) return Error{h.error()};
+  dp.one_nic = std::move(*h);
+  dp.engine->set_flow_observer(dp.one_nic.get());
+  dp.wire = &dp.one_nic->wire();
+  dp.host = &dp.one_nic->host();
+  dp.idle_wait = [&dp](int ms) { dp.one_nic->wait(ms); };
+  dp.wake = [&dp] { dp.one_nic->wake(); };
+  dp.more_stats = [&dp](nlohmann::json& j) { j["local"] = dp.one_nic->stats(); };
+  log(Level::info, "{}", dp.one_nic->describe());
+  return {};
+}
+
+Result<void> open_packet_bump(const Options& o, const Plan& plan, Datapath& dp) {
+  auto w = gaon::afpacket::AfPacketPort::open(plan.packet_wire, dp.engine->pool());
+  if (!w) return Error{w.error()};
+  auto h = gaon::afpacket::AfPacketPort::open(plan.packet_host, dp.engine->pool());
+  if (!h) return Error{h.error()};
+  dp.pkt_wire = std::move(*w);
+  dp.pkt_host = std::move(*h);
+  dp.fd_waiter.watch(dp.pkt_wire->fd());
+  dp.fd_waiter.watch(dp.pkt_host->fd());
+  dp.wire = dp.pkt_wire.get();
+  dp.host = dp.pkt_host.get();
+  dp.idle_wait = [&dp](int ms) { dp.fd_waiter.wait(ms); };
+  dp.wake = [&dp] { dp.fd_waiter.wake(); };
+  dp.more_stats = [&dp](nlohmann::json& j) { j["idle_waits"] = dp.fd_waiter.waits(); };
+  log(Level::info,
+      "bump in the wire (AF_PACKET: every frame through gaond, no fail-open): {} (clients) | {} "
+      "(application)",
+      o.wire[0], o.host[0]);
+  return {};
+}
+
+Result<void> open_xdp_bump(const Options& o, const Plan& plan, Datapath& dp) {
+  auto b = gaon::afxdp::Bump::open(*plan.xdp_wire, *plan.xdp_host, dp.engine->pool(),
+                                   {.xdp_mode = o.xdp_mode,
+                                    .lease_ns = uint64_t(o.lease_ms) * 1'000'000,
+                                    .fp_chunks = o.xdp_memory_mb});
+  if (!b) return Error{b.error()};
+  dp.xdp = std::move(*b);
+  dp.engine->set_flow_observer(dp.xdp.get());
+  dp.wire = &dp.xdp->wire();
+  dp.host = &dp.xdp->host();
+  dp.idle_wait = [&dp](int ms) { dp.xdp->wait(ms); };
+  dp.wake = [&dp] { dp.xdp->wake(); };
+  dp.more_stats = [&dp](nlohmann::json& j) { j["bump"] = dp.xdp->stats(); };
+  log(Level::info, "bump in the wire: {} (clients) | {} (application)", o.wire[0], o.host[0]);
+  log(Level::info, "{}", dp.xdp->describe());
+  return {};
+}
+
+Result<void> open_sidecar(const Options& o, const Plan& plan, Datapath& dp) {
+  using gaon::sidecar::PortGroup;
+  dp.wire_group.emplace("wire", PortGroup::Route::by_source, dp.engine->pool());
+  dp.host_group.emplace("host", PortGroup::Route::by_destination, dp.engine->pool());
+  auto big = gaon::sidecar::OversizeStore::create();
+  if (!big) return Error{big.error()};
+  dp.oversize = std::move(*big);
+  for (size_t i = 0; i < plan.services.size(); ++i) {
+    const auto& s = plan.services[i];
+    auto w = gaon::sidecar::ServicePort::open(s.wire, dp.engine->pool(), dp.oversize.get());
+    if (!w) return Error{w.error()};
+    auto h = gaon::sidecar::AppPort::open(s.host, s.wire, dp.engine->pool(),
+                                          {.max_clients = 4096,
+                                           .idle_timeout_ns = uint64_t(o.nat_idle_s * 1e9),
+                                           .oversize = dp.oversize.get()});
+    if (!h) return Error{h.error()};
+    dp.wire_group->add(**w, s.wire);
+    dp.host_group->add(**h, s.wire);
+    dp.wires.push_back(std::move(*w));
+    dp.hosts.push_back(std::move(*h));
+    log(Level::info, "wire {} (clients), host {} (application)", o.wire[i], o.host[i]);
+  }
+  std::vector<gaon::sidecar::ServicePort*> wire_ptrs;
+  std::vector<gaon::sidecar::AppPort*> host_ptrs;
+  for (auto& w : dp.wires) wire_ptrs.push_back(w.get());
+  for (auto& h : dp.hosts) host_ptrs.push_back(h.get());
+  auto wt = gaon::sidecar::Waiter::open(wire_ptrs, host_ptrs);
+  if (!wt) return Error{wt.error()};
+  dp.waiter = std::move(*wt);
+  if (o.wire_rate_bps) {
+    dp.shaped_wire.emplace(*dp.wire_group, o.wire_rate_bps);
+    log(Level::info, "the wire is shaped to {} bit/s", o.wire_rate_bps);
+  }
+  dp.wire = dp.shaped_wire ? static_cast<gaon::Port*>(&*dp.shaped_wire) : &*dp.wire_group;
+  dp.host = &*dp.host_group;
+  dp.idle_wait = [&dp](int ms) { dp.waiter->wait(ms); };
+  dp.wake = [&dp] { dp.waiter->wake(); };
+  dp.more_stats = [&dp](nlohmann::json& j) { j["idle_waits"] = dp.waiter->waits(); };
+  return {};
+}
+
+Result<void> open_datapath(const Options& o, const Plan& plan, Datapath& dp) {
+  const bool local = plan.mode == Plan::Mode::local;
+  auto eng = gaon::Engine::create({.pool_frames = local ? 1024u : plan.bump() ? 16384u : 8192u});
+  if (!eng) return Error{eng.error()};
+  dp.engine = std::move(*eng);
+  Result<void> r;
+  switch (plan.mode) {
+    case Plan::Mode::local:
+      r = open_local(o, dp);
+      break;
+    case Plan::Mode::packet_bump:
+      r = open_packet_bump(o, plan, dp);
+      break;
+    case Plan::Mode::xdp_bump:
+      r = open_xdp_bump(o, plan, dp);
+      break;
+    case Plan::Mode::sidecar:
+      r = open_sidecar(o, plan, dp);
+      break;
+  }
+  if (!r) return r;
+  dp.engine->set_ports(dp.wire, dp.host);
+  return {};
+}
+
+// ---------------------------------------------------------------- instances
+
+// The instances gaond makes itself (the command line's and the config file's), by name;
+// SIGHUP replaces those whose settings changed and leaves the others alone.
+class Instances {
+ public:
+  explicit Instances(gaon::Engine& engine) : engine_(engine) {}
+  void set_control(gaon::control::Server* c) { control_ = c; }
+
+  Result<uint32_t> create(const InstanceSpec& s) {
+    auto quota = gaon::parse_param_value(gaon::ParamType::size, s.quota);
+    if (!quota) return Error{"state-quota " + quota.error()};
+    auto inst = gaon::Instance::create({.type = s.type,
+                                        .params = s.params,
                                         .owner_uid = uint32_t(getuid()),
                                         .state_quota = std::get<uint64_t>(*quota),
-                                        .tc = {.weight = weight, .rate_bps = rate_bps}},
-                                       reg);
-    if (!inst) return fail(inst.error());
+                                        .tc = {.weight = s.weight, .rate_bps = s.rate_bps}},
+                                       gaon::Registry::global());
+    if (!inst) return Error{inst.error()};
     const std::vector<std::string> described = (*inst)->params();
-    auto id = engine.add_instance(std::move(*inst));
-    if (!id) return fail(id.error());
-    for (const auto& k : ikernel_flows) {
-      initial_flows.push_back(k);
-      if (auto r = engine.add_flow(k, *id); !r) return fail(r.error());
+    auto id = engine_.add_instance(std::move(*inst));
+    if (!id) return Error{id.error()};
+    std::vector<gaon::FlowKey> flows;
+    for (const auto& f : s.flows) {
+      auto k = gaon::FlowKey::parse(f);
+      if (!k) return Error{"--flow " + k.error()};
+      if (auto r = engine_.add_flow(*k, *id); !r) {
+        (void)engine_.remove_instance(*id);
+        return Error{r.error()};
+      }
+      flows.push_back(*k);
     }
-    initial_id = *id;
-    fmt::print(stderr, "gaond: ikernel {} (instance {}), state quota {} bytes, weight {}{}\n", type,
-               *id, std::get<uint64_t>(*quota), weight,
-               rate_bps ? fmt::format(", rate limit {} bit/s", rate_bps) : "");
-    for (const auto& p : described) fmt::print(stderr, "gaond:   {}\n", p);
+    if (control_)
+      control_->adopt(*id, uint32_t(getuid()), s.type, std::get<uint64_t>(*quota), flows);
+    live_[s.name] = {*id, s};
+    log(Level::info, "ikernel {}{} (instance {}), state quota {} bytes, weight {}{}", s.type,
+        s.name.empty() ? "" : " '" + s.name + "'", *id, std::get<uint64_t>(*quota), s.weight,
+        s.rate_bps ? fmt::format(", rate limit {} bit/s", s.rate_bps) : "");
+    for (const auto& p : described) log(Level::info, "  {}", p);
+    return *id;
   }
-  fmt::print(stderr, "gaond: datapath {}, {}\n",
-             cpu >= 0 ? fmt::format("on CPU {}", cpu) : "unpinned",
-             busy_poll ? "busy-polling" : "blocking when idle");
+
+  void destroy(const std::string& name) {
+    auto it = live_.find(name);
+    if (it == live_.end()) return;
+    const uint32_t id = it->second.first;
+    if (control_) control_->forget(id);
+    if (auto r = engine_.remove_instance(id); !r)
+      log(Level::warning, "instance {}: {}", id, r.error());
+    else
+      log(Level::info, "instance '{}' ({}) destroyed", name, id);
+    live_.erase(it);
+  }
+
+  // The config file's instances become `want`: gone ones destroyed, changed ones made anew,
+  // the same ones untouched (their traffic and state go on).
+  void reload(const std::vector<InstanceSpec>& want) {
+    std::vector<std::string> gone;
+    for (const auto& [name, v] : live_) {
+      if (name.empty()) continue;  // the command line's stays
+      auto w = std::find_if(want.begin(), want.end(),
+                            [&](const InstanceSpec& s) { return s.name == name; });
+      if (w == want.end() || !(*w == v.second)) gone.push_back(name);
+    }
+    for (const auto& n : gone) destroy(n);
+    for (const auto& s : want)
+      if (!live_.count(s.name))
+        if (auto r = create(s); !r) log(Level::error, "instance '{}': {}", s.name, r.error());
+  }
+
+ private:
+  gaon::Engine& engine_;
+  gaon::control::Server* control_ = nullptr;
+  std::map<std::string, std::pair<uint32_t, InstanceSpec>> live_;
+};
+
+// ---------------------------------------------------------------- options and config
+
+struct Command {
+  Options opt;
+  std::optional<ConfigFile> config;
+  std::string check_config;  // --check-config FILE
+};
+
+// The command line, on top of the config file it names. Returns the exit status for
+// --help/--version/bad arguments in `exit_status`.
+Result<Command> parse_command(int argc, char** argv, std::optional<int>* exit_status) {
+  const auto make_app = [](Options& o, std::string* config, std::string* check) {
+    auto app = std::make_unique<CLI::App>(
+        "gaond: the gaon datapath, as a sidecar (UDP sockets in front of an application) or a "
+        "bump in the wire (AF_XDP between two interfaces), or on a server with one NIC "
+        "(--local)");
+    app->set_version_flag("--version", "gaond " GAON_VERSION);
+    add_options(*app, o);
+    app->add_option("--config", *config,
+                    "read settings from this file (TOML: each key is one of these options "
+                    "without its dashes; [[instance]] tables are instances to create at start; "
+                    "see gaond(8)); the command line adds to it. SIGHUP re-reads it");
+    app->add_option("--check-config", *check,
+                    "check a config file and exit: 0 if it is good, 1 with the line at fault");
+    return app;
+  };
+  Command cmd;
+  std::string config_path;
+  auto app = make_app(cmd.opt, &config_path, &cmd.check_config);
+  try {
+    app->parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    *exit_status = app->exit(e);
+    return cmd;
+  }
+  if (!cmd.check_config.empty()) {
+    if (!config_path.empty()) return Error{"give --config or --check-config, not both"};
+    config_path = cmd.check_config;
+  }
+  if (config_path.empty()) {
+    cmd.opt.state_dir_given = app->count("--state-dir") > 0;
+    return cmd;
+  }
+  auto cf = load_config(config_path);
+  if (!cf) return Error{cf.error()};
+  // Parse again: the file's settings first, then the command line's.
+  std::vector<std::string> args = cf->args();
+  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+  Command again;
+  std::string ignored;
+  auto app2 = make_app(again.opt, &ignored, &again.check_config);
+  try {
+    std::reverse(args.begin(), args.end());
+    app2->parse(args);
+  } catch (const CLI::ParseError& e) {
+    return gaon::make_error("{} and the command line: {}", config_path, e.what());
+  }
+  again.opt.state_dir_given = app2->count("--state-dir") > 0;
+  again.config = std::move(*cf);
+  return again;
+}
+
+// A plan's error about a setting of the config file, with the file and its line: errors
+// name the option first ("--wire ..."), an instance's say "line N: ...".
+std::string locate(const ConfigFile& cf, const std::string& msg) {
+  if (msg.starts_with("line ")) return cf.path + ":" + msg.substr(5);
+  for (const auto& s : cf.settings)
+    if (msg.starts_with("--" + s.key + " ") || msg.starts_with("--" + s.key + ":"))
+      return fmt::format("{}:{}: {}", cf.path, s.line, msg);
+  return cf.path + ": " + msg;
+}
+
+// ---------------------------------------------------------------- systemd
+
+// sd_notify(3) messages to systemd (nothing when NOTIFY_SOCKET is not set).
+void notify(const std::string& what) { sd_notify(0, what.c_str()); }
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  std::optional<int> exit_status;
+  auto cmd = parse_command(argc, argv, &exit_status);
+  if (exit_status) return *exit_status;
+  if (!cmd) {
+    log(Level::error, "{}", cmd.error());
+    const bool checking = std::any_of(argv + 1, argv + argc, [](const char* a) {
+      return std::string_view(a).starts_with("--check-config");
+    });
+    return checking ? 1 : 2;
+  }
+  Options& o = cmd->opt;
+  Level level = Level::info;
+  parse_level(o.log_level, &level);  // (checked by the option)
+  set_level(level);
+  const auto& reg = gaon::Registry::global();
+  if (o.list) {
+    for (const auto* t : reg.list()) fmt::print("{:<14} {}\n", t->name, t->description);
+    return 0;
+  }
+  const std::vector<InstanceSpec> file_instances =
+      cmd->config ? cmd->config->instances : std::vector<InstanceSpec>{};
+  auto plan = make_plan(o, file_instances);
+  if (!plan && cmd->config) plan = Error{locate(*cmd->config, plan.error())};
+  if (!cmd->check_config.empty()) {
+    if (!plan) {
+      log(Level::error, "{}", plan.error());
+      return 1;
+    }
+    fmt::print("{}: good ({} settings, {} instances)\n", cmd->check_config,
+               cmd->config->settings.size(), file_instances.size());
+    return 0;
+  }
+  if (!plan) return fail(plan.error());
+
+  Datapath dp;
+  if (auto r = open_datapath(o, *plan, dp); !r) return fail(r.error());
+  gaon::Engine& engine = *dp.engine;
+  Instances instances(engine);
+  if (!o.ikernel.type.empty())
+    if (auto r = instances.create(o.ikernel); !r) return fail(r.error());
+  for (const auto& s : file_instances)
+    if (auto r = instances.create(s); !r) return fail("instance '" + s.name + "': " + r.error());
+  log(Level::info, "datapath {}, {}", o.cpu >= 0 ? fmt::format("on CPU {}", o.cpu) : "unpinned",
+      o.busy_poll ? "busy-polling" : "blocking when idle");
 
   // Signals go to this (main) thread only; the datapath never sees them.
   sigset_t sigs;
   sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGUSR1);
+  for (int s : {SIGINT, SIGTERM, SIGUSR1, SIGHUP}) sigaddset(&sigs, s);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   // Idle: wait for either port to become readable, 10 ms at most (so stop and control
   // requests are seen promptly); control changes wake it at once.
-  if (!busy_poll) engine.set_waker(wake);
+  if (!o.busy_poll) engine.set_waker(dp.wake);
   std::atomic<bool> stop{false};
   std::thread datapath([&] {
-    const int idle_ms = lease_ms == 0 ? 10 : int(std::clamp(lease_ms / 4, 1u, 10u));
-    if (cpu >= 0) {
+    const int idle_ms = o.lease_ms == 0 ? 10 : int(std::clamp(o.lease_ms / 4, 1u, 10u));
+    if (o.cpu >= 0) {
       cpu_set_t set;
       CPU_ZERO(&set);
-      CPU_SET(cpu, &set);
+      CPU_SET(o.cpu, &set);
       pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     }
-    if (busy_poll)
+    if (o.busy_poll)
       engine.run(stop);
     else  // an event loop: block as soon as there is nothing more to do (and wake up
           // often enough to renew the lease while idle)
       engine.run(
-          stop, [&] { idle_wait(idle_ms); }, 1);
+          stop, [&] { dp.idle_wait(idle_ms); }, 1);
   });
+  const auto stop_datapath = [&] {
+    stop = true;
+    datapath.join();
+  };
   std::unique_ptr<gaon::control::Server> control;
-  if (control_path != "none") {
+  if (o.control != "none") {
     auto srv = gaon::control::Server::start(
         engine, reg,
-        {.path = control_path,
-         .max_instances_per_owner = max_instances,
-         .max_state_per_owner = std::get<uint64_t>(*max_state),
-         .more_stats =
-             [&](nlohmann::json& j) { port_stats(engine, *wire_port, *host_port, more_stats, j); },
-         .state_dir = state_dir},  // restores what it records, before the first request
-        services);
+        {.path = o.control,
+         .max_instances_per_owner = o.max_instances,
+         .max_state_per_owner = plan->max_state,
+         .more_stats = [&](nlohmann::json& j) { dp.port_stats(j); },
+         .state_dir = o.state_dir,  // restores what it records, before the first request
+         .log = [](const std::string& line) { log(Level::notice, "{}", line); }},
+        plan->services);
     if (!srv) {
-      stop = true;
-      datapath.join();
+      stop_datapath();
       return fail(srv.error());
     }
     control = std::move(*srv);
-    if (initial_id != 0)
-      control->adopt(initial_id, uint32_t(getuid()), type, std::get<uint64_t>(*quota),
-                     initial_flows);
-    fmt::print(stderr, "gaond: control socket {} (max {} instances, {} state bytes per owner)\n",
-               control_path, max_instances, std::get<uint64_t>(*max_state));
+    log(Level::info, "control socket {} (max {} instances, {} state bytes per owner)", o.control,
+        o.max_instances, plan->max_state);
   }
-  fmt::print(stderr, "gaond: ready\n");
+  instances.set_control(control.get());
+#ifdef GAOND_METRICS
+  std::unique_ptr<gaon::metrics::Server> metrics;
+  if (!o.metrics.empty()) {
+    auto m = gaon::metrics::Server::start(o.metrics, [&] { return dp.full_stats(); });
+    if (!m) {
+      control.reset();
+      stop_datapath();
+      return fail("--metrics " + m.error());
+    }
+    metrics = std::move(*m);
+    log(Level::info, "metrics at http://{}/metrics", metrics->address());
+  }
+#else
+  if (!o.metrics.empty()) {
+    control.reset();
+    stop_datapath();
+    return fail("--metrics: not built in");
+  }
+#endif
+  log(Level::info, "ready");
+  notify("READY=1\nSTATUS=serving");
 
   auto print_stats = [&] {
-    const auto j = full_stats(engine, *wire_port, *host_port, more_stats);
-    if (json_stats) {
+    const auto j = dp.full_stats();
+    if (o.json_stats) {
       fmt::print("{}\n", j.dump(2));
       std::fflush(stdout);
     } else {
-      fmt::print(stderr, "gaond: wire rx {} tx {}, host rx {} tx {}, unmatched {}\n",
-                 j["wire"]["rx"].get<uint64_t>(), j["wire"]["tx"].get<uint64_t>(),
-                 j["host"]["rx"].get<uint64_t>(), j["host"]["tx"].get<uint64_t>(),
-                 j["unmatched"].get<uint64_t>());
+      log(Level::info, "wire rx {} tx {}, host rx {} tx {}, unmatched {}",
+          j["wire"]["rx"].get<uint64_t>(), j["wire"]["tx"].get<uint64_t>(),
+          j["host"]["rx"].get<uint64_t>(), j["host"]["tx"].get<uint64_t>(),
+          j["unmatched"].get<uint64_t>());
       for (const auto& i : j["instances"])
-        fmt::print(stderr, "gaond: instance {} ({}): {}{}\n", i["id"].get<uint32_t>(),
-                   i["type"].get<std::string>(), i["counters"].dump(),
-                   i.contains("state") ? "\ngaond:   state " + i["state"].dump() : "");
+        log(Level::info, "instance {} ({}): {}{}", i["id"].get<uint32_t>(),
+            i["type"].get<std::string>(), i["counters"].dump(),
+            i.contains("state") ? "\ngaond:   state " + i["state"].dump() : "");
     }
   };
+  const auto reload = [&] {
+    if (!cmd->config) {
+      log(Level::notice, "SIGHUP: no --config to re-read");
+      return;
+    }
+    auto cf = load_config(cmd->config->path);
+    if (!cf) {
+      log(Level::error, "reload: {}; keeping the running settings", cf.error());
+      return;
+    }
+    for (const auto& s : cf->instances)
+      if (auto r = check_instance(s, *plan); !r) {
+        log(Level::error, "reload: {}; keeping the running settings", r.error());
+        return;
+      }
+    std::map<std::string, std::vector<std::string>> was, now;
+    for (const auto& s : cmd->config->settings) was[s.key] = s.args;
+    for (const auto& s : cf->settings) now[s.key] = s.args;
+    std::vector<std::string> later;
+    for (const auto& k : {was, now})
+      for (const auto& [key, args] : k)
+        if (key != "log-level" && was[key] != now[key] &&
+            std::find(later.begin(), later.end(), key) == later.end())
+          later.push_back(key);
+    if (!later.empty())
+      log(Level::warning, "reload: restart gaond to apply the change of: {}",
+          fmt::format("{}", fmt::join(later, ", ")));
+    Level l = Level::info;
+    if (now.count("log-level") && parse_level(now["log-level"][0].substr(12), &l)) set_level(l);
+    instances.reload(cf->instances);
+    cmd->config = std::move(*cf);
+    log(Level::info, "reloaded {}", cmd->config->path);
+  };
+
+  // The watchdog: a ping each half period while the datapath still runs what it is given.
+  uint64_t watchdog_us = 0;
+  if (sd_watchdog_enabled(0, &watchdog_us) <= 0) watchdog_us = 0;
   for (;;) {
     int sig = 0;
-    sigwait(&sigs, &sig);
+    if (watchdog_us) {
+      const uint64_t half = watchdog_us / 2;
+      timespec t{.tv_sec = time_t(half / 1'000'000), .tv_nsec = long(half % 1'000'000) * 1000};
+      sig = sigtimedwait(&sigs, nullptr, &t);
+      if (sig < 0) {
+        engine.execute([] {});  // returns only when the datapath thread is alive
+        notify("WATCHDOG=1");
+        continue;
+      }
+    } else {
+      sigwait(&sigs, &sig);
+    }
     if (sig == SIGUSR1) {
       print_stats();
       continue;
     }
+    if (sig == SIGHUP) {
+      notify("RELOADING=1");
+      reload();
+      notify("READY=1");
+      continue;
+    }
     break;
   }
-  fmt::print(stderr, "gaond: stopping\n");
+  notify("STOPPING=1");
+  log(Level::info, "stopping");
+#ifdef GAOND_METRICS
+  metrics.reset();
+#endif
   control.reset();  // no more changes; connection-owned instances stay until exit
-  stop = true;
-  datapath.join();
+  stop_datapath();
   print_stats();
   return 0;
 }
+
+}  // namespace gaond
+
+int main(int argc, char** argv) { return gaond::run(argc, argv); }
