@@ -63,5 +63,15 @@ for args in "" "$data/demo.tsv" "$data/demo.tsv $tmp/x.jpg" "--bogus $data/demo.
   [[ "$(wc -l <"$tmp/err")" == 1 ]] || fail "scripts/plot $args: not one line: $(cat "$tmp/err")"
 done
 
+# The demos take --plot and check it before measuring anything (the netns one before it
+# needs root or the testbed: nothing here touches the testbed).
+for demo in scripts/demo scripts/demo-netns; do
+  st=0
+  "$demo" --plot "$tmp/x.jpg" >"$tmp/out" 2>"$tmp/err" || st=$?
+  ((st == 2)) || fail "$demo --plot x.jpg: exit status $st, wanted 2"
+  grep -q -- "--plot FILE.png" "$tmp/err" || fail "$demo --plot x.jpg: $(cat "$tmp/err")"
+  "$demo" --help | grep -q -- "--plot FILE.png" || fail "$demo --help does not show --plot"
+done
+
 ((failures == 0)) || { echo "plot_test: $failures failure(s)" >&2; exit 1; }
 echo "plot_test: all passed"
