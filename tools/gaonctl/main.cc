@@ -2,14 +2,28 @@
 //
 //   gaonctl types | list | stats [ID] | create TYPE [-p k=v]... | destroy ID
 //           attach ID --flow udp:IP:PORT | detach ID --flow udp:IP:PORT | call ID OP [ARG]...
+//   gaonctl stats [ID] --watch N [--count K]
 // A call argument "-" is read from standard input (one line each), so that a secret (auth's
 // set_key) stays off the command line.
-// Tables for people, --json for scripts. Errors are one line on stderr, exit status 1
-// (2 for bad arguments).
+// stats --watch N refreshes every N seconds, like top: rates per second from successive
+// snapshots, the datapath's (wire and host rx/tx) and each instance's (rx, to_host, to_wire,
+// dropped, emitted; ID: only that one). On a terminal the screen is cleared between
+// refreshes, otherwise each refresh is plain lines; --json prints one JSON object per
+// refresh, on one line. --count K stops after K refreshes; Ctrl-C ends it (exit status 0).
+// Tables for people, --json for scripts (every command; --json may come before or after
+// the command). Errors are one line on stderr, exit status 1 (2 for bad arguments).
+#include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +48,158 @@ std::string counters_line(const nlohmann::json& c) {
   return out.empty() ? c.dump() : out;
 }
 
+// stats --watch: rates from two snapshots of "stats".
+
+volatile sig_atomic_t g_stop = 0;
+void on_stop(int) { g_stop = 1; }
+
+// Ctrl-C (and SIGTERM) only set a flag: the wait between refreshes ends early and the loop
+// ends cleanly. No SA_RESTART, so a sleep or a read in progress returns at once.
+void catch_stop_signals() {
+  struct sigaction sa = {};
+  sa.sa_handler = on_stop;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+// Sleeps until `until` or a stop signal.
+void sleep_until(std::chrono::steady_clock::time_point until) {
+  while (!g_stop) {
+    const auto left = until - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) return;
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    nanosleep(&ts, nullptr);
+  }
+}
+
+// A positive number of seconds (at most a day), or nullopt.
+std::optional<double> parse_seconds(const std::string& s) {
+  if (s.empty()) return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (errno != 0 || end != s.c_str() + s.size() || !std::isfinite(v) || v <= 0 || v > 86400)
+    return std::nullopt;
+  return v;
+}
+
+// A positive whole number, or nullopt.
+std::optional<uint64_t> parse_count(const std::string& s) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 18)
+    return std::nullopt;
+  const uint64_t v = std::stoull(s);
+  if (v == 0) return std::nullopt;
+  return v;
+}
+
+// The growth of counter `k` of `a` into `b` per second over `dt` seconds. A counter that went
+// down (an instance destroyed and another made with its id) counts from zero.
+double rate(const nlohmann::json& a, const nlohmann::json& b, const char* k, double dt) {
+  const uint64_t x = a.is_object() ? a.value(k, uint64_t{0}) : 0;
+  const uint64_t y = b.is_object() ? b.value(k, uint64_t{0}) : 0;
+  const uint64_t d = y >= x ? y - x : y;
+  return std::round(static_cast<double>(d) / dt * 10) / 10;  // 0.1/s is enough for people
+}
+
+constexpr const char* kInstanceRates[] = {"rx", "to_host", "to_wire", "dropped", "emitted"};
+
+// The rates between snapshots `prev` and `cur` of "stats", `dt` seconds apart: the
+// datapath's and those of each instance in both (only `only`, when given).
+nlohmann::json rates(const nlohmann::json& prev, const nlohmann::json& cur, double dt,
+                     std::optional<uint32_t> only) {
+  const nlohmann::json none = nlohmann::json::object();
+  auto part = [&](const nlohmann::json& j, const char* k) -> const nlohmann::json& {
+    return j.contains(k) ? j[k] : none;
+  };
+  nlohmann::json out = {{"interval_s", std::round(dt * 1000) / 1000},
+                        {"datapath",
+                         {{"wire_rx", rate(part(prev, "wire"), part(cur, "wire"), "rx", dt)},
+                          {"wire_tx", rate(part(prev, "wire"), part(cur, "wire"), "tx", dt)},
+                          {"host_rx", rate(part(prev, "host"), part(cur, "host"), "rx", dt)},
+                          {"host_tx", rate(part(prev, "host"), part(cur, "host"), "tx", dt)}}}};
+  nlohmann::json insts = nlohmann::json::array();
+  for (const auto& i : part(cur, "instances")) {
+    const uint32_t id = i.value("id", 0u);
+    if (only && id != *only) continue;
+    const nlohmann::json* before = nullptr;
+    for (const auto& p : part(prev, "instances"))
+      if (p.value("id", 0u) == id && p.value("type", "") == i.value("type", "")) before = &p;
+    if (before == nullptr) continue;  // new since the last snapshot: from the next one on
+    nlohmann::json r = {{"instance", id}, {"type", i.value("type", "")}};
+    for (const char* k : kInstanceRates)
+      r[k] = rate(part(*before, "counters"), part(i, "counters"), k, dt);
+    insts.push_back(r);
+  }
+  out["instances"] = insts;
+  return out;
+}
+
+void print_rates(const nlohmann::json& r, double every) {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  const auto& d = r["datapath"];
+  fmt::print("gaonctl stats --watch {}: {}, rates per second over the last {:.2f} s\n", every, when,
+             r["interval_s"].get<double>());
+  fmt::print("datapath  wire rx {:.1f} tx {:.1f}  host rx {:.1f} tx {:.1f}\n",
+             d["wire_rx"].get<double>(), d["wire_tx"].get<double>(), d["host_rx"].get<double>(),
+             d["host_tx"].get<double>());
+  fmt::print("{:>4}  {:<12} {:>11} {:>11} {:>11} {:>11} {:>11}\n", "ID", "TYPE", "RX/s",
+             "TO_HOST/s", "TO_WIRE/s", "DROPPED/s", "EMITTED/s");
+  for (const auto& i : r["instances"]) {
+    fmt::print("{:>4}  {:<12}", i["instance"].get<uint32_t>(), i["type"].get<std::string>());
+    for (const char* k : kInstanceRates) fmt::print(" {:>11.1f}", i[k].get<double>());
+    fmt::print("\n");
+  }
+}
+
+// Refreshes every `every` seconds, `count` times (0: until Ctrl-C).
+int watch(gaon::control::Client& client, double every, uint64_t count, std::optional<uint32_t> only,
+          bool json) {
+  auto snapshot = [&]() { return client.call("stats"); };
+  if (only) {  // the instance must exist and be the caller's: say so once, at the start
+    if (auto r = client.call("stats", {{"instance", *only}}); !r) return fail(r.error());
+  }
+  catch_stop_signals();
+  const bool tty = !json && isatty(STDOUT_FILENO);
+  auto prev = snapshot();
+  if (!prev) return fail(prev.error());
+  auto prev_at = std::chrono::steady_clock::now();
+  auto next = prev_at;
+  const auto step = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(every));
+  for (uint64_t n = 0; count == 0 || n < count; ++n) {
+    next += step;
+    sleep_until(next);
+    if (g_stop) break;
+    auto cur = snapshot();
+    if (!cur) {
+      if (g_stop) break;  // interrupted while asking
+      return fail(cur.error());
+    }
+    const auto at = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(at - prev_at).count();
+    const nlohmann::json r = rates(*prev, *cur, dt > 0 ? dt : every, only);
+    if (json) {
+      fmt::print("{}\n", r.dump());
+    } else {
+      if (tty)
+        fmt::print("\033[H\033[2J");
+      else if (n > 0)
+        fmt::print("\n");
+      print_rates(r, every);
+    }
+    std::fflush(stdout);
+    prev = std::move(cur);
+    prev_at = at;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -44,6 +210,7 @@ int main(int argc, char** argv) {
   bool json = false;
   app.add_option("--control", path, "gaond's control socket")->capture_default_str();
   app.add_flag("--json", json, "print the raw JSON result");
+  app.fallthrough();  // --json and --control after the command too
 
   auto* types = app.add_subcommand("types", "ikernel types gaond knows, with parameters and ops");
   auto* list =
@@ -51,6 +218,9 @@ int main(int argc, char** argv) {
   uint32_t id = 0;
   auto* stats = app.add_subcommand("stats", "datapath stats, or one instance's");
   stats->add_option("instance", id, "instance id");
+  std::string watch_s, count_s;
+  stats->add_option("--watch", watch_s, "refresh every N seconds, showing rates (like top)");
+  stats->add_option("--count", count_s, "with --watch: stop after K refreshes");
   std::string type, quota = "64M";
   std::vector<std::string> params;
   uint32_t weight = 1;
@@ -76,7 +246,45 @@ int main(int argc, char** argv) {
   call->add_option("instance", id, "instance id")->required();
   call->add_option("op", op, "operation name")->required();
   call->add_option("args", args, "its arguments; '-' reads one from standard input (one line)");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {  // one line, exit status 2
+    fmt::print(stderr, "gaonctl: error: {} (see gaonctl --help)\n", e.what());
+    return 2;
+  }
+
+  std::optional<double> every;
+  uint64_t count = 0;
+  if (stats->count("--watch")) {
+    every = parse_seconds(watch_s);
+    if (!every) {
+      fmt::print(stderr,
+                 "gaonctl: error: stats --watch: expected a number of seconds above 0 (at most "
+                 "86400), got '{}'\n",
+                 watch_s);
+      return 2;
+    }
+  }
+  if (stats->count("--count")) {
+    if (!every) {
+      fmt::print(stderr, "gaonctl: error: stats --count needs --watch N\n");
+      return 2;
+    }
+    const auto k = parse_count(count_s);
+    if (!k) {
+      fmt::print(stderr,
+                 "gaonctl: error: stats --count: expected a whole number above 0, got '{}'\n",
+                 count_s);
+      return 2;
+    }
+    count = *k;
+  }
 
   for (std::string& a : args) {
     if (a != "-") continue;
@@ -91,6 +299,9 @@ int main(int argc, char** argv) {
 
   auto client = gaon::control::Client::connect(path);
   if (!client) return fail(client.error());
+  if (every)
+    return watch(*client, *every, count,
+                 stats->count("instance") ? std::optional<uint32_t>(id) : std::nullopt, json);
 
   gaon::Result<nlohmann::json> r = gaon::make_error("no command");
   if (types->parsed())
