@@ -393,7 +393,12 @@ Result<void> open_datapath(const Options& o, const Plan& plan, Datapath& dp) {
 class Instances {
  public:
   explicit Instances(gaon::Engine& engine) : engine_(engine) {}
-  void set_control(gaon::control::Server* c) { control_ = c; }
+  // From now on `c` knows them (gaonctl lists them, their owner may call and destroy).
+  void set_control(gaon::control::Server* c) {
+    control_ = c;
+    for (const auto& [name, l] : live_)
+      if (c) c->adopt(l.id, uint32_t(getuid()), l.spec.type, l.quota, l.flows);
+  }
 
   Result<uint32_t> create(const InstanceSpec& s) {
     auto quota = gaon::parse_param_value(gaon::ParamType::size, s.quota);
@@ -420,7 +425,7 @@ class Instances {
     }
     if (control_)
       control_->adopt(*id, uint32_t(getuid()), s.type, std::get<uint64_t>(*quota), flows);
-    live_[s.name] = {*id, s};
+    live_[s.name] = {.id = *id, .spec = s, .quota = std::get<uint64_t>(*quota), .flows = flows};
     log(Level::info, "ikernel {}{} (instance {}), state quota {} bytes, weight {}{}", s.type,
         s.name.empty() ? "" : " '" + s.name + "'", *id, std::get<uint64_t>(*quota), s.weight,
         s.rate_bps ? fmt::format(", rate limit {} bit/s", s.rate_bps) : "");
@@ -431,7 +436,7 @@ class Instances {
   void destroy(const std::string& name) {
     auto it = live_.find(name);
     if (it == live_.end()) return;
-    const uint32_t id = it->second.first;
+    const uint32_t id = it->second.id;
     if (control_) control_->forget(id);
     if (auto r = engine_.remove_instance(id); !r)
       log(Level::warning, "instance {}: {}", id, r.error());
@@ -448,7 +453,7 @@ class Instances {
       if (name.empty()) continue;  // the command line's stays
       auto w = std::find_if(want.begin(), want.end(),
                             [&](const InstanceSpec& s) { return s.name == name; });
-      if (w == want.end() || !(*w == v.second)) gone.push_back(name);
+      if (w == want.end() || !(*w == v.spec)) gone.push_back(name);
     }
     for (const auto& n : gone) destroy(n);
     for (const auto& s : want)
@@ -459,7 +464,13 @@ class Instances {
  private:
   gaon::Engine& engine_;
   gaon::control::Server* control_ = nullptr;
-  std::map<std::string, std::pair<uint32_t, InstanceSpec>> live_;
+  struct Live {
+    uint32_t id = 0;
+    InstanceSpec spec;
+    uint64_t quota = 0;
+    std::vector<gaon::FlowKey> flows;
+  };
+  std::map<std::string, Live> live_;
 };
 
 // ---------------------------------------------------------------- options and config
