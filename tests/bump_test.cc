@@ -684,6 +684,11 @@ TEST_F(BumpXdpCoexistTest, WithoutTheDispatcherGaonAttachesDirectlyAndSaysWhy) {
     EXPECT_EQ(count(st, "gaon_steer"), 1u) << st;
     EXPECT_EQ(count(st, "xdp_dispatcher"), 0u) << st;
   }
+  if (access("/usr/sbin/xdp-filter", X_OK) == 0) {  // libxdp will not replace it: refused
+    const Ran r = in_gaon_out({"/usr/sbin/xdp-filter", "load", "-m", "skb", "wire0"});
+    EXPECT_NE(r.status, 0) << r.out << r.err;
+    EXPECT_EQ(count(status("wire0"), "gaon_steer"), 1u);
+  }
   McUdp client = mc_client("gaon-client", port_);
   McUdp local = mc_client("gaon-server", port_);
   ASSERT_TRUE(local.reply_to("set hot 0 0 1\r\nh\r\n", 1, 2000ms));
