@@ -552,6 +552,156 @@ TEST_F(BumpMemcachedTest, HitsAreAnsweredInXdpAndMissesStayInTheKernel) {
   EXPECT_EQ(fp()["torn"], 0) << fp().dump();
 }
 
+// Coexistence (issue 14): gaond's steering program joins libxdp's dispatcher, so
+// `xdp-loader status` lists it and xdp-filter (priority 10, before gaon's 100) runs on the
+// same interface: a port it denies is dropped while kvcache's hits are still answered in
+// XDP; unloaded, the port is back; gaond stopped, the filter stays.
+class BumpXdpCoexistTest : public BumpMemcachedTest {
+ protected:
+  void TearDown() override {
+    (void)in_gaon({"/usr/sbin/xdp-filter", "unload", "wire0"});  // (if a test left it)
+    BumpMemcachedTest::TearDown();
+  }
+  static Ran in_gaon_out(std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"/usr/bin/ip", "netns", "exec", "gaon-gaon"});
+    return run(argv);
+  }
+  static std::string status(const std::string& iface) {
+    const Ran r = in_gaon_out({"/usr/sbin/xdp-loader", "status", iface});
+    EXPECT_EQ(r.status, 0) << r.out << r.err;
+    return r.out;
+  }
+  static size_t count(const std::string& text, const std::string& word) {
+    size_t n = 0;
+    for (size_t at = text.find(word); at != std::string::npos; at = text.find(word, at + 1)) ++n;
+    return n;
+  }
+};
+
+TEST_F(BumpXdpCoexistTest, XdpFilterRunsBesideGaonInLibxdpsDispatcher) {
+  if (access("/usr/sbin/xdp-filter", X_OK) != 0 || access("/usr/sbin/xdp-loader", X_OK) != 0)
+    GTEST_SKIP() << "xdp-tools is missing (scripts/setup installs it)";
+  auto s = ctl_->call("stats");
+  ASSERT_TRUE(s) << s.error();
+  if ((*s)["bump"]["xdp_attach"] == "direct")  // (WithoutTheDispatcher... tests that)
+    GTEST_SKIP() << "libxdp's dispatcher cannot be used on this machine: "
+                 << (*s)["bump"]["xdp_attach_why"].get<std::string>();
+  ASSERT_EQ((*s)["bump"]["xdp_attach"], "dispatcher") << s->dump();
+  EXPECT_EQ((*s)["bump"]["xdp_run_prio"], 100) << s->dump();
+  for (const char* i : {"wire0", "host0"}) {
+    const std::string st = status(i);
+    EXPECT_EQ(count(st, "xdp_dispatcher"), 1u) << st;
+    EXPECT_EQ(count(st, "gaon_steer"), 1u) << st;
+  }
+  const uint16_t blocked = free_port();
+  UdpServer srv(blocked);
+  ASSERT_TRUE(srv.ok());
+  UdpClient cl;
+  McUdp client = mc_client("gaon-client", port_);
+  McUdp local = mc_client("gaon-server", port_);
+  ASSERT_TRUE(local.reply_to("set hot 0 0 1\r\nh\r\n", 1, 2000ms));
+  const std::string hot = "VALUE hot 0 1\r\nh\r\nEND\r\n";
+  uint16_t id = 10;
+  auto hits_in_xdp = [&](int n) {  // n GETs of the cached key, answered in XDP
+    const uint64_t before = in_xdp(kv_stats());
+    for (int k = 0; k < n; ++k, ++id)
+      EXPECT_EQ(client.reply_to("get hot\r\n", id, 2000ms), mc_dgram(hot, id));
+    return in_xdp(kv_stats()) - before;
+  };
+  EXPECT_GE(hits_in_xdp(3), 2u);  // (the first may be the miss that learns it)
+  EXPECT_EQ(cl.ask(blocked, "open"), "server:open");
+
+  // xdp-filter in the same mode (generic between veths), denying the port on the wire.
+  Ran r = in_gaon_out({"/usr/sbin/xdp-filter", "load", "-m", "skb", "wire0"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  r = in_gaon_out({"/usr/sbin/xdp-filter", "port", std::to_string(blocked)});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  std::string st = status("wire0");
+  EXPECT_EQ(count(st, "xdp_dispatcher"), 1u) << st;
+  EXPECT_EQ(count(st, "gaon_steer"), 1u) << st;
+  ASSERT_NE(st.find("xdpfilt_"), std::string::npos) << st;
+  EXPECT_LT(st.find("xdpfilt_"), st.find("gaon_steer")) << "the filter runs first: " << st;
+  EXPECT_EQ(cl.ask(blocked, "closed", 500ms), std::nullopt);
+  EXPECT_EQ(hits_in_xdp(5), 5u) << kv_stats().dump();
+  // A write through gaond and a GET that misses, to memcached and back: gaond's AF_XDP
+  // socket (an XSKMAP redirect) and the in-kernel forwarding (a devmap) from the dispatcher.
+  ASSERT_EQ(client.reply_to("set k 0 0 1\r\nv\r\n", 90, 2000ms), mc_dgram("STORED\r\n", 90));
+  EXPECT_EQ(client.reply_to("get k\r\n", 91, 2000ms), mc_dgram("VALUE k 0 1\r\nv\r\nEND\r\n", 91));
+
+  // Unloaded: the port is open again, gaon still answers, and is still in the dispatcher.
+  r = in_gaon_out({"/usr/sbin/xdp-filter", "unload", "wire0"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  st = status("wire0");
+  EXPECT_EQ(st.find("xdpfilt_"), std::string::npos) << st;
+  EXPECT_EQ(count(st, "gaon_steer"), 1u) << st;
+  EXPECT_EQ(cl.ask(blocked, "again"), "server:again");
+  EXPECT_EQ(hits_in_xdp(3), 3u) << kv_stats().dump();
+
+  // Loaded again, then gaond stopped: the filter stays and still drops; gaon's program
+  // stays too (the bump's fail-open) and the kernel forwards to memcached.
+  r = in_gaon_out({"/usr/sbin/xdp-filter", "load", "-m", "skb", "wire0"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  r = in_gaon_out({"/usr/sbin/xdp-filter", "port", std::to_string(blocked)});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(cl.ask(blocked, "closed again", 500ms), std::nullopt);
+  ctl_.reset();
+  EXPECT_EQ(gaond_.stop(), 0);
+  st = status("wire0");
+  EXPECT_NE(st.find("xdpfilt_"), std::string::npos) << st;
+  EXPECT_EQ(count(st, "gaon_steer"), 1u) << st;
+  EXPECT_EQ(cl.ask(blocked, "still closed", 500ms), std::nullopt);
+  EXPECT_EQ(client.reply_to("get hot\r\n", 95, 2000ms), mc_dgram(hot, 95))
+      << "memcached answers, forwarded in the kernel";
+  // A new gaond takes gaon's place in the dispatcher, beside the filter (one gaon_steer).
+  start_gaond();
+  st = status("wire0");
+  EXPECT_NE(st.find("xdpfilt_"), std::string::npos) << st;
+  EXPECT_EQ(count(st, "gaon_steer"), 1u) << st;
+  EXPECT_EQ(cl.ask(blocked, "closed with the new one", 500ms), std::nullopt);
+}
+
+// Where libxdp cannot use its dispatcher (here: no bpffs where it looks), gaond attaches
+// its program directly, as before, and says so in its startup line and stats; the fast
+// path answers and fail-open forwards as ever.
+TEST_F(BumpXdpCoexistTest, WithoutTheDispatcherGaonAttachesDirectlyAndSaysWhy) {
+  ctl_.reset();
+  EXPECT_EQ(gaond_.stop(), 0);
+  const std::string bpffs = getenv("LIBXDP_BPFFS") ? getenv("LIBXDP_BPFFS") : "";
+  setenv("LIBXDP_BPFFS", "/tmp/gaon-no-bpffs-here", 1);
+  start_gaond();
+  setenv("LIBXDP_BPFFS", bpffs.c_str(), 1);
+  ASSERT_TRUE(mc_.wait_errors("attached again")) << mc_.errors();
+  EXPECT_NE(gaond_.errors().find("attached directly, not through libxdp's dispatcher"),
+            std::string::npos)
+      << gaond_.errors();
+  auto s = ctl_->call("stats");
+  ASSERT_TRUE(s) << s.error();
+  EXPECT_EQ((*s)["bump"]["xdp_attach"], "direct") << s->dump();
+  EXPECT_NE((*s)["bump"]["xdp_attach_why"].get<std::string>().find("bpffs"), std::string::npos)
+      << s->dump();
+  if (access("/usr/sbin/xdp-loader", X_OK) == 0) {
+    const std::string st = status("wire0");
+    EXPECT_EQ(count(st, "gaon_steer"), 1u) << st;
+    EXPECT_EQ(count(st, "xdp_dispatcher"), 0u) << st;
+  }
+  if (access("/usr/sbin/xdp-filter", X_OK) == 0) {  // libxdp will not replace it: refused
+    const Ran r = in_gaon_out({"/usr/sbin/xdp-filter", "load", "-m", "skb", "wire0"});
+    EXPECT_NE(r.status, 0) << r.out << r.err;
+    EXPECT_EQ(count(status("wire0"), "gaon_steer"), 1u);
+  }
+  McUdp client = mc_client("gaon-client", port_);
+  McUdp local = mc_client("gaon-server", port_);
+  ASSERT_TRUE(local.reply_to("set hot 0 0 1\r\nh\r\n", 1, 2000ms));
+  const std::string hot = "VALUE hot 0 1\r\nh\r\nEND\r\n";
+  for (uint16_t id = 2; id < 6; ++id)
+    EXPECT_EQ(client.reply_to("get hot\r\n", id, 2000ms), mc_dgram(hot, id));
+  EXPECT_GE(in_xdp(kv_stats()), 3u) << kv_stats().dump();
+  ctl_.reset();
+  gaond_.signal(SIGKILL);
+  gaond_.stop();
+  EXPECT_EQ(client.reply_to("get hot\r\n", 7, 2000ms), mc_dgram(hot, 7)) << "fail-open";
+}
+
 // gaond stopped (SIGSTOP) with a value cached: memcached answers GETs and a TCP write in
 // the meantime; after SIGCONT the next GET returns the value written during the stall,
 // never the one cached before it. Then killed (SIGKILL): memcached answers, nothing stale.

@@ -72,6 +72,9 @@ int take_testbed(std::string* why) {
     close(fd);
     return -1;
   }
+  // libxdp's bpffs, where every `ip netns exec` sees it (scripts/testbed up mounts it):
+  // gaond's dispatcher and xdp-loader's view of it must be the same.
+  setenv("LIBXDP_BPFFS", "/run/gaon-testbed/bpffs", 1);
   return fd;
 }
 

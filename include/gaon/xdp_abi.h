@@ -40,6 +40,13 @@
 #define GAON_FP_CHUNK (1u << 20)    // bytes per gaon_fp_mem element
 #define GAON_FP_CHUNKS_DEFAULT 256  // gaon_fp_mem entries unless gaond says otherwise
 
+// The steering program's run priority in libxdp's multi-program dispatcher (lower runs
+// first; libxdp's default is 50, xdp-filter's 10). gaon runs after filters and programs of
+// the default priority: what they drop never reaches it, and in a bump it forwards every
+// frame it does not steer to the other interface, so nothing after it would see them.
+// Its XDP_PASS (one NIC: every frame it does not answer) goes on to the next program.
+#define GAON_XDP_RUN_PRIO 100
+
 // Which side a frame arrived on. gaon_ports is an array of GAON_MAX_PORTS (a power of
 // two) probed linearly from gaon_port_home(ifindex) up to the first empty element
 // (ifindex 0): one inlined array lookup per frame where a hash lookup cost ~20 ns.

@@ -28,6 +28,7 @@
 
 struct bpf_object;
 struct bpf_link;
+struct xdp_program;
 
 namespace gaon {
 
@@ -48,6 +49,22 @@ class XdpProgram {
   ~XdpProgram();
 
   int prog_fd() const { return prog_fd_; }
+
+  // The steering program on an interface, in native or generic (skb) mode. Through
+  // libxdp's multi-program dispatcher when it can (`xdp-loader status` lists gaon_steer,
+  // other libxdp programs such as xdp-filter run beside it; priority GAON_XDP_RUN_PRIO): an
+  // earlier gaond's gaon_steer there is replaced, nothing else is touched. When the
+  // dispatcher cannot be used (no freplace in the kernel, no bpffs, a program there that
+  // libxdp did not load), attached directly with bpf_xdp_attach, replacing what is there,
+  // as before libxdp was used; direct_why() says why. Returns 0 or a negative errno.
+  int attach(int ifindex, bool generic);
+  // Only gaon's program leaves the interface (others in the dispatcher stay). Not called,
+  // a program stays attached after gaond exits (the bump: fail-open).
+  void detach(int ifindex);
+  // "libxdp dispatcher", or "direct" and why (for the startup line and stats).
+  std::string attach_description() const;
+  nlohmann::json attach_stats() const;
+  static std::string attach_error();  // why the last attach failed, when it says more
   int map_fd(const char* name) const;
   gaon_lease* lease() const { return lease_; }
   // gaond's side of the lease (xdp_abi.h). start_lease before the program is attached
@@ -111,6 +128,14 @@ class XdpProgram {
   Result<void> attach_local(bpf_object* o, const std::string& name);
   std::map<uint32_t, std::string> fp_loaded_;  // prog -> "" or why it failed
   int prog_fd_ = -1;
+  struct Attached {
+    int ifindex = 0;
+    bool generic = false;
+    xdp_program* libxdp = nullptr;  // null: attached directly
+    bpf_object* obj = nullptr;      // its copy of the program, over the maps of obj_
+  };
+  std::vector<Attached> attached_;
+  std::string direct_why_;  // the last reason the dispatcher was not used
   int ports_ = -1, xsks_ = -1, peers_ = -1, flows_ = -1, stats_ = -1, fp_progs_ = -1,
       fp_slots_ = -1, fp_stats_ = -1;
   gaon_port ports_at_[GAON_MAX_PORTS] = {};  // gaon_ports as written (probing, xdp_abi.h)

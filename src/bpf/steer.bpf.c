@@ -25,6 +25,7 @@
 
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+#include <xdp/xdp_helpers.h>
 
 #include "gaon/xdp_abi.h"
 #include "gaon_maps.bpf.h"
@@ -74,6 +75,14 @@ static __always_inline struct gaon_flow_target* attached(void* data, void* end, 
   k.port = role != GAON_HOST ? ports[1] : ports[0];
   return gaon_flow_lookup(&k);
 }
+
+// For libxdp's dispatcher (GAON_XDP_RUN_PRIO): the next program runs after an XDP_PASS.
+// Everything else ends the chain: XDP_REDIRECT (to gaond's socket, the other interface),
+// XDP_TX and XDP_DROP (fast paths).
+struct {
+  __uint(priority, GAON_XDP_RUN_PRIO);
+  __uint(XDP_PASS, 1);
+} XDP_RUN_CONFIG(gaon_steer);
 
 SEC("xdp")
 int gaon_steer(struct xdp_md* ctx) {

@@ -235,7 +235,8 @@ Bump::Bump() : impl_(std::make_unique<Impl>()) {}
 
 Bump::~Bump() {
   // Sockets first (the kernel drops them from the XSKMAP: the program forwards
-  // everything), then the UMEM. The program stays attached: fail-open.
+  // everything), then the UMEM. The program stays attached: fail-open (in libxdp's
+  // dispatcher, its link pinned in bpffs; the next gaond replaces it).
   wire_.reset();
   host_.reset();
   if (impl_->umem) xsk_umem__delete(impl_->umem);
@@ -265,15 +266,21 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
     if (auto r = im.xdp->set_port(ifx, gaon_role(slot), 1 - slot); !r) return Error{r.error()};
     if (auto r = im.xdp->set_peer(slot, ifx); !r) return Error{r.error()};
   }
-  // Attach to both interfaces, replacing any program there (an earlier gaond's). Native
-  // mode when the driver has it, generic otherwise; both interfaces in the same mode.
+  // Attach to both interfaces (through libxdp's dispatcher, beside other programs; an
+  // earlier gaond's program is replaced: XdpProgram::attach). Native mode when the driver
+  // has it, generic otherwise; both interfaces in the same mode.
   auto attach = [&](uint32_t mode) -> int {
-    for (int i = 0; i < 2; ++i) {
-      bpf_xdp_detach(im.ifindex[i], XDP_FLAGS_DRV_MODE, nullptr);
-      bpf_xdp_detach(im.ifindex[i], XDP_FLAGS_SKB_MODE, nullptr);
-      if (int e = bpf_xdp_attach(im.ifindex[i], im.xdp->prog_fd(), mode, nullptr); e != 0) return e;
-    }
+    for (int i = 0; i < 2; ++i)
+      if (int e = im.xdp->attach(im.ifindex[i], mode == XDP_FLAGS_SKB_MODE); e != 0) {
+        if (i == 1) im.xdp->detach(im.ifindex[0]);
+        return e;
+      }
     return 0;
+  };
+  auto why = [](int e) {
+    const std::string more = XdpProgram::attach_error();
+    return more.empty() ? std::string(std::strerror(-e))
+                        : fmt::format("{}: {}", std::strerror(-e), more);
   };
   if (opt.xdp_mode != "auto" && opt.xdp_mode != "native" && opt.xdp_mode != "generic")
     return make_error("XDP mode '{}': expected auto, native or generic", printable(opt.xdp_mode));
@@ -291,17 +298,17 @@ Result<std::unique_ptr<Bump>> Bump::open(const Spec& wire, const Spec& host, Buf
   if (!want_generic) native_err = attach(XDP_FLAGS_DRV_MODE);
   if (opt.xdp_mode == "native" && native_err != 0)
     return make_error("attaching the XDP program to {} and {} in native mode: {}", wire.ifname,
-                      host.ifname, std::strerror(-native_err));
+                      host.ifname, why(native_err));
   if (want_generic || native_err != 0) {
     im.generic = true;
     if (int e2 = attach(XDP_FLAGS_SKB_MODE); e2 != 0)
       return make_error("attaching the XDP program to {} and {}: {}{}", wire.ifname, host.ifname,
                         native_err ? fmt::format("{} (native), ", std::strerror(-native_err)) : "",
-                        fmt::format("{} (generic)", std::strerror(-e2)));
+                        fmt::format("{} (generic)", why(e2)));
     // Generic XDP runs after GRO: merged frames would not fit either.
     for (const Spec* sp : specs)
       if (auto fit = netdev::check_frames_fit(sp->ifname, true, "an AF_XDP frame"); !fit) {
-        for (int i = 0; i < 2; ++i) bpf_xdp_detach(im.ifindex[i], XDP_FLAGS_SKB_MODE, nullptr);
+        for (int i = 0; i < 2; ++i) im.xdp->detach(im.ifindex[i]);
         return make_error("{} (generic XDP sees frames after GRO)", fit.error());
       }
   }
@@ -395,21 +402,24 @@ nlohmann::json Bump::fast_path_stats(uint32_t instance) {
 void Bump::instance_removed(uint32_t instance) { impl_->xdp->instance_removed(instance); }
 
 std::string Bump::describe() const {
-  return fmt::format("AF_XDP {} ({}), {} XDP on {} and {}",
+  return fmt::format("AF_XDP {} ({}), {} XDP on {} and {} ({})",
                      impl_->zerocopy ? "zero-copy" : "copy mode",
                      impl_->zerocopy ? "the driver supports it" : "no zero-copy on this driver",
-                     impl_->generic ? "generic" : "native", wire_->name(), host_->name());
+                     impl_->generic ? "generic" : "native", wire_->name(), host_->name(),
+                     impl_->xdp->attach_description());
 }
 
 nlohmann::json Bump::stats() const {
-  return {{"afxdp_mode", impl_->zerocopy ? "zero-copy" : "copy"},
-          {"xdp_mode", impl_->generic ? "generic" : "native"},
-          {"lease_ms", impl_->xdp->lease_ns() / 1e6},
-          {"lease_lapses", impl_->xdp->lease_lapses()},
-          {"fill_per_queue", impl_->fill_target},
-          {"steered_flows", impl_->xdp->flows()},
-          {"fast_path_memory_free_mb", impl_->xdp->fp_chunks_free()},
-          {"xdp", impl_->xdp->stats()}};
+  nlohmann::json j = {{"afxdp_mode", impl_->zerocopy ? "zero-copy" : "copy"},
+                      {"xdp_mode", impl_->generic ? "generic" : "native"},
+                      {"lease_ms", impl_->xdp->lease_ns() / 1e6},
+                      {"lease_lapses", impl_->xdp->lease_lapses()},
+                      {"fill_per_queue", impl_->fill_target},
+                      {"steered_flows", impl_->xdp->flows()},
+                      {"fast_path_memory_free_mb", impl_->xdp->fp_chunks_free()},
+                      {"xdp", impl_->xdp->stats()}};
+  j.update(impl_->xdp->attach_stats());
+  return j;
 }
 
 }  // namespace gaon::afxdp

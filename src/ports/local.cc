@@ -30,7 +30,6 @@ struct Host::Impl {
   std::vector<std::string> ifnames;
   std::vector<int> ifindex;
   bool generic = false;
-  uint32_t detach_flags() const { return generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE; }
 };
 
 uint32_t NoFramePort::rx_burst(std::span<Packet*>) {
@@ -48,7 +47,7 @@ Host::Host() : impl_(std::make_unique<Impl>()) {}
 Host::~Host() {
   // The steering program goes first (frames pass to the stack as without gaon), then the
   // fast paths' other programs with the XdpProgram.
-  for (int ifx : impl_->ifindex) bpf_xdp_detach(ifx, impl_->detach_flags(), nullptr);
+  for (int ifx : impl_->ifindex) impl_->xdp->detach(ifx);  // only gaon's program
   impl_->xdp.reset();
 }
 
@@ -135,27 +134,31 @@ Result<std::unique_ptr<Host>> Host::open(const Options& opt, BufferPool& pool) {
   // auto: native XDP, but generic on veth (as a bump: cheaper for the traffic the host's
   // own sockets send, which is most of it here).
   const bool want_generic = opt.xdp_mode == "generic" || (opt.xdp_mode == "auto" && all_veth);
+  // Through libxdp's dispatcher, beside other programs (XdpProgram::attach).
   auto attach = [&](uint32_t mode) -> int {
     for (size_t k = 0; k < ifx.size(); ++k) {
-      bpf_xdp_detach(int(ifx[k]), XDP_FLAGS_DRV_MODE, nullptr);
-      bpf_xdp_detach(int(ifx[k]), XDP_FLAGS_SKB_MODE, nullptr);
-      if (int e = bpf_xdp_attach(int(ifx[k]), im.xdp->prog_fd(), mode, nullptr); e != 0) {
-        for (size_t j = 0; j < k; ++j) bpf_xdp_detach(int(ifx[j]), mode, nullptr);
+      if (int e = im.xdp->attach(int(ifx[k]), mode == XDP_FLAGS_SKB_MODE); e != 0) {
+        for (size_t j = 0; j < k; ++j) im.xdp->detach(int(ifx[j]));
         return e;
       }
     }
     return 0;
   };
+  auto why = [](int e) {
+    const std::string more = XdpProgram::attach_error();
+    return more.empty() ? std::string(std::strerror(-e))
+                        : fmt::format("{}: {}", std::strerror(-e), more);
+  };
   int native_err = 0;
   if (!want_generic) native_err = attach(XDP_FLAGS_DRV_MODE);
   if (opt.xdp_mode == "native" && native_err != 0)
-    return make_error("attaching the XDP program in native mode: {}", std::strerror(-native_err));
+    return make_error("attaching the XDP program in native mode: {}", why(native_err));
   if (want_generic || native_err != 0) {
     im.generic = true;
     if (int e = attach(XDP_FLAGS_SKB_MODE); e != 0)
       return make_error("attaching the XDP program: {}{}",
                         native_err ? fmt::format("{} (native), ", std::strerror(-native_err)) : "",
-                        fmt::format("{} (generic)", std::strerror(-e)));
+                        fmt::format("{} (generic)", why(e)));
   }
   for (uint32_t i : ifx) im.ifindex.push_back(int(i));
   h->wire_.reset(new NoFramePort(*h, pool, "local:wire", true));
@@ -194,18 +197,21 @@ nlohmann::json Host::fast_path_stats(uint32_t instance) {
 void Host::instance_removed(uint32_t instance) { impl_->xdp->instance_removed(instance); }
 
 std::string Host::describe() const {
-  return fmt::format("one NIC: {} XDP on {}, lease {} ms", impl_->generic ? "generic" : "native",
-                     fmt::join(impl_->ifnames, ", "), impl_->xdp->lease_ns() / 1'000'000);
+  return fmt::format("one NIC: {} XDP on {} ({}), lease {} ms",
+                     impl_->generic ? "generic" : "native", fmt::join(impl_->ifnames, ", "),
+                     impl_->xdp->attach_description(), impl_->xdp->lease_ns() / 1'000'000);
 }
 
 nlohmann::json Host::stats() const {
-  return {{"interfaces", impl_->ifnames},
-          {"xdp_mode", impl_->generic ? "generic" : "native"},
-          {"lease_ms", impl_->xdp->lease_ns() / 1e6},
-          {"lease_lapses", impl_->xdp->lease_lapses()},
-          {"steered_flows", impl_->xdp->flows()},
-          {"fast_path_memory_free_mb", impl_->xdp->fp_chunks_free()},
-          {"xdp", impl_->xdp->stats()}};
+  nlohmann::json j = {{"interfaces", impl_->ifnames},
+                      {"xdp_mode", impl_->generic ? "generic" : "native"},
+                      {"lease_ms", impl_->xdp->lease_ns() / 1e6},
+                      {"lease_lapses", impl_->xdp->lease_lapses()},
+                      {"steered_flows", impl_->xdp->flows()},
+                      {"fast_path_memory_free_mb", impl_->xdp->fp_chunks_free()},
+                      {"xdp", impl_->xdp->stats()}};
+  j.update(impl_->xdp->attach_stats());
+  return j;
 }
 
 size_t established_connections(const FlowKey& key) {

@@ -2,14 +2,19 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/if_link.h>
+#include <net/if.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <xdp/libxdp.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdarg>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -90,6 +95,36 @@ std::string key_bytes(const gaon_flow& f) {
   return std::string(reinterpret_cast<const char*>(&f), sizeof(f));
 }
 
+// libxdp's warnings since the last attach began (why it failed or went without its
+// dispatcher); its chatter otherwise stays quiet, as libbpf's does.
+std::string& libxdp_said() {
+  static std::string s;
+  return s;
+}
+int libxdp_print(enum libxdp_print_level level, const char* format, va_list args) {
+  if (level == LIBXDP_DEBUG) return 0;
+  char buf[512];
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+  vsnprintf(buf, sizeof(buf), format, args);
+#pragma GCC diagnostic pop
+  std::string m(buf);
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  for (char& c : m)
+    if (c == '\n') c = ' ';
+  if (!m.empty() && libxdp_said().find(m) == std::string::npos)
+    libxdp_said() += (libxdp_said().empty() ? "" : "; ") + m;
+  return 0;
+}
+
+// libxdp returns an error encoded in the pointer, or null.
+bool libxdp_ok(const void* p) { return p != nullptr && libxdp_get_error(p) == 0; }
+
+std::string ifname_of(int ifindex) {
+  char n[IF_NAMESIZE] = {};
+  return if_indextoname(unsigned(ifindex), n) ? std::string(n) : std::to_string(ifindex);
+}
+
 }  // namespace
 
 gaon_flow XdpProgram::flow_key(const FlowKey& k) {
@@ -161,6 +196,10 @@ Result<std::unique_ptr<XdpProgram>> XdpProgram::load(const Options& opt) {
 }
 
 XdpProgram::~XdpProgram() {
+  for (Attached& a : attached_) {  // (the programs stay attached: their links are pinned)
+    if (a.libxdp) xdp_program__close(a.libxdp);
+    if (a.obj) bpf_object__close(a.obj);
+  }
   for (bpf_link* l : links_) bpf_link__destroy(l);
   for (const TcHook& t : tc_) {
     DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = int(t.ifindex),
@@ -173,6 +212,166 @@ XdpProgram::~XdpProgram() {
   for (bpf_object* o : fp_objs_) bpf_object__close(o);
   if (obj_) bpf_object__close(obj_);
 }
+
+// Through libxdp's dispatcher: a second copy of the steering program over the same maps
+// (libxdp loads it itself, as an extension program of the dispatcher), then attached.
+// Earlier gaonds' gaon_steer leave the interface once this one is in (no moment without
+// one); one attached directly is removed first (libxdp cannot join it).
+int XdpProgram::attach(int ifindex, bool generic) {
+  libxdp_set_print(libxdp_print);
+  libxdp_said().clear();
+  const std::string ifname = ifname_of(ifindex);
+  const enum xdp_attach_mode mode = generic ? XDP_MODE_SKB : XDP_MODE_NATIVE;
+  const char* mode_name = generic ? "generic" : "native";
+  Attached a{ifindex, generic, nullptr, nullptr};
+  std::vector<uint32_t> earlier;  // earlier gaonds' programs in the dispatcher
+  std::string why;
+  xdp_multiprog* mp = xdp_multiprog__get_from_ifindex(ifindex);
+  if (libxdp_ok(mp)) {
+    if (xdp_multiprog__is_legacy(mp)) {
+      xdp_program* m = xdp_multiprog__main_prog(mp);
+      const char* n = m ? xdp_program__name(m) : nullptr;
+      if (n != nullptr && std::strcmp(n, "gaon_steer") == 0) {
+        bpf_xdp_detach(ifindex, XDP_FLAGS_DRV_MODE, nullptr);
+        bpf_xdp_detach(ifindex, XDP_FLAGS_SKB_MODE, nullptr);
+      } else {
+        why = fmt::format("{} has an XDP program ({}) that libxdp did not load", ifname,
+                          n ? n : "unnamed");
+      }
+    } else {
+      for (xdp_program* p = xdp_multiprog__next_prog(nullptr, mp); p != nullptr;
+           p = xdp_multiprog__next_prog(p, mp))
+        if (const char* n = xdp_program__name(p); n && std::strcmp(n, "gaon_steer") == 0)
+          earlier.push_back(xdp_program__id(p));
+      if (xdp_multiprog__attach_mode(mp) != mode &&
+          xdp_multiprog__program_count(mp) == int(earlier.size())) {
+        xdp_multiprog__detach(mp);  // only earlier gaonds', in the other mode: replaced
+        earlier.clear();
+      } else if (xdp_multiprog__attach_mode(mp) != mode) {
+        xdp_multiprog__close(mp);
+        libxdp_said() = fmt::format(
+            "{} has XDP programs in {} mode (xdp-loader status {}); the kernel runs one mode at "
+            "a time",
+            ifname, generic ? "native" : "generic", ifname);
+        return -EBUSY;
+      }
+    }
+    xdp_multiprog__close(mp);
+  }
+  if (why.empty()) {
+    bpf_object_open_opts oo{};
+    oo.sz = sizeof(oo);
+    oo.object_name = "gaon_steer";
+    a.obj = opt_.object_file.empty()
+                ? bpf_object__open_mem(gaon_steer_bpf_obj, gaon_steer_bpf_obj_len, &oo)
+                : bpf_object__open_file(opt_.object_file.c_str(), nullptr);
+    if (a.obj == nullptr) why = fmt::format("opening the program again: {}", std::strerror(errno));
+    bpf_map* m = nullptr;
+    if (a.obj != nullptr) bpf_object__for_each_map(m, a.obj) {
+        const int fd = bpf_object__find_map_fd_by_name(obj_, bpf_map__name(m));
+        if (fd < 0 || bpf_map__reuse_fd(m, fd) != 0) {
+          why = fmt::format("sharing map {}: {}", bpf_map__name(m), std::strerror(errno));
+          break;
+        }
+      }
+    if (why.empty()) {
+      DECLARE_LIBXDP_OPTS(xdp_program_opts, po, .obj = a.obj, .prog_name = "gaon_steer");
+      a.libxdp = xdp_program__create(&po);
+      if (!libxdp_ok(a.libxdp)) {
+        a.libxdp = nullptr;
+        why = fmt::format("libxdp: {}", std::strerror(errno));
+      }
+    }
+    if (why.empty()) {
+      if (int e = xdp_program__attach(a.libxdp, ifindex, mode, 0); e != 0) {
+        why = fmt::format("libxdp: {}{}", std::strerror(-e),
+                          libxdp_said().empty() ? "" : " (" + libxdp_said() + ")");
+      } else {
+        // libxdp attaches alone, without its dispatcher, when it cannot load one.
+        xdp_multiprog* now = xdp_multiprog__get_from_ifindex(ifindex);
+        const bool legacy = !libxdp_ok(now) || xdp_multiprog__is_legacy(now);
+        if (libxdp_ok(now)) xdp_multiprog__close(now);
+        if (!legacy) {
+          for (uint32_t id : earlier) {
+            xdp_program* old = xdp_program__from_id(id);
+            if (!libxdp_ok(old)) continue;
+            xdp_program__detach(old, ifindex, mode, 0);
+            xdp_program__close(old);
+          }
+          attached_.push_back(a);
+          return 0;
+        }
+        why = fmt::format("libxdp could not use its dispatcher{}",
+                          libxdp_said().empty() ? "" : " (" + libxdp_said() + ")");
+        xdp_program__detach(a.libxdp, ifindex, mode, 0);
+      }
+    }
+    if (a.libxdp) xdp_program__close(a.libxdp);
+    if (a.obj) bpf_object__close(a.obj);
+    a.libxdp = nullptr;
+    a.obj = nullptr;
+  }
+  // Directly, as before libxdp: replacing what is there (an earlier gaond's dispatcher
+  // with only gaon_steer in it too; one with other programs is left alone: refused).
+  // (the first interface's reason: libxdp gives its whole reason once per process)
+  if (direct_why_.empty()) direct_why_ = fmt::format("{} ({} XDP on {})", why, mode_name, ifname);
+  uint32_t flags = generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
+  xdp_multiprog* mp2 = xdp_multiprog__get_from_ifindex(ifindex);
+  if (libxdp_ok(mp2)) {
+    const bool others =
+        !xdp_multiprog__is_legacy(mp2) && xdp_multiprog__program_count(mp2) > int(earlier.size());
+    xdp_multiprog__close(mp2);
+    if (others) flags |= XDP_FLAGS_UPDATE_IF_NOEXIST;
+  }
+  if (!(flags & XDP_FLAGS_UPDATE_IF_NOEXIST)) {
+    bpf_xdp_detach(ifindex, XDP_FLAGS_DRV_MODE, nullptr);
+    bpf_xdp_detach(ifindex, XDP_FLAGS_SKB_MODE, nullptr);
+  }
+  if (int e = bpf_xdp_attach(ifindex, prog_fd_, flags, nullptr); e != 0) {
+    libxdp_said() = direct_why_;
+    return e;
+  }
+  attached_.push_back(a);
+  return 0;
+}
+
+void XdpProgram::detach(int ifindex) {
+  for (auto it = attached_.begin(); it != attached_.end(); ++it) {
+    if (it->ifindex != ifindex) continue;
+    if (it->libxdp) {
+      xdp_program__detach(it->libxdp, ifindex, it->generic ? XDP_MODE_SKB : XDP_MODE_NATIVE, 0);
+      xdp_program__close(it->libxdp);
+      bpf_object__close(it->obj);
+    } else {  // only if it is still ours
+      DECLARE_LIBBPF_OPTS(bpf_xdp_attach_opts, o, .old_prog_fd = prog_fd_);
+      bpf_xdp_detach(
+          ifindex, (it->generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE) | XDP_FLAGS_REPLACE, &o);
+    }
+    attached_.erase(it);
+    return;
+  }
+}
+
+std::string XdpProgram::attach_description() const {
+  bool direct = false;
+  for (const Attached& a : attached_) direct = direct || a.libxdp == nullptr;
+  if (!direct) return fmt::format("libxdp dispatcher, priority {}", GAON_XDP_RUN_PRIO);
+  return fmt::format("attached directly, not through libxdp's dispatcher: {}", direct_why_);
+}
+
+nlohmann::json XdpProgram::attach_stats() const {
+  bool direct = false;
+  for (const Attached& a : attached_) direct = direct || a.libxdp == nullptr;
+  nlohmann::json j = {{"xdp_attach", direct ? "direct" : "dispatcher"}};
+  if (direct)
+    j["xdp_attach_why"] = direct_why_;
+  else
+    j["xdp_run_prio"] = GAON_XDP_RUN_PRIO;
+  return j;
+}
+
+// The reason the last attach failed (libxdp's or the kernel's), for the caller's error.
+std::string XdpProgram::attach_error() { return libxdp_said(); }
 
 int XdpProgram::map_fd(const char* name) const {
   return bpf_object__find_map_fd_by_name(obj_, name);
