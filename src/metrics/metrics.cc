@@ -501,8 +501,8 @@ Result<std::unique_ptr<Server>> Server::start(const std::string& listen, StatsFn
   if (v6) ip = ip.substr(1, ip.size() - 2);
   unsigned char buf[16];
   if (inet_pton(v6 ? AF_INET6 : AF_INET, ip.c_str(), buf) != 1)
-    return make_error("metrics: '{}' in '{}' is not an IP{} address", printable(ip),
-                      printable(listen), v6 ? "v6" : "v4 (IPv6: [ADDR]:PORT)");
+    return make_error("metrics: '{}' in '{}' is not an {}", printable(ip), printable(listen),
+                      v6 ? "IPv6 address" : "IPv4 address (IPv6: [ADDR]:PORT)");
   if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != port.npos ||
       std::stoul(port) > 65535)
     return make_error("metrics: '{}' in '{}' is not a port (0-65535)", printable(port),
