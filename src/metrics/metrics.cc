@@ -3,6 +3,13 @@
 #include "gaon/metrics.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
 
 #include <atomic>
 #include <map>
@@ -466,6 +473,34 @@ class Collector : public prometheus::Collectable {
   mutable std::atomic<uint64_t> scrapes_{0};
 };
 
+// Why a TCP socket cannot be bound to the address (errno's text), or nullopt if it can.
+std::optional<std::string> why_not_bindable(bool v6, const unsigned char* ip, uint16_t port) {
+  const int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::string(std::strerror(errno));
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));  // as civetweb does
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    std::memcpy(&a->sin6_addr, ip, 16);
+    len = sizeof(*a);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    std::memcpy(&a->sin_addr, ip, 4);
+    len = sizeof(*a);
+  }
+  std::optional<std::string> why;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd, 1) != 0)
+    why = std::strerror(errno);
+  close(fd);
+  return why;
+}
+
 }  // namespace
 
 std::string render(const nlohmann::json& stats) {
@@ -514,7 +549,9 @@ Result<std::unique_ptr<Server>> Server::start(const std::string& listen, StatsFn
     // One thread: scrapes are served one at a time.
     impl->exposer = std::make_unique<prometheus::Exposer>(listen, 1);
   } catch (const std::exception& e) {
-    return make_error("metrics: cannot listen on {}: {}", printable(listen), e.what());
+    // civetweb says only "possible problem binding to port": ask the kernel why.
+    return make_error("metrics: cannot listen on {}: {}", printable(listen),
+                      why_not_bindable(v6, buf, uint16_t(std::stoul(port))).value_or(e.what()));
   }
   impl->exposer->RegisterCollectable(impl->collector, "/metrics");
   return std::unique_ptr<Server>(new Server(std::move(impl)));
