@@ -70,7 +70,7 @@ bool have_promtool() { return std::system("command -v promtool >/dev/null 2>&1")
 
 // A real gaond (kvcache, --json-stats) in front of a real memcached, some traffic, and
 // the stats it prints on SIGUSR1.
-class RealGaond : public ::testing::Test {
+class MetricsOfARealGaond : public ::testing::Test {
  protected:
   void SetUp() override {
     mc_port_ = test::free_port();
@@ -101,7 +101,7 @@ class RealGaond : public ::testing::Test {
   test::Child mc_, gaond_;
 };
 
-TEST_F(RealGaond, ItsStatsRenderAsMetricsPromtoolAccepts) {
+TEST_F(MetricsOfARealGaond, ItsStatsRenderAsMetricsPromtoolAccepts) {
   test::McUdp via(wire_port_);
   uint16_t id = 1;
   for (int i = 0; i < 4; ++i)
