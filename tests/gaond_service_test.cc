@@ -279,3 +279,95 @@ TEST(GaondService, LogLevelsAndJournalPrefixes) {
 
 }  // namespace
 }  // namespace gaon::test
+
+namespace gaon::test {
+namespace {
+
+// GET /metrics from 127.0.0.1:port: the body ("" when it fails).
+std::string scrape(uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const sockaddr_in to = loopback(port);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  (void)!write(fd, req.data(), req.size());
+  std::string resp;
+  char buf[65536];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) resp.append(buf, size_t(n));
+  close(fd);
+  const auto body = resp.find("\r\n\r\n");
+  return resp.starts_with("HTTP/1.") && resp.find(" 200 ") != std::string::npos &&
+                 body != std::string::npos
+             ? resp.substr(body + 4)
+             : "";
+}
+
+// The value of the first sample line that starts with `series` ("name{labels"), -1 if none.
+double sample(const std::string& text, const std::string& series) {
+  for (size_t at = 0; (at = text.find(series, at)) != std::string::npos; ++at) {
+    if (at != 0 && text[at - 1] != '\n') continue;
+    const auto end = text.find('\n', at);
+    const std::string line = text.substr(at, end - at);
+    return std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return -1;
+}
+
+// gaond --metrics in front of a real memcached: the scrape passes the real promtool, and
+// the numbers move with the traffic (frames, kvcache's misses then hits).
+TEST(GaondService, ServesPrometheusMetricsThatMoveWithTheTraffic) {
+  const uint16_t w = free_port(), mc_port = free_port(), mport = free_port();
+  auto mc = start_memcached(mc_port);
+  if (!mc) GTEST_SKIP() << "no /usr/bin/memcached";
+  TempDir d;
+  const std::string conf = d.write(
+      "gaond.conf", "control = \"none\"\nmetrics = \"127.0.0.1:" + std::to_string(mport) +
+                        "\"\nwire = \"" + udp(w) + "\"\nhost = \"" + udp(mc_port) +
+                        "\"\n[[instance]]\nname = \"cache\"\nikernel = \"kvcache\"\n"
+                        "flow = \"" +
+                        udp(w) + "\"\nparam = { capacity = \"8M\" }\nstate-quota = \"64M\"\n");
+  Child g = Child::start({gaond(), "--config", conf});
+  ASSERT_TRUE(g.wait_errors("gaond: ready")) << g.errors();
+  const std::string before = scrape(mport);
+  ASSERT_FALSE(before.empty()) << g.errors();
+  const std::string inst =
+      "{command=\"get\",ikernel_instance=\"1\",owner=\"" + std::to_string(getuid()) + "\"";
+  EXPECT_NE(before.find("gaon_kvcache_commands_total"), std::string::npos) << before;
+
+  McUdp c(w);
+  ASSERT_TRUE(c.reply_to("set k 0 0 1\r\nv\r\n", 1, 2000ms));
+  for (uint16_t i = 0; i < 20; ++i) ASSERT_TRUE(c.reply_to("get k\r\n", uint16_t(10 + i), 2000ms));
+  const std::string after = scrape(mport);
+  const double rx0 = sample(before, "gaon_rx_frames_total{side=\"wire\"}");
+  const double rx1 = sample(after, "gaon_rx_frames_total{side=\"wire\"}");
+  EXPECT_GE(rx1 - rx0, 21) << after;
+  double hits = 0, misses = 0;
+  for (size_t at = 0; (at = after.find("gaon_kvcache_commands_total{", at)) != std::string::npos;
+       ++at) {
+    const std::string line = after.substr(at, after.find('\n', at) - at);
+    if (line.find("command=\"get\"") == std::string::npos) continue;
+    const double v = std::stod(line.substr(line.rfind(' ') + 1));
+    (line.find("status=\"hit\"") != std::string::npos ? hits : misses) += v;
+  }
+  EXPECT_GE(hits + misses, 20) << after;
+  EXPECT_GE(hits, 1) << "the key is learned from memcached's first reply";
+
+  if (access("/usr/bin/promtool", X_OK) == 0) {
+    const std::string f = d.write("scrape.txt", after);
+    const Ran p = run({"/bin/sh", "-c", "/usr/bin/promtool check metrics < " + f}, 30s);
+    EXPECT_EQ(p.status, 0) << p.out << p.err;
+    EXPECT_EQ(p.out + p.err, "") << "promtool found problems";
+  } else {
+    std::printf("promtool missing: the scrape was not checked by it\n");
+  }
+  EXPECT_EQ(g.stop(), 0);
+  const Ran busy = run({gaond(), "--control", "none", "--ikernel", "echo", "--wire",
+                        udp(free_port()), "--host", udp(free_port()), "--metrics", "nonsense"});
+  EXPECT_EQ(busy.status, 2);
+  EXPECT_NE(busy.err.find("--metrics"), std::string::npos) << busy.err;
+}
+
+}  // namespace
+}  // namespace gaon::test

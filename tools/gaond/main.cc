@@ -57,10 +57,7 @@
 #include "gaon/control_server.h"
 #include "gaon/engine.h"
 #include "gaon/local.h"
-#if __has_include("gaon/metrics.h")
 #include "gaon/metrics.h"
-#define GAOND_METRICS 1
-#endif
 #include "gaon/params.h"
 #include "gaon/shaped_port.h"
 #include "gaon/sidecar.h"
@@ -647,7 +644,6 @@ int run(int argc, char** argv) {
         o.max_instances, plan->max_state);
   }
   instances.set_control(control.get());
-#ifdef GAOND_METRICS
   std::unique_ptr<gaon::metrics::Server> metrics;
   if (!o.metrics.empty()) {
     auto m = gaon::metrics::Server::start(o.metrics, [&] { return dp.full_stats(); });
@@ -657,15 +653,8 @@ int run(int argc, char** argv) {
       return fail("--metrics " + m.error());
     }
     metrics = std::move(*m);
-    log(Level::info, "metrics at http://{}/metrics", metrics->address());
+    log(Level::info, "metrics at /metrics on {} (port {})", o.metrics, metrics->port());
   }
-#else
-  if (!o.metrics.empty()) {
-    control.reset();
-    stop_datapath();
-    return fail("--metrics: not built in");
-  }
-#endif
   log(Level::info, "ready");
   notify("READY=1\nSTATUS=serving");
 
@@ -750,9 +739,7 @@ int run(int argc, char** argv) {
   }
   notify("STOPPING=1");
   log(Level::info, "stopping");
-#ifdef GAOND_METRICS
   metrics.reset();
-#endif
   control.reset();  // no more changes; connection-owned instances stay until exit
   stop_datapath();
   print_stats();
