@@ -1,6 +1,10 @@
 #include "config.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <optional>
 #include <set>
 
@@ -121,9 +125,18 @@ std::vector<std::string> ConfigFile::args() const {
 }
 
 gaon::Result<ConfigFile> load_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return gaon::Error{fmt::format("{}: cannot be read: {}", path, std::strerror(errno))};
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path);
+}
+
+gaon::Result<ConfigFile> parse_config(const std::string& text, const std::string& path) {
   toml::value root;
   try {
-    root = toml::parse(path);
+    std::istringstream in(text);
+    root = toml::parse(in, path);
   } catch (const toml::exception& e) {
     return gaon::Error{fmt::format("{}:{}: {}", path, e.location().line(), first_line(e.what()))};
   } catch (const std::exception& e) {  // cannot be opened

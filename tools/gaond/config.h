@@ -30,5 +30,7 @@ struct ConfigFile {
 // [[instance]] tables' keys and names. Errors name the file and the line at fault:
 // "FILE:LINE: ...".
 gaon::Result<ConfigFile> load_config(const std::string& path);
+// The same for text already read; `path` names it in errors.
+gaon::Result<ConfigFile> parse_config(const std::string& text, const std::string& path);
 
 }  // namespace gaond
