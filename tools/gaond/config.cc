@@ -67,7 +67,9 @@ gaon::Result<InstanceSpec> instance_of(const std::string& path, const toml::valu
   std::vector<std::pair<std::string, toml::value>> keys(t.as_table().begin(), t.as_table().end());
   std::sort(keys.begin(), keys.end(),
             [](const auto& a, const auto& b) { return line_of(a.second) < line_of(b.second); });
-  for (const auto& [k, v] : keys) {
+  for (const auto& kv : keys) {
+    const std::string& k = kv.first;  // (not a structured binding: lambdas below use them)
+    const toml::value& v = kv.second;
     if (k == "param" && v.is_table()) {
       for (const auto& [pk, pv] : v.as_table()) {
         auto s1 = scalar(pv);
