@@ -446,7 +446,9 @@ class Instances {
   // the same ones untouched (their traffic and state go on).
   void reload(const std::vector<InstanceSpec>& want) {
     std::vector<std::string> gone;
-    for (const auto& [name, v] : live_) {
+    for (const auto& kv : live_) {
+      const std::string& name = kv.first;  // (not a structured binding: the lambda uses it)
+      const Live& v = kv.second;
       if (name.empty()) continue;  // the command line's stays
       auto w = std::find_if(want.begin(), want.end(),
                             [&](const InstanceSpec& s) { return s.name == name; });
