@@ -4,9 +4,9 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <optional>
 #include <set>
+#include <sstream>
 
 #include <fmt/core.h>
 #include <toml.hpp>
@@ -150,6 +150,9 @@ gaon::Result<ConfigFile> parse_config(const std::string& text, const std::string
   std::sort(keys.begin(), keys.end(),
             [](const auto& a, const auto& b) { return line_of(a.second) < line_of(b.second); });
   std::set<std::string> names;
+  CLI::App app;
+  Options scratch;
+  add_options(app, scratch);
   for (const auto& [k, v] : keys) {
     const int line = line_of(v);
     auto at = [&](const std::string& why) {
@@ -168,15 +171,13 @@ gaon::Result<ConfigFile> parse_config(const std::string& text, const std::string
       continue;
     }
     if (kCommandOnly.count(k)) return at(fmt::format("'{}' belongs on the command line", k));
-    // The option must exist and take the value: checked on a scratch set of options.
-    CLI::App app;
-    Options scratch;
-    add_options(app, scratch);
+    // The option must exist and take the value: checked on a scratch set of options
+    // (each parse starts afresh).
     const CLI::Option* opt = app.get_option_no_throw("--" + k);
     if (!opt || k.size() < 2) return at(fmt::format("unknown setting '{}' (see gaond --help)", k));
     auto vs = values(v);
     if (!vs) return at(k + ": " + vs.error());
-    Setting s{.key = k, .line = line};
+    Setting s{.key = k, .line = line, .values = *vs};
     if (opt->get_expected_max() == 0) {  // a flag: true or false
       if (!v.is_boolean()) return at(k + ": expected true or false");
       s.args.push_back("--" + k + (v.as_boolean() ? "" : "=false"));

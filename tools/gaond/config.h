@@ -15,7 +15,8 @@ namespace gaond {
 struct Setting {
   std::string key;
   int line = 0;
-  std::vector<std::string> args;  // as on a command line: {"--key", "value", ...}
+  std::vector<std::string> values;  // as the file gives them (a list: several)
+  std::vector<std::string> args;    // as on a command line: {"--key=value", ...}
 };
 
 struct ConfigFile {

@@ -704,7 +704,8 @@ int run(int argc, char** argv) {
       log(Level::warning, "reload: restart gaond to apply the change of: {}",
           fmt::format("{}", fmt::join(later, ", ")));
     Level l = Level::info;
-    if (now.count("log-level") && parse_level(now["log-level"][0].substr(12), &l)) set_level(l);
+    for (const auto& st : cf->settings)
+      if (st.key == "log-level" && parse_level(st.values.at(0), &l)) set_level(l);
     instances.reload(cf->instances);
     cmd->config = std::move(*cf);
     log(Level::info, "reloaded {}", cmd->config->path);
