@@ -15,6 +15,8 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <fmt/format.h>
+
 #include "frames.h"
 #include "procs.h"
 
@@ -127,7 +129,9 @@ size_t count_stale(const std::vector<Op>& ops) {
   // of their start times, so "the latest start among writes acknowledged before t" is a
   // binary search.
   std::map<int, std::vector<std::pair<T, T>>> acked;  // (end, max start so far)
+  T t0 = T::max();
   for (const Op& op : ops) {
+    t0 = std::min(t0, op.start);
     if (op.kind == Op::set) writer[op.value] = &op;
     if (op.kind != Op::get) acked[op.key].push_back({op.end, op.start});
   }
@@ -143,7 +147,15 @@ size_t count_stale(const std::vector<Op>& ops) {
     const auto& v = acked[g.key];
     auto it = std::lower_bound(v.begin(), v.end(), std::pair<T, T>{g.start, T::min()});
     if (it == v.begin()) continue;  // nothing acknowledged before the GET started
-    if (std::prev(it)->second > w->second->end) ++stale;
+    if (std::prev(it)->second <= w->second->end) continue;
+    // (The first few, for whoever reads a failure: when, in ms from the first op.)
+    auto ms = [&](T t) { return std::chrono::duration<double, std::milli>(t - t0).count(); };
+    if (++stale <= 5)
+      fmt::print(stderr,
+                 "stale: key {} get [{:.1f}, {:.1f}] returned the value set [{:.1f}, {:.1f}]; "
+                 "a write of it that started at {:.1f} was acknowledged before the get\n",
+                 g.key, ms(g.start), ms(g.end), ms(w->second->start), ms(w->second->end),
+                 ms(std::prev(it)->second));
   }
   return stale;
 }

@@ -423,6 +423,31 @@ TEST_F(OneNicTest, TheCheckerFindsNothingStaleWithHitsServedInXdp) {
   }
 }
 
+// A storage command's data block that comes long after its line (a segment of it lost and
+// sent again after the sender's timeout, longer than write_timeout_ms): memcached carries
+// the write out only when the block is there, so a GET in between may learn the old value
+// (it is right then), but once the write is acknowledged it is never served.
+TEST_F(OneNicTest, AWriteWhoseDataComesLateIsInvalidatedWhenItIsCarriedOut) {
+  McUdp c = udp_client();
+  const int tcp = tcp_client();
+  ASSERT_EQ(tcp_ask(tcp, "set late 0 0 2\r\nv1\r\n", 0), "STORED\r\n");
+  uint16_t id = 0;
+  ASSERT_TRUE(cached(c, "late", id)) << kv_stats().dump();
+  const std::string line = "set late 0 0 2\r\n";
+  ASSERT_EQ(send(tcp, line.data(), line.size(), 0), ssize_t(line.size()));
+  std::this_thread::sleep_for(300ms);  // past write_timeout_ms (200)
+  ++id;
+  EXPECT_EQ(c.reply_to("get late\r\n", id, 1000ms), mc_dgram(value_of("late", "v1"), id))
+      << "before the data block, memcached still has v1";
+  EXPECT_EQ(tcp_ask(tcp, "v2\r\n", 0), "STORED\r\n");
+  for (int i = 0; i < 5; ++i) {
+    ++id;
+    EXPECT_EQ(c.reply_to("get late\r\n", id, 1000ms), mc_dgram(value_of("late", "v2"), id))
+        << "after STORED, v1 is never served; " << kv_stats().dump();
+  }
+  close(tcp);
+}
+
 // A client link that reorders (an HTB qdisc on cl1 whose slow class holds back every fourth
 // TCP segment with bytes, build/reorder.bpf.o choosing at tc egress): memcached's side
 // receives segments after a held-back one first. Those are dropped (tcp_out_of_order) and

@@ -149,7 +149,9 @@ enum gaon_steer_stat { GAON_STEER_STATS(GAON_X_ENUM) GAON_STEER_NSTATS };
   X(tcp_commands, "one NIC: commands framed on the application's TCP connections")           \
   X(tcp_unframed, "one NIC: TCP segments that could not be framed (everything invalidated)") \
   X(tcp_out_of_order,                                                                        \
-    "one NIC: TCP segments dropped as they came before a missing one (the sender resends)")
+    "one NIC: TCP segments dropped as they came before a missing one (the sender resends)")   \
+  X(tcp_resent_unread,                                                                       \
+    "one NIC: resends of TCP bytes read that the stack had not taken (everything invalidated)")
 
 #define GAON_X_FP_ENUM(name, doc) GAON_FP_STAT_##name,
 enum gaon_fp_stat { GAON_FP_STATS(GAON_X_FP_ENUM) GAON_FP_NSTATS };

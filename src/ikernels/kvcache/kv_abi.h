@@ -37,7 +37,7 @@
 
 #include "gaon/xdp_abi.h"
 
-#define KV_ABI_MAGIC 0x3476636b6e6f6167ull  // "gaonkcv4", little endian; 0: not laid out
+#define KV_ABI_MAGIC 0x3576636b6e6f6167ull  // "gaonkcv5", little endian; 0: not laid out
 #define KV_WAYS 8
 #define KV_SEEN_BITS (1u << 18)  // one bit per hash class: "a GET of it reached gaond lately"
 #define KV_HDR_BYTES 4096
@@ -74,12 +74,14 @@ struct kv_table_hdr {
   __u32 sets_chunk_m;
   __u32 sets_chunk_k;
   __u32 vb_chunk;  // KV_F_KERNEL: the chunk of the version buckets (from the run's first)
-  // KV_F_KERNEL only, below: written by gaond when it lays the table out (flush_at_ns: by
-  // the writers, for a delayed flush_all).
+  // KV_F_KERNEL only, below: written by gaond when it lays the table out (flush_at_ns and
+  // flushed_ns: by the writers).
   __u32 nvb;               // version buckets (a power of two, KV_VB_PER_CHUNK)
   __u64 write_timeout_ns;  // a write not acknowledged blocks fills of its bucket this long
   __u64 max_ttl_ns;        // no entry lives longer (0: no limit)
   __u64 flush_at_ns;       // a delayed flush_all: no entry filled before it lives past it
+  __u64 flushed_ns;        // the last flush a writer saw: memcached carries it out after
+                           // that, so nothing is learned for write_timeout from it
 };
 
 // A version bucket (KV_F_KERNEL): the writes of every key hashing to it (kv_vb_of). 64

@@ -31,13 +31,13 @@
 // them; the least recently used goes when more come) and its byte stream scanned in order
 // (mc_stream.h): commands split across segments are found, data blocks are skipped. A
 // write's keys are invalidated (their buckets outstanding) before the segment completing
-// its command passes on to memcached; memcached's reply on the same connection (ASCII
-// replies are counted in order and matched to the requests waiting) ends the outstanding
-// state, as a UDP acknowledgement does. Only gets, writes and flush_all are matched; after
-// any other command (binary, meta, stats, ...) a connection's replies are not followed and
-// its writes clear by write_timeout_ms. Whenever the scanner cannot be sure — a connection it
-// did not see open (older than the attachment, or evicted), a gap (a lost or reordered
-// segment), a line it cannot frame — it invalidates the whole instance for that segment:
+// its command (for a storage command, its data block) passes on to memcached; memcached's reply on
+// the same connection (ASCII replies are counted in order and matched to the requests waiting) ends
+// the outstanding state, as a UDP acknowledgement does. Only gets, writes and flush_all are
+// matched; after any other command (binary, meta, stats, ...) a connection's replies are not
+// followed and its writes clear by write_timeout_ms. Whenever the scanner cannot be sure — a
+// connection it did not see open (older than the attachment, or evicted), a gap (a lost or
+// reordered segment), a line it cannot frame — it invalidates the whole instance for that segment:
 // it never guesses. Retransmitted bytes it already scanned pass. TCP itself always passes
 // unchanged, in both directions.
 //

@@ -488,6 +488,12 @@ static __always_inline void kv_flush(struct kv_table_hdr* t, __u32 fp, __s64 del
     if (cur <= now || at < cur) __sync_lock_test_and_set(&t->flush_at_ns, at);
   }
   // (a delay memcached reads as an absolute time, or none: now, which is never later)
+  // Busy first (as a write's bucket): a GET that misses between this and memcached's doing
+  // it must not have its reply, read before the flush, learned under the new generation.
+  for (int i = 0; i < 4; ++i) {
+    const __u64 cur = *(volatile __u64*)&t->flushed_ns;
+    if (cur >= now || __sync_val_compare_and_swap(&t->flushed_ns, cur, now) == cur) break;
+  }
   __sync_fetch_and_add(&t->generation, 1);
   gaon_fp_count(fp, GAON_FP_STAT_flushes);
 }
@@ -626,5 +632,7 @@ static __always_inline int kv_idle(struct kv_tab* k, __u64 h, __u64 now, __u32* 
   // (another CPU's coarse clock may be ahead of this one's: "now - t" could wrap)
   if (timed != 0 && timed + timeout >= now) return 0;
   if (*(volatile __u32*)&b->out != 0 && udp + timeout >= now) return 0;
+  const __u64 fl = *(volatile __u64*)&k->t->flushed_ns;
+  if (fl != 0 && fl + timeout >= now) return 0;
   return 1;
 }

@@ -46,6 +46,11 @@ struct kv_conn {
   __u32 rhave;  // bytes of a reply line begun in an earlier segment, kept in rws.line
   __u32 pad;
   __u64 skip;   // bytes of a data block still to pass unread
+  // A storage command's write, applied when the last byte of its data block is read (what
+  // memcached waits for to carry it out): dpending, its key's hash, how (kv_write's).
+  __u64 dhash;
+  __s64 dexptime;
+  __u8 dpending, dacked, dttl, duntimed;
   __u64 rskip;  // reply bytes (a value's data) still to pass unread
   __u8 qkind[KV_ACKQ];
   __u64 qhash[KV_ACKQ];
@@ -122,6 +127,7 @@ int gaon_kvcache_sockops(struct bpf_sock_ops* so) {
   }
   c->state = KV_CONN_LINES;
   c->skip = 0;
+  c->dpending = 0;
   c->have = 0;
   c->acks_lost = 0;
   c->qin = c->qout = 0;
@@ -266,6 +272,12 @@ static long kv_chunk_step(__u64 unused, void* arg) {
     const __u32 n = c->skip < rest ? (__u32)c->skip : rest;
     c->skip -= n;
     x->pos += n;
+    struct kv_tab k;
+    if (c->skip == 0 && c->dpending && kv_tab_of(x->fp, &k)) {  // its end: the write now
+      kv_write(&k, x->fp, c->dhash, c->dacked, c->dttl, c->duntimed, c->dexptime, x->now);
+      gaon_fp_count(x->fp, GAON_FP_STAT_writes);
+    }
+    if (c->skip == 0) c->dpending = 0;
     return 0;
   }
   // A get line that begins here and ends in the window: a read, whose reply is VALUEs and
@@ -351,7 +363,24 @@ static long kv_chunk_step(__u64 unused, void* arg) {
   const int follow = !c->acks_lost && rk != KV_R_NONE;
   struct kv_tab k;
   __u64 acked = 0;
-  if (kv_tab_of(x->fp, &k)) acked = kv_apply(&k, x->fp, w, follow, x->now);
+  const struct kv_cmd* cmd = &w->cmd;
+  if (!kv_tab_of(x->fp, &k)) {
+  } else if (cmd->kind == KV_C_WRITE && cmd->data && cmd->nkeys == 1 &&
+             !(k.t->flags & KV_F_UNSAFE)) {
+    // A storage command: memcached carries it out once its data block is all there, which
+    // may be long after this line (a segment of it lost and sent again after the sender's
+    // timeout, longer than write_timeout): its write is applied at the block's end (kv_write
+    // in the skip above), its acknowledgement followed from here.
+    c->dacked = follow && !cmd->noreply;
+    c->dttl = (__u8)cmd->ttl;
+    c->duntimed = (__u8)cmd->untimed;
+    c->dexptime = cmd->exptime;
+    c->dhash = kv_key_hash(w, cmd->key_off[0], cmd->key_len[0] & 255);
+    c->dpending = 1;
+    acked = c->dacked ? c->dhash : 0;
+  } else {
+    acked = kv_apply(&k, x->fp, w, follow, x->now);
+  }
   if (follow) kv_push(c, qin, rk, acked);
   x->cmds++;
   c->skip = w->cmd.data;
@@ -411,7 +440,22 @@ int gaon_kvcache_ingress(struct __sk_buff* skb) {
       gaon_fp_count(x.fp, GAON_FP_STAT_tcp_out_of_order);
       pass = 0;  // sent again after the missing ones
     }
-  } else if ((__u32)-d < len) {  // (else resent: read already)
+  } else if (d < 0) {
+    // A resend of bytes read already: if the stack did not take them the first time (it
+    // dropped the segment: memory), memcached carries out their writes only now, so
+    // everything is invalidated again. (rcv_nxt read without the socket's lock may lag
+    // behind segments queued for it: a flush more, never one less.)
+    struct bpf_sock* sk = skb->sk;
+    if (sk) sk = bpf_sk_fullsock(sk);
+    struct bpf_tcp_sock* tp = sk ? bpf_tcp_sock(sk) : 0;
+    const __u32 upto = (__u32)-d < len ? c->rcv : seq + len;  // the end of what was read
+    if (!tp || (__s32)(upto - tp->rcv_nxt) > 0) {
+      struct kv_tab k;
+      if (kv_tab_of(x.fp, &k)) kv_flush(k.t, x.fp, 0, x.now);
+      gaon_fp_count(x.fp, GAON_FP_STAT_tcp_resent_unread);
+    }
+  }
+  if (d <= 0 && (__u32)-d < len) {  // (else resent: read already)
     c->rcv = seq + len;
     x.pos = off + (__u32)-d;
     // A command per step: a segment of 64 KiB of the smallest commands ("mn\r\n") fits.

@@ -2,10 +2,12 @@
 // pieces (segments, in order), however the commands are split: ASCII command lines (data
 // blocks of storage commands skipped, never read as commands) and binary requests (header,
 // extras and key kept; the value skipped). For each command it calls `on(const Request&)`
-// as soon as the command's line or head is complete — before the segment that completes
-// it goes on to memcached. It allocates nothing: a line is kept in a fixed buffer, and a
-// line longer than memcached accepts (or a request it cannot frame) loses the stream.
-// Once lost it stays lost (feed returns false): the caller must not trust it again.
+// once memcached has all it needs to carry the command out — its line or head, and for
+// one with a data block (a value) the block's last byte: a data block that comes long
+// after its line (a segment lost and resent) delays the write as long — before the segment
+// that completes it goes on to memcached. It allocates nothing: a line is kept in a fixed buffer,
+// and a line longer than memcached accepts (or a request it cannot frame) loses the stream. Once
+// lost it stays lost (feed returns false): the caller must not trust it again.
 #pragma once
 
 #include <cstdint>
@@ -52,19 +54,16 @@ class StreamScanner {
           Request r;
           bool has_data = false;
           uint64_t data_len = 0;
-          const bool framed =
-              parse_ascii_line(std::string_view(reinterpret_cast<const char*>(buf_), have_ - 1), r,
-                               has_data, data_len);
+          const bool framed = parse_line(r, has_data, data_len);
           ++commands_;
-          on(static_cast<const Request&>(r));
-          if (!framed) {
-            mode_ = Mode::lost;
-          } else if (has_data) {
+          if (framed && has_data) {  // told at the block's end (the line is kept in buf_)
             skip_ = data_len + 2;
             mode_ = Mode::skip;
-          } else {
-            mode_ = Mode::start;
+            held_ = Held::line;
+            break;
           }
+          on(static_cast<const Request&>(r));
+          mode_ = framed ? Mode::start : Mode::lost;
           break;
         }
         case Mode::bin_head: {
@@ -85,19 +84,34 @@ class StreamScanner {
             value_ = body - extlen - keylen;
             if (have_ < need_) break;
           }
+          ++commands_;
+          skip_ = value_;
+          if (skip_) {  // a value: told at its end (the head is kept in buf_)
+            mode_ = Mode::skip;
+            held_ = Held::head;
+            break;
+          }
           Request r;
           parse_binary_head({buf_, need_}, r);
-          ++commands_;
           on(static_cast<const Request&>(r));
-          skip_ = value_;
-          mode_ = skip_ ? Mode::skip : Mode::start;
+          mode_ = Mode::start;
           break;
         }
         case Mode::skip: {
           const size_t n = size_t(std::min<uint64_t>(skip_, in.size()));
           skip_ -= n;
           in = in.subspan(n);
-          if (skip_ == 0) mode_ = Mode::start;
+          if (skip_ != 0) break;
+          mode_ = Mode::start;
+          Request r;
+          bool has_data = false;
+          uint64_t data_len = 0;
+          if (held_ == Held::line)
+            (void)parse_line(r, has_data, data_len);
+          else if (held_ == Held::head)
+            parse_binary_head({buf_, need_}, r);
+          if (held_ != Held::none) on(static_cast<const Request&>(r));
+          held_ = Held::none;
           break;
         }
         case Mode::lost:
@@ -113,6 +127,12 @@ class StreamScanner {
 
  private:
   enum class Mode : uint8_t { start, line, bin_head, skip, lost };
+  // The command whose data block is being skipped, told at the block's end.
+  enum class Held : uint8_t { none, line, head };
+  bool parse_line(Request& r, bool& has_data, uint64_t& data_len) const {
+    return parse_ascii_line(std::string_view(reinterpret_cast<const char*>(buf_), have_ - 1), r,
+                            has_data, data_len);
+  }
   template <class On>
   void lose(On&& on) {
     Request r;
@@ -121,6 +141,7 @@ class StreamScanner {
     mode_ = Mode::lost;
   }
   Mode mode_ = Mode::start;
+  Held held_ = Held::none;
   uint32_t have_ = 0, need_ = 0, value_ = 0;
   uint64_t skip_ = 0;
   uint64_t commands_ = 0;

@@ -78,6 +78,25 @@ TEST(StreamScanner, ACommandIsReportedWhenItsLineCompletesNotBefore) {
   EXPECT_EQ(seen, std::vector<std::string>{"write:key"});
 }
 
+// A storage command is carried out by memcached once its data block is all there: it is
+// reported then (its value's bytes may come long after its line), ASCII and binary alike.
+TEST(StreamScanner, AStorageCommandIsReportedWhenItsDataBlockEnds) {
+  const std::string bin = test::mc_binreq(0x01, "j", std::string(8, '\0'), "value");
+  for (const std::string& cmd :
+       {std::string("set key 0 0 5\r\nhello\r\n"), std::string("ms key 5 T10\r\nhello\r\n"), bin}) {
+    StreamScanner sc;
+    std::vector<std::string> seen;
+    auto on = [&](const Request& r) { seen.push_back(describe(r)); };
+    for (size_t i = 0; i + 1 < cmd.size(); ++i) {
+      sc.feed({reinterpret_cast<const uint8_t*>(cmd.data()) + i, 1}, on);
+      EXPECT_TRUE(seen.empty()) << "after byte " << i << " of " << cmd;
+    }
+    sc.feed({reinterpret_cast<const uint8_t*>(cmd.data()) + cmd.size() - 1, 1}, on);
+    EXPECT_EQ(seen, std::vector<std::string>{cmd == bin ? "write:j" : "write:key"}) << cmd;
+    EXPECT_EQ(sc.commands(), 1u);
+  }
+}
+
 TEST(StreamScanner, WhatCannotBeFramedLosesTheStreamForGood) {
   struct Case {
     const char* what;
