@@ -277,44 +277,6 @@ TEST(GaondService, LogLevelsAndJournalPrefixes) {
   EXPECT_NE(bad.err.find("--log-level"), std::string::npos) << bad.err;
 }
 
-}  // namespace
-}  // namespace gaon::test
-
-namespace gaon::test {
-namespace {
-
-// GET /metrics from 127.0.0.1:port: the body ("" when it fails).
-std::string scrape(uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const sockaddr_in to = loopback(port);
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  (void)!write(fd, req.data(), req.size());
-  std::string resp;
-  char buf[65536];
-  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) resp.append(buf, size_t(n));
-  close(fd);
-  const auto body = resp.find("\r\n\r\n");
-  return resp.starts_with("HTTP/1.") && resp.find(" 200 ") != std::string::npos &&
-                 body != std::string::npos
-             ? resp.substr(body + 4)
-             : "";
-}
-
-// The value of the first sample line that starts with `series` ("name{labels"), -1 if none.
-double sample(const std::string& text, const std::string& series) {
-  for (size_t at = 0; (at = text.find(series, at)) != std::string::npos; ++at) {
-    if (at != 0 && text[at - 1] != '\n') continue;
-    const auto end = text.find('\n', at);
-    const std::string line = text.substr(at, end - at);
-    return std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return -1;
-}
-
 // gaond --metrics in front of a real memcached: the scrape passes the real promtool, and
 // the numbers move with the traffic (frames, kvcache's misses then hits).
 TEST(GaondService, ServesPrometheusMetricsThatMoveWithTheTraffic) {

@@ -58,9 +58,12 @@ class OneNicTest : public ::testing::Test {
     if (lock_ >= 0) close(lock_);
   }
   void start_gaond() {
-    gaond_ = Child::start({"/usr/bin/ip", "netns", "exec", "gaon-server",
-                           std::string(GAON_BIN_DIR) + "/gaond", "--local", "--iface", "sv1",
-                           "--control", sock_, "--xdp-mode", xdp_mode()});
+    std::vector<std::string> argv = {
+        "/usr/bin/ip", "netns",   "exec", "gaon-server", std::string(GAON_BIN_DIR) + "/gaond",
+        "--local",     "--iface", "sv1",  "--control",   sock_,
+        "--xdp-mode",  xdp_mode()};
+    for (const auto& a : gaond_extra()) argv.push_back(a);
+    gaond_ = Child::start(argv);
     ASSERT_TRUE(gaond_.wait_errors("ready")) << gaond_.errors();
     auto c = control::Client::connect(sock_);
     ASSERT_TRUE(c) << c.error();
@@ -93,6 +96,7 @@ class OneNicTest : public ::testing::Test {
   virtual std::string listen_on() const { return kServerIp; }
   virtual void before_memcached() {}  // (the testbed is this test's from here)
   virtual std::string xdp_mode() const { return "auto"; }
+  virtual std::vector<std::string> gaond_extra() const { return {}; }
   nlohmann::json kv_stats() {
     auto l = ctl_->call("list");
     EXPECT_TRUE(l && l->size() == 1) << (l ? l->dump() : l.error());
@@ -526,6 +530,53 @@ TEST_F(OneNicAckTest, ATcpWritesReplyEndsItsOutstandingStateBehindOtherReplies) 
   // The negative: no acknowledgement, the bucket stays busy.
   ASSERT_EQ(tcp_ask(tcp, "set n 0 0 2 noreply\r\nv2\r\nmn\r\n", 0), "MN\r\n");
   EXPECT_FALSE(cached(c, "n", id)) << "a noreply write is not acknowledged";
+  close(tcp);
+}
+
+// gaond --local --metrics, scraped inside gaon-server while hits are answered in XDP: the
+// steering program's "local" section and the instance's fast-path counters are there and
+// move, and the real promtool passes the scrape.
+class OneNicMetricsTest : public OneNicTest {
+ protected:
+  std::vector<std::string> gaond_extra() const override { return {"--metrics", "127.0.0.1:9187"}; }
+};
+
+TEST_F(OneNicMetricsTest, TheLocalProgramsAndTheFastPathAreScraped) {
+  McUdp c = udp_client();
+  const int tcp = tcp_client();
+  ASSERT_EQ(tcp_ask(tcp, "set m 0 0 2\r\nv1\r\n", 0), "STORED\r\n");
+  uint16_t id = 0;
+  ASSERT_TRUE(cached(c, "m", id)) << kv_stats().dump();
+  const std::string before = scrape(9187, "gaon-server");
+  ASSERT_FALSE(before.empty()) << gaond_.errors();
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(c.reply_to("get m\r\n", ++id, 1000ms));
+  ASSERT_EQ(tcp_ask(tcp, "delete m\r\n", 0), "DELETED\r\n");
+  const std::string after = scrape(9187, "gaon-server");
+  const std::string inst = "{ikernel_instance=\"1\",type=\"kvcache\"";
+  const double a0 = sample(before, "gaon_fast_path_answered_total" + inst);
+  const double a1 = sample(after, "gaon_fast_path_answered_total" + inst);
+  EXPECT_GE(a0, 1) << before;
+  EXPECT_GE(a1 - a0, 20) << after;
+  EXPECT_GT(sample(after, "gaon_fast_path_writes_total" + inst),
+            sample(before, "gaon_fast_path_writes_total" + inst))
+      << after;
+  EXPECT_GT(sample(after, "gaon_fast_path_tcp_commands_total" + inst), 0) << after;
+  EXPECT_GE(sample(after, "gaon_fast_path_active" + inst), 1) << after;
+  EXPECT_NE(after.find("gaon_steer_fast_path_frames_total{"), std::string::npos) << after;
+  EXPECT_NE(after.find("mode=\"local\""), std::string::npos) << after;
+  if (access("/usr/bin/promtool", X_OK) == 0) {
+    char path[] = "/tmp/gaon-scrape-XXXXXX";
+    const int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, after.data(), after.size()), ssize_t(after.size()));
+    close(fd);
+    const Ran p = run({"/bin/sh", "-c", std::string("/usr/bin/promtool check metrics < ") + path});
+    unlink(path);
+    EXPECT_EQ(p.status, 0) << p.out << p.err;
+    EXPECT_EQ(p.out + p.err, "") << "promtool found problems";
+  } else {
+    std::printf("promtool missing: the scrape was not checked by it\n");
+  }
   close(tcp);
 }
 

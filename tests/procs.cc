@@ -551,4 +551,35 @@ std::string tcp_command(uint16_t port, const std::string& cmd, const std::string
   return got;
 }
 
+std::string scrape(uint16_t port, const std::string& ns) {
+  const int fd =
+      ns.empty() ? socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) : socket_in(ns, SOCK_STREAM);
+  const sockaddr_in to = loopback(port);
+  if (fd < 0 || connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) != 0) {
+    if (fd >= 0) close(fd);
+    return "";
+  }
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  (void)!write(fd, req.data(), req.size());
+  std::string resp;
+  char buf[65536];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) resp.append(buf, size_t(n));
+  close(fd);
+  const auto body = resp.find("\r\n\r\n");
+  return resp.starts_with("HTTP/1.") && resp.find(" 200 ") != std::string::npos &&
+                 body != std::string::npos
+             ? resp.substr(body + 4)
+             : "";
+}
+
+double sample(const std::string& text, const std::string& series) {
+  for (size_t at = 0; (at = text.find(series, at)) != std::string::npos; ++at) {
+    if (at != 0 && text[at - 1] != '\n') continue;
+    const auto end = text.find('\n', at);
+    const std::string line = text.substr(at, end - at);
+    return std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return -1;
+}
+
 }  // namespace gaon::test

@@ -175,4 +175,10 @@ bool wait_udp_ready(uint16_t port,
 // ASCII over TCP: sends `cmd` and returns the reply line(s) until `until` is seen.
 std::string tcp_command(uint16_t port, const std::string& cmd, const std::string& until);
 
+// Prometheus' text from http://127.0.0.1:port/metrics (inside network namespace `ns`
+// when given); "" when nothing answers 200.
+std::string scrape(uint16_t port, const std::string& ns = "");
+// The value of the first sample line that starts with `series` ("name{labels"), -1 if none.
+double sample(const std::string& text, const std::string& series);
+
 }  // namespace gaon::test
