@@ -498,6 +498,14 @@ static __always_inline void kv_flush(struct kv_table_hdr* t, __u32 fp, __s64 del
   gaon_fp_count(fp, GAON_FP_STAT_flushes);
 }
 
+// kv_flush for instance fp, verified once (as kv_write_fp below).
+__attribute__((noinline)) int kv_flush_fp(__u32 fp, __s64 delay, __u64 now) {
+  struct kv_tab k;
+  if (!kv_tab_of(fp, &k)) return 0;
+  kv_flush(k.t, fp, delay, now);
+  return 1;
+}
+
 // A ttl record's expiry (kv_abi.h) for an exptime read at `now`: memcached's rules
 // (0: none; negative: gone; above 30 days: an absolute time, which is not followed here:
 // "now", so nothing is learned for the key until a write gives it an expiry again).
@@ -554,6 +562,21 @@ static __always_inline void kv_write(struct kv_tab* k, __u32 fp, __u64 h, int ac
   __sync_fetch_and_add(&b->ver, 1);
 }
 
+// kv_write for instance fp, as a function of its own: a global function, verified once
+// rather than at every place that writes (inlined there, its branches multiplied the
+// reader's states past the verifier's million instructions). how: KV_W_*.
+enum { KV_W_ACKED = 1, KV_W_TTL = 2, KV_W_UNTIMED = 4 };
+__attribute__((noinline)) int kv_write_fp(__u32 fp, __u64 h, __u32 how, __s64 exptime, __u64 now) {
+  struct kv_tab k;
+  if (!kv_tab_of(fp, &k)) return 0;
+  kv_write(&k, fp, h, how & KV_W_ACKED, how & KV_W_TTL, how & KV_W_UNTIMED, exptime, now);
+  gaon_fp_count(fp, GAON_FP_STAT_writes);
+  return 1;
+}
+static __always_inline __u32 kv_write_how(int acked, int ttl, int untimed) {
+  return (acked ? KV_W_ACKED : 0) | (ttl ? KV_W_TTL : 0) | (untimed ? KV_W_UNTIMED : 0);
+}
+
 // Applies w->cmd (read from `w->line`): invalidates its keys or flushes. The hash of the
 // write whose acknowledgement is to be followed, if any (else 0).
 static __always_inline __u64 kv_apply(struct kv_tab* k, __u32 fp, struct kv_wscratch* w, int follow,
@@ -561,7 +584,7 @@ static __always_inline __u64 kv_apply(struct kv_tab* k, __u32 fp, struct kv_wscr
   struct kv_cmd* c = &w->cmd;
   if (k->t->flags & KV_F_UNSAFE) return 0;  // (the negative control: nothing invalidated)
   if (c->kind == KV_C_FLUSH) {
-    kv_flush(k->t, fp, c->exptime, now);
+    kv_flush_fp(fp, c->exptime, now);
     return 0;
   }
   if (c->kind != KV_C_WRITE) return 0;
@@ -572,8 +595,7 @@ static __always_inline __u64 kv_apply(struct kv_tab* k, __u32 fp, struct kv_wscr
     const __u64 h = kv_key_hash(w, c->key_off[i], c->key_len[i] & 255);
     // The acknowledgement of a UDP write of one key is followed (kv_pend); the rest clear
     // by the timeout.
-    kv_write(k, fp, h, acked, c->ttl, c->untimed, c->exptime, now);
-    gaon_fp_count(fp, GAON_FP_STAT_writes);
+    kv_write_fp(fp, h, kv_write_how(acked, c->ttl, c->untimed), c->exptime, now);
     if (i == 0) first = h;
   }
   return acked ? first : 0;

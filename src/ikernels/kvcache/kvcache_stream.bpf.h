@@ -45,7 +45,7 @@ struct kv_conn {
   __u32 rseq_ok;
   __u32 rhave;  // bytes of a reply line begun in an earlier segment, kept in rws.line
   __u32 pad;
-  __u64 skip;   // bytes of a data block still to pass unread
+  __u64 skip;  // bytes of a data block still to pass unread
   // A storage command's write, applied when the last byte of its data block is read (what
   // memcached waits for to carry it out): dpending, its key's hash, how (kv_write's).
   __u64 dhash;
@@ -240,8 +240,7 @@ struct kv_chunk {
 
 static __always_inline void kv_lost(struct kv_conn* c, __u32 fp, __u64 now) {
   c->state = KV_CONN_UNFRAMED;
-  struct kv_tab k;
-  if (kv_tab_of(fp, &k)) kv_flush(k.t, fp, 0, now);
+  kv_flush_fp(fp, 0, now);
   gaon_fp_count(fp, GAON_FP_STAT_tcp_unframed);
 }
 
@@ -272,11 +271,9 @@ static long kv_chunk_step(__u64 unused, void* arg) {
     const __u32 n = c->skip < rest ? (__u32)c->skip : rest;
     c->skip -= n;
     x->pos += n;
-    struct kv_tab k;
-    if (c->skip == 0 && c->dpending && kv_tab_of(x->fp, &k)) {  // its end: the write now
-      kv_write(&k, x->fp, c->dhash, c->dacked, c->dttl, c->duntimed, c->dexptime, x->now);
-      gaon_fp_count(x->fp, GAON_FP_STAT_writes);
-    }
+    if (c->skip == 0 && c->dpending)  // its end: the write now
+      kv_write_fp(x->fp, c->dhash, kv_write_how(c->dacked, c->dttl, c->duntimed), c->dexptime,
+                  x->now);
     if (c->skip == 0) c->dpending = 0;
     return 0;
   }
@@ -450,8 +447,7 @@ int gaon_kvcache_ingress(struct __sk_buff* skb) {
     struct bpf_tcp_sock* tp = sk ? bpf_tcp_sock(sk) : 0;
     const __u32 upto = (__u32)-d < len ? c->rcv : seq + len;  // the end of what was read
     if (!tp || (__s32)(upto - tp->rcv_nxt) > 0) {
-      struct kv_tab k;
-      if (kv_tab_of(x.fp, &k)) kv_flush(k.t, x.fp, 0, x.now);
+      kv_flush_fp(x.fp, 0, x.now);
       gaon_fp_count(x.fp, GAON_FP_STAT_tcp_resent_unread);
     }
   }
