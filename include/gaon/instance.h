@@ -39,14 +39,24 @@ enum class InstanceError : uint8_t {
 inline constexpr size_t kInstanceErrors = static_cast<size_t>(InstanceError::count_);
 std::string_view to_string(InstanceError e);
 
+// An instance's counters, written once: X(field, metric name, what it counts). The
+// struct's fields, the stats JSON (field names) and the Prometheus names come from it.
+#define GAON_INSTANCE_COUNTERS(X)                                                           \
+  X(rx, "gaon_instance_rx_packets_total", "ingress packets steered to the instance")        \
+  X(egress_rx, "gaon_instance_egress_packets_total",                                        \
+    "egress packets (its application's) seen by its egress hook")                           \
+  X(to_wire, "gaon_instance_to_wire_packets_total",                                         \
+    "packets it sent towards the wire (replies and egress)")                                \
+  X(to_host, "gaon_instance_to_host_packets_total", "packets it passed to the host")        \
+  X(dropped, "gaon_instance_dropped_packets_total", "packets it dropped by verdict")        \
+  X(emitted, "gaon_instance_emitted_packets_total", "new packets it emitted from the pool") \
+  X(oversize_passed, "gaon_instance_oversize_passed_total",                                 \
+    "datagrams too large for a frame (on_oversize) it passed whole")
+
 struct InstanceCounters {
-  Counter rx;               // ingress packets steered to the instance
-  Counter egress_rx;        // egress packets (its application's) seen by its egress hook
-  Counter to_wire;          // sent towards the wire (replies and egress)
-  Counter to_host;          // passed to the host
-  Counter dropped;          // dropped by verdict
-  Counter emitted;          // new packets emitted from the pool
-  Counter oversize_passed;  // datagrams too large for a frame (on_oversize) passed whole
+#define GAON_X_FIELD(field, metric, doc) Counter field;
+  GAON_INSTANCE_COUNTERS(GAON_X_FIELD)
+#undef GAON_X_FIELD
   std::array<Counter, kInstanceErrors> errors;
   void count(InstanceError e, uint64_t n = 1) { errors[static_cast<size_t>(e)].add(n); }
   nlohmann::json to_json() const;

@@ -39,14 +39,12 @@ nlohmann::json InstanceCounters::to_json() const {
   nlohmann::json errs = nlohmann::json::object();
   for (size_t i = 0; i < kInstanceErrors; ++i)
     errs[std::string(to_string(static_cast<InstanceError>(i)))] = errors[i].get();
-  return {{"rx", rx.get()},
-          {"egress_rx", egress_rx.get()},
-          {"to_wire", to_wire.get()},
-          {"to_host", to_host.get()},
-          {"dropped", dropped.get()},
-          {"emitted", emitted.get()},
-          {"oversize_passed", oversize_passed.get()},
-          {"errors", errs}};
+  nlohmann::json j = nlohmann::json::object();
+#define GAON_X_JSON(field, metric, doc) j[#field] = field.get();
+  GAON_INSTANCE_COUNTERS(GAON_X_JSON)
+#undef GAON_X_JSON
+  j["errors"] = std::move(errs);
+  return j;
 }
 
 Result<std::unique_ptr<Instance>> Instance::create(const InstanceConfig& cfg, const Registry& reg) {

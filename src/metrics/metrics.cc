@@ -2,6 +2,8 @@
 // endpoint that serves them (prometheus-cpp's Exposer).
 #include "gaon/metrics.h"
 
+#include "gaon/instance.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -372,22 +374,15 @@ void instances(Builder& b, const json& s) {
     const Labels l = {{"ikernel_instance", str(in.value("id", json(0)))},
                       {"type", str(in.value("type", json("")))},
                       {"owner", str(in.value("owner", json(0)))}};
-    // InstanceCounters (include/gaon/instance.h).
+    // InstanceCounters (include/gaon/instance.h: the list and its names).
     static const struct {
       const char* key;
       const char* name;
       const char* help;
     } kCounters[] = {
-        {"rx", "gaon_instance_rx_packets_total", "ingress packets steered to the instance"},
-        {"egress_rx", "gaon_instance_egress_packets_total",
-         "egress packets (its application's) seen by its egress hook"},
-        {"to_wire", "gaon_instance_to_wire_packets_total",
-         "packets it sent towards the wire (replies and egress)"},
-        {"to_host", "gaon_instance_to_host_packets_total", "packets it passed to the host"},
-        {"dropped", "gaon_instance_dropped_packets_total", "packets it dropped by verdict"},
-        {"emitted", "gaon_instance_emitted_packets_total", "new packets it emitted"},
-        {"oversize_passed", "gaon_instance_oversize_passed_total",
-         "datagrams too large for a frame it passed whole"},
+#define GAON_X_METRIC(field, metric, doc) {#field, metric, doc},
+        GAON_INSTANCE_COUNTERS(GAON_X_METRIC)
+#undef GAON_X_METRIC
     };
     if (in.contains("counters")) {
       const json& c = in["counters"];
