@@ -110,6 +110,9 @@ class Engine {
   Result<void> remove_flow(const FlowKey& key);
   Result<void> set_traffic_class(uint32_t id, const TrafficClass& tc);
   Result<nlohmann::json> call(uint32_t id, std::string_view op, std::span<const std::string> args);
+  // Records the frames of instance `id` into `c` (capture.h) from the next burst on, or
+  // stops (nullptr). When it returns, the datapath no longer touches the previous one.
+  Result<void> set_capture(uint32_t id, Capture* c);
   nlohmann::json stats();  // includes "conservation" (see EngineCounters)
   nlohmann::json instance_stats(uint32_t id);
   std::vector<FlowEntry> flows();

@@ -18,6 +18,8 @@
 
 namespace gaon {
 
+class Capture;
+
 // Share of the wire for an instance's transmissions (see Arbiter).
 struct TrafficClass {
   uint32_t weight = 1;       // deficit-round-robin weight, 1..1000
@@ -110,6 +112,7 @@ class Instance {
   size_t mem_size_ = 0;
   bool initialized_ = false;  // init succeeded: cleanup is owed
   StateRegion region_;
+  Capture* capture_ = nullptr;  // set by Engine::set_capture while someone captures
   InstanceCounters counters_;
   FastPathState* fast_path_ = nullptr;  // datapath only; set by the engine from its FlowObserver
 };

@@ -1,5 +1,7 @@
 #include "gaon/engine.h"
 
+#include "gaon/capture.h"
+
 #include "gaon/clock.h"
 
 #include <future>
@@ -169,6 +171,9 @@ void Engine::run_instance(Instance& inst, std::span<Packet*> pkts, Direction dir
   InstanceCounters& ic = inst.counters_;
   Context ctx(inst.id_, inst.region_, ic, *pool_, emit_buf_, now);
   ctx.set_fast_path(inst.fast_path_);
+  Capture* const cap = inst.capture_;  // (null unless someone captures this instance)
+  if (cap != nullptr) [[unlikely]]
+    cap->before(pkts, dir, now);
   if (dir == Direction::ingress) {
     ic.rx.add(pkts.size());
     inst.kernel_->process(ctx, pkts);
@@ -179,7 +184,11 @@ void Engine::run_instance(Instance& inst, std::span<Packet*> pkts, Direction dir
   // The application's own egress packets share the host's class; what the ikernel
   // answers or emits is charged to the instance's class.
   const uint32_t own_cls = dir == Direction::egress ? 0 : inst.id_;
+  if (cap != nullptr) [[unlikely]]
+    cap->after(pkts);
   auto dispatch = [&](Packet* p, uint32_t cls) {
+    if (cap != nullptr && p->verdict != Verdict::drop) [[unlikely]]
+      cap->out(*p, now);
     switch (p->verdict) {
       case Verdict::to_host:
         ic.to_host.add();
@@ -209,6 +218,20 @@ void Engine::run_instance(Instance& inst, std::span<Packet*> pkts, Direction dir
     emit_buf_[i]->dir = dir;
     dispatch(emit_buf_[i], inst.id_);
   }
+  if (cap != nullptr) [[unlikely]]
+    cap->publish();
+}
+
+Result<void> Engine::set_capture(uint32_t id, Capture* c) {
+  bool found = false;
+  execute([&] {
+    if (Instance* i = instance(id)) {
+      i->capture_ = c;
+      found = true;
+    }
+  });
+  if (!found && c != nullptr) return make_error("instance {}: no such instance", id);
+  return {};
 }
 
 void Engine::gap(uint64_t now) {
