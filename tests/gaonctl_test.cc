@@ -165,6 +165,66 @@ TEST_F(Gaonctl, BadArgumentsGetOneLineAndExitStatus2) {
   }
 }
 
+// capture: the echo instance's frames while traffic flows, in a pcapng that the real
+// tcpdump and tshark read (each request in, with echo's verdict, and its reply out); its
+// bounds; errors with one line and nothing written.
+TEST_F(Gaonctl, CaptureWritesPcapngThatTcpdumpAndTsharkRead) {
+  start_traffic();
+  const std::string file = "/tmp/gaonctl-capture-" + std::to_string(getpid()) + ".pcapng";
+  const auto r = gaonctl(sock_, {"capture", "1", "--count", "20", "-w", file});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("20 frames captured, 0 lost"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("count reached"), std::string::npos) << r.err;
+  const auto td = run({"/usr/bin/tcpdump", "-nr", file}, 15000ms);
+  ASSERT_EQ(td.status, 0) << td.err;
+  const auto lines = lines_of(td.out);
+  ASSERT_EQ(lines.size(), 20u) << td.out;
+  EXPECT_NE(lines[0].find("> 127.0.0.1." + std::to_string(port_) + ": UDP"), std::string::npos)
+      << lines[0];
+  EXPECT_NE(lines[1].find("127.0.0.1." + std::to_string(port_) + " > "), std::string::npos)
+      << lines[1];
+  if (access("/usr/bin/tshark", X_OK) == 0) {
+    const auto ts = run({"/usr/bin/tshark", "-r", file, "-T", "fields", "-e",
+                         "frame.interface_name", "-e", "frame.comment"},
+                        30000ms);
+    ASSERT_EQ(ts.status, 0) << ts.err;
+    const auto t = lines_of(ts.out);
+    ASSERT_EQ(t.size(), 20u) << ts.out;
+    for (size_t i = 0; i < t.size(); ++i)
+      EXPECT_EQ(t[i], i % 2 == 0 ? "1-in\tin to_wire" : "1-out\tout to_wire") << i;
+  } else {
+    GTEST_LOG_(INFO) << "tshark is missing: checked with tcpdump only";
+  }
+  // --seconds ends it, to standard output; --at in records only what reaches the instance.
+  const auto s = gaonctl(sock_, {"--json", "capture", "1", "--seconds", "1", "--at", "in",
+                                 "--count", "100000", "-w", file});
+  ASSERT_EQ(s.status, 0) << s.err;
+  const auto j = nlohmann::json::parse(s.out);
+  EXPECT_EQ(j["ended"], "time up");
+  EXPECT_GT(j["frames"].get<uint64_t>(), 100u);  // a datagram per millisecond or so
+  const auto in = run({"/usr/bin/tcpdump", "-nr", file}, 15000ms);
+  EXPECT_EQ(lines_of(in.out).size(), j["frames"].get<size_t>());
+  for (const auto& l : lines_of(in.out))
+    EXPECT_NE(l.find("> 127.0.0.1." + std::to_string(port_) + ": UDP"), std::string::npos) << l;
+  unlink(file.c_str());
+  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+           {"capture", "1", "--at", "sideways", "-w", file},
+           {"capture", "1", "--count", "0", "-w", file},
+           {"capture", "1", "--seconds", "7200", "-w", file},
+           {"capture", "1", "--snaplen", "0", "-w", file},
+           {"capture", "9", "-w", file},
+           {"capture", "1", "-w", "/nonexistent/dir/x.pcapng"},
+       }) {
+    const auto e = gaonctl(sock_, args);
+    EXPECT_EQ(e.status, 1) << args[2] << e.err;
+    EXPECT_EQ(std::count(e.err.begin(), e.err.end(), '\n'), 1) << e.err;
+    EXPECT_EQ(e.err.rfind("gaonctl: error: ", 0), 0u) << e.err;
+    EXPECT_NE(access(file.c_str(), F_OK), 0) << "an error leaves no file: " << args[2];
+  }
+  const auto missing = gaonctl(sock_, {"capture", "1"});  // no -w
+  EXPECT_EQ(missing.status, 2) << missing.err;
+}
+
 // --json on every command gives JSON (before or after the command).
 TEST_F(Gaonctl, JsonForEveryCommand) {
   auto json_of = [&](std::vector<std::string> args) {

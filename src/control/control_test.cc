@@ -427,7 +427,8 @@ TEST_F(ControlServer, TenantsAreIsolated) {
                                                          {"call", id, "stats"},
                                                          {"destroy", id},
                                                          {"detach", id, "--flow", fa},
-                                                         {"attach", id, "--flow", fb}}) {
+                                                         {"attach", id, "--flow", fb},
+                                                         {"capture", id, "-w", "/dev/null"}}) {
     auto [s2, o2] = bob(args);
     EXPECT_EQ(s2, 1) << args[0];
     EXPECT_NE(o2.find("permission denied"), std::string::npos) << args[0] << ": " << o2;

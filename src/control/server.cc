@@ -1,6 +1,7 @@
 #include "gaon/control_server.h"
 
 #include <arpa/inet.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -8,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <time.h>
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -17,6 +19,8 @@
 #include <optional>
 #include <thread>
 
+#include "gaon/capture.h"
+#include "gaon/clock.h"
 #include "gaon/params.h"
 #include "state_file.h"
 
@@ -100,6 +104,21 @@ Result<FlowKey> own_flow(int fd, const char* l4, const std::string& local) {
 
 }  // namespace
 
+// A capture in progress (op "capture"): its ring, the descriptor the pcapng goes to (a
+// socket the client passed), and the request to answer when it ends.
+struct Cap {
+  uint32_t instance = 0;
+  uint64_t conn = 0;  // the connection that asked (its serial)
+  int conn_fd = -1;
+  nlohmann::json request;
+  int out = -1;
+  std::unique_ptr<Capture> ring;
+  std::string buf;        // pcapng bytes not yet sent
+  int64_t offset_ns = 0;  // monotonic -> realtime
+  uint64_t deadline_ns = 0;
+  bool failed = false;
+};
+
 struct Server::Impl {
   Engine& engine;
   const Registry& reg;
@@ -112,6 +131,7 @@ struct Server::Impl {
   uint64_t next_serial = 1;
   std::thread thread;
   std::optional<StateFile> state;  // recording persistent instances (opt.state_dir)
+  std::vector<std::unique_ptr<Cap>> captures;
 
   Impl(Engine& e, const Registry& r, ServerOptions o, std::vector<Service> s)
       : engine(e), reg(r), opt(std::move(o)), services(std::move(s)) {}
@@ -137,6 +157,8 @@ struct Server::Impl {
   Result<nlohmann::json> op_stats(Conn& c, const nlohmann::json& m);
   Result<nlohmann::json> op_attach(Conn& c, const nlohmann::json& m, int fd);
   Result<nlohmann::json> op_detach(Conn& c, const nlohmann::json& m);
+  Result<nlohmann::json> op_capture(Conn& c, const Request& r, int& fd);
+  void service_captures(bool stopping);
   Result<std::vector<FlowKey>> flows_of_socket(int fd);
   Result<std::vector<FlowKey>> flows_of_socket6(int fd, const char* l4,
                                                 const sockaddr_storage& local);
@@ -289,10 +311,15 @@ void Server::Impl::save_state() {
 void Server::Impl::run() {
   epoll_event ev[32];
   for (;;) {
-    const int n = epoll_wait(ep, ev, 32, -1);
+    // While a capture runs, its ring is emptied every 10 ms.
+    const int n = epoll_wait(ep, ev, 32, captures.empty() ? -1 : 10);
+    if (!captures.empty()) service_captures(false);
     for (int i = 0; i < n; ++i) {
       const int fd = ev[i].data.fd;
-      if (fd == wake) return;
+      if (fd == wake) {
+        service_captures(true);
+        return;
+      }
       if (fd == listen_fd) {
         accept_clients();
         continue;
@@ -384,6 +411,7 @@ void Server::Impl::read_client(Conn& c) {
                           r.error());
     } else {
       reply = handle(c, *r);
+      if (reply.is_null()) continue;  // answered later (a capture, when it ends)
     }
     c.out += frame(reply);
   }
@@ -439,7 +467,8 @@ void Server::Impl::drop(int fd) {
 nlohmann::json Server::Impl::handle(Conn& c, const Request& r) {
   Result<nlohmann::json> res = make_error("unknown op '{}' (try \"types\")", r.op);
   int fd = -1;
-  if (r.op == "attach" && !c.fds.empty()) {  // the oldest descriptor not yet taken
+  if ((r.op == "attach" || r.op == "capture") &&
+      !c.fds.empty()) {  // the oldest descriptor not yet taken
     fd = c.fds.front();
     c.fds.pop_front();
   }
@@ -459,6 +488,10 @@ nlohmann::json Server::Impl::handle(Conn& c, const Request& r) {
     res = op_attach(c, r.msg, fd);
   else if (r.op == "detach")
     res = op_detach(c, r.msg);
+  else if (r.op == "capture") {
+    res = op_capture(c, r, fd);
+    if (res && res->is_null()) return nullptr;  // started: answered when it ends
+  }
   if (fd >= 0) close(fd);  // gaond keeps no reference to the caller's socket
   if (res) return ok_reply(r.id, std::move(*res));
   const std::string& e = res.error();
@@ -807,6 +840,127 @@ Result<nlohmann::json> Server::Impl::op_detach(Conn& c, const nlohmann::json& m)
   if (recorded) save_state();
   if (auto r = engine.remove_flow(*k); !r) return Error{r.error()};
   return nlohmann::json{{"instance", *id}, {"flow", k->to_string()}};
+}
+
+}  // namespace gaon::control
+
+namespace gaon::control {
+
+// ---------------------------------------------------------------- captures
+
+Result<nlohmann::json> Server::Impl::op_capture(Conn& c, const Request& r, int& fd) {
+  const nlohmann::json& m = r.msg;
+  auto id = authorize(c, m);
+  if (!id) return Error{id.error()};
+  if (fd < 0)
+    return make_error(
+        "capture needs a socket to write the pcapng to, passed with the request "
+        "(gaonctl capture passes one)");
+  int type = 0;
+  socklen_t tl = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM)
+    return make_error("capture: the descriptor passed must be a stream socket");
+  CaptureOptions o;
+  auto at = field<std::string>(m, "at", "in,out");
+  if (!at) return Error{at.error()};
+  if (*at == "in")
+    o.out = false;
+  else if (*at == "out")
+    o.in = false;
+  else if (*at != "in,out" && *at != "out,in")
+    return make_error("\"at\" must be in, out or in,out, not '{}'", *at);
+  auto count = field<uint64_t>(m, "count", 1000);
+  auto seconds = field<uint64_t>(m, "seconds", 60);
+  auto snaplen = field<uint64_t>(m, "snaplen", kFrameSize);
+  if (!count) return Error{count.error()};
+  if (!seconds) return Error{seconds.error()};
+  if (!snaplen) return Error{snaplen.error()};
+  if (*count < 1 || *count > 10'000'000) return make_error("\"count\" must be 1..10000000");
+  if (*seconds < 1 || *seconds > 3600) return make_error("\"seconds\" must be 1..3600");
+  if (*snaplen < 1 || *snaplen > kFrameSize)
+    return make_error("\"snaplen\" must be 1..{}", kFrameSize);
+  for (const auto& k : captures)
+    if (k->instance == *id) return make_error("instance {}: already being captured", *id);
+  o.count = *count;
+  o.snaplen = uint32_t(*snaplen);
+  auto k = std::make_unique<Cap>();
+  k->instance = *id;
+  k->conn = c.serial;
+  k->conn_fd = c.fd;
+  k->request = r.id;
+  k->ring = std::make_unique<Capture>(o);
+  timespec rt{};
+  clock_gettime(CLOCK_REALTIME, &rt);
+  const uint64_t mono = mono_ns();
+  k->offset_ns =
+      int64_t(uint64_t(rt.tv_sec) * 1'000'000'000ull + uint64_t(rt.tv_nsec)) - int64_t(mono);
+  k->deadline_ns = mono + *seconds * 1'000'000'000ull;
+  k->buf = pcapng_header(*id, k->ring->options(), "gaond " GAON_VERSION);
+  if (auto s = engine.set_capture(*id, k->ring.get()); !s) return Error{s.error()};
+  k->out = fd;
+  fd = -1;  // kept until the capture ends
+  captures.push_back(std::move(k));
+  return nlohmann::json(nullptr);
+}
+
+void Server::Impl::service_captures(bool stopping) {
+  const uint64_t now = mono_ns();
+  for (size_t i = 0; i < captures.size();) {
+    Cap& k = *captures[i];
+    auto drain = [&] {
+      k.ring->drain(
+          [&](const CaptureRecord& r) { pcapng_packet(k.buf, k.ring->options(), r, k.offset_ns); });
+    };
+    auto send_some = [&] {
+      while (!k.buf.empty() && !k.failed) {
+        const ssize_t n = send(k.out, k.buf.data(), k.buf.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+          if (errno != EAGAIN && errno != EWOULDBLOCK) k.failed = true;
+          break;
+        }
+        k.buf.erase(0, size_t(n));
+      }
+    };
+    if (k.buf.size() < (4u << 20)) drain();  // (else the ring fills: frames lost, counted)
+    send_some();
+    auto conn = conns.find(k.conn_fd);
+    const bool asker = conn != conns.end() && conn->second.serial == k.conn;
+    bool gone;
+    {
+      std::lock_guard lk(owned_mu);
+      gone = owned.find(k.instance) == owned.end();
+    }
+    const bool done = (k.ring->full() && k.buf.empty()) || now >= k.deadline_ns || gone || !asker ||
+                      k.failed || stopping;
+    if (!done) {
+      ++i;
+      continue;
+    }
+    (void)engine.set_capture(k.instance, nullptr);  // the datapath lets go of the ring
+    drain();
+    timespec rt{};
+    clock_gettime(CLOCK_REALTIME, &rt);
+    pcapng_stats(k.buf, k.ring->options(),
+                 uint64_t(rt.tv_sec) * 1'000'000'000ull + uint64_t(rt.tv_nsec), k.ring->taken(),
+                 k.ring->lost());
+    // What is left goes out within a second (a reader that stopped loses the rest).
+    for (int turn = 0; turn < 100 && !k.buf.empty() && !k.failed; ++turn) {
+      pollfd pf{k.out, POLLOUT, 0};
+      if (poll(&pf, 1, 10) > 0) send_some();
+    }
+    close(k.out);
+    if (asker) {
+      const char* why = gone             ? "instance gone"
+                        : k.failed       ? "the reader went away"
+                        : stopping       ? "gaond stopping"
+                        : k.ring->full() ? "count reached"
+                                         : "time up";
+      conn->second.out += frame(ok_reply(
+          k.request, {{"frames", k.ring->taken()}, {"lost", k.ring->lost()}, {"ended", why}}));
+      if (!stopping && !flush(conn->second)) drop(conn->first);
+    }
+    captures.erase(captures.begin() + long(i));
+  }
 }
 
 }  // namespace gaon::control

@@ -12,7 +12,9 @@
 // refresh, on one line. --count K stops after K refreshes; Ctrl-C ends it (exit status 0).
 // Tables for people, --json for scripts (every command; --json may come before or after
 // the command). Errors are one line on stderr, exit status 1 (2 for bad arguments).
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +27,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/core.h>
@@ -200,6 +203,54 @@ int watch(gaon::control::Client& client, double every, uint64_t count, std::opti
   return 0;
 }
 
+// capture: gaond writes the pcapng into one end of a socket pair, passed with the request;
+// a thread copies the other end into `to` until gaond closes its end, and the reply (frames
+// taken and lost) comes when the capture ends.
+int capture(gaon::control::Client& client, nlohmann::json args, const std::string& to, bool json) {
+  // (a file this created is removed again if nothing was captured; one that was there stays)
+  const bool created = to != "-" && access(to.c_str(), F_OK) != 0;
+  const int out = to == "-" ? 1 : open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0) return fail(fmt::format("capture: {}: {}", to, std::strerror(errno)));
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return fail(fmt::format("capture: socketpair: {}", std::strerror(errno)));
+  std::string werr;
+  uint64_t bytes = 0;
+  std::thread copier([&] {
+    char buf[65536];
+    for (;;) {
+      const ssize_t n = read(sv[0], buf, sizeof buf);
+      if (n <= 0) break;
+      for (ssize_t off = 0; off < n && werr.empty();) {
+        const ssize_t w = write(out, buf + off, size_t(n - off));
+        if (w < 0) {
+          werr = std::strerror(errno);
+          break;
+        }
+        off += w;
+      }
+      bytes += uint64_t(n);
+    }
+  });
+  auto r = client.call("capture", std::move(args), sv[1]);
+  close(sv[1]);
+  copier.join();
+  close(sv[0]);
+  if (out != 1 && close(out) != 0 && werr.empty()) werr = std::strerror(errno);
+  if (!r) {
+    if (created && bytes == 0) unlink(to.c_str());
+    return fail(r.error());
+  }
+  if (!werr.empty()) return fail(fmt::format("capture: writing {}: {}", to, werr));
+  if (json)
+    fmt::print("{}\n", r->dump(2));
+  else
+    fmt::print(stderr, "gaonctl: {} frames captured, {} lost (ring full); ended: {}\n",
+               (*r)["frames"].get<uint64_t>(), (*r)["lost"].get<uint64_t>(),
+               (*r)["ended"].get<std::string>());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -246,6 +297,22 @@ int main(int argc, char** argv) {
   call->add_option("instance", id, "instance id")->required();
   call->add_option("op", op, "operation name")->required();
   call->add_option("args", args, "its arguments; '-' reads one from standard input (one line)");
+  auto* cap = app.add_subcommand(
+      "capture",
+      "record an instance's frames as pcapng, with each frame's verdict (owner or root)");
+  cap->add_option("instance", id, "instance id")->required();
+  std::string at = "in,out", cap_to;
+  uint64_t cap_count = 1000, cap_seconds = 60, snaplen = 2048;
+  cap->add_option("--at", at, "in (as frames reach it), out (as they leave), or in,out")
+      ->capture_default_str();
+  cap->add_option("--count", cap_count, "stop after this many frames (1..10000000)")
+      ->capture_default_str();
+  cap->add_option("--seconds", cap_seconds, "stop after this many seconds (1..3600)")
+      ->capture_default_str();
+  cap->add_option("--snaplen", snaplen, "bytes kept of each frame (1..2048)")
+      ->capture_default_str();
+  cap->add_option("-w,--write", cap_to, "the pcapng file to write ('-': standard output)")
+      ->required();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -302,6 +369,15 @@ int main(int argc, char** argv) {
   if (every)
     return watch(*client, *every, count,
                  stats->count("instance") ? std::optional<uint32_t>(id) : std::nullopt, json);
+
+  if (cap->parsed())
+    return capture(*client,
+                   {{"instance", id},
+                    {"at", at},
+                    {"count", cap_count},
+                    {"seconds", cap_seconds},
+                    {"snaplen", snaplen}},
+                   cap_to, json);
 
   gaon::Result<nlohmann::json> r = gaon::make_error("no command");
   if (types->parsed())
