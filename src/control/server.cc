@@ -7,9 +7,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
-#include <time.h>
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -841,10 +841,6 @@ Result<nlohmann::json> Server::Impl::op_detach(Conn& c, const nlohmann::json& m)
   if (auto r = engine.remove_flow(*k); !r) return Error{r.error()};
   return nlohmann::json{{"instance", *id}, {"flow", k->to_string()}};
 }
-
-}  // namespace gaon::control
-
-namespace gaon::control {
 
 // ---------------------------------------------------------------- captures
 
