@@ -201,7 +201,7 @@ TEST_F(Gaonctl, CaptureWritesPcapngThatTcpdumpAndTsharkRead) {
   ASSERT_EQ(s.status, 0) << s.err;
   const auto j = nlohmann::json::parse(s.out);
   EXPECT_EQ(j["ended"], "time up");
-  EXPECT_GT(j["frames"].get<uint64_t>(), 100u);  // a datagram per millisecond or so
+  EXPECT_GT(j["frames"].get<uint64_t>(), 10u);  // (a datagram per ms when idle; fewer if loaded)
   const auto in = run({"/usr/bin/tcpdump", "-nr", file}, 15000ms);
   EXPECT_EQ(lines_of(in.out).size(), j["frames"].get<size_t>());
   for (const auto& l : lines_of(in.out))
