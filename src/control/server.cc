@@ -7,7 +7,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -885,12 +884,9 @@ Result<nlohmann::json> Server::Impl::op_capture(Conn& c, const Request& r, int& 
   k->conn_fd = c.fd;
   k->request = r.id;
   k->ring = std::make_unique<Capture>(o);
-  timespec rt{};
-  clock_gettime(CLOCK_REALTIME, &rt);
   const uint64_t mono = mono_ns();
-  k->offset_ns =
-      int64_t(uint64_t(rt.tv_sec) * 1'000'000'000ull + uint64_t(rt.tv_nsec)) - int64_t(mono);
-  k->deadline_ns = mono + *seconds * 1'000'000'000ull;
+  k->offset_ns = int64_t(clock_ns(CLOCK_REALTIME)) - int64_t(mono);
+  k->deadline_ns = mono + *seconds * kSecondNs;
   k->buf = pcapng_header(*id, k->ring->options(), "gaond " GAON_VERSION);
   if (auto s = engine.set_capture(*id, k->ring.get()); !s) return Error{s.error()};
   k->out = fd;
@@ -934,10 +930,7 @@ void Server::Impl::service_captures(bool stopping) {
     }
     (void)engine.set_capture(k.instance, nullptr);  // the datapath lets go of the ring
     drain();
-    timespec rt{};
-    clock_gettime(CLOCK_REALTIME, &rt);
-    pcapng_stats(k.buf, k.ring->options(),
-                 uint64_t(rt.tv_sec) * 1'000'000'000ull + uint64_t(rt.tv_nsec), k.ring->taken(),
+    pcapng_stats(k.buf, k.ring->options(), clock_ns(CLOCK_REALTIME), k.ring->taken(),
                  k.ring->lost());
     // What is left goes out within a second (a reader that stopped loses the rest).
     for (int turn = 0; turn < 100 && !k.buf.empty() && !k.failed; ++turn) {

@@ -1,7 +1,6 @@
 #include "gaon/engine.h"
 
 #include "gaon/capture.h"
-
 #include "gaon/clock.h"
 
 #include <future>
